@@ -1,0 +1,78 @@
+"""Torch datasets over records: images through a transform, with unreadable images counted, not fatal.
+
+Among millions of images a few are corrupt; stopping a 10-hour job for one is not what a user wants.
+So an unreadable image comes out of the dataset as a skip (its row and the reason), the collate
+function drops it from the batch, and a `SkipReport` counts and lists them for the final report.
+`strict=True` raises on the first one instead.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .images import ImageReadError, load_image
+from .records import RecordSet
+from .sampler import Item
+
+
+class ImageDataset(Dataset):
+    """Items are record rows, or `(row, aug_seed)` pairs from `IdentityBatchSampler`.
+
+    Returns {"row", "image"} with image = transform(PIL image[, rng]), or {"row", "error"}.
+    """
+
+    def __init__(self, records: RecordSet, transform: Callable[..., Any], strict: bool = False,
+                 size_hint: tuple[int, int] | None = None) -> None:
+        self.records, self.transform, self.strict, self.size_hint = records, transform, strict, size_hint
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: int | Item) -> dict[str, Any]:
+        row, aug_seed = (item, None) if isinstance(item, (int, np.integer)) else item
+        try:
+            img = load_image(self.records.image_path(row), self.size_hint)
+        except ImageReadError as e:
+            if self.strict:
+                raise
+            return {"row": int(row), "error": str(e)}
+        rng = None if aug_seed is None else np.random.default_rng(aug_seed)
+        image = self.transform(img) if rng is None else self.transform(img, rng)
+        return {"row": int(row), "image": image}
+
+
+def collate_images(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the readable images; report the skipped ones as (row, reason)."""
+    good = [b for b in batch if "error" not in b]
+    images = [b["image"] for b in good]
+    if images and isinstance(images[0], np.ndarray):
+        images = torch.from_numpy(np.stack(images))
+    return {"rows": torch.tensor([b["row"] for b in good], dtype=torch.long), "images": images,
+            "skipped": [(b["row"], b["error"]) for b in batch if "error" in b]}
+
+
+@dataclass
+class SkipReport:
+    """Counts unreadable images and keeps their reasons for the final report."""
+
+    skipped: dict[int, str] = field(default_factory=dict)
+
+    def add(self, skipped: Sequence[tuple[int, str]]) -> None:
+        self.skipped.update(skipped)
+
+    def __len__(self) -> int:
+        return len(self.skipped)
+
+    def summary(self, limit: int = 20) -> str:
+        if not self.skipped:
+            return "skipped images: 0"
+        lines = [f"skipped images: {len(self.skipped)} (unreadable; left out)"]
+        lines += [f"  row {row}: {reason}" for row, reason in sorted(self.skipped.items())[:limit]]
+        if len(self.skipped) > limit:
+            lines.append(f"  ... and {len(self.skipped) - limit} more")
+        return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""Text as characters: each character is its UTF-8 bytes padded to 4, so any language needs no tokenizer.
+
+A caption becomes `uint8 [L, 4]` (one row per character: b0, b1, b2, b3, zero-padded) plus a boolean
+mask (True = a real character). The student's character vector is the sum of four byte-position
+embeddings of that row (DESIGN.md, "Text as characters").
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+BYTES_PER_CHAR = 4  # UTF-8 encodes every Unicode code point in at most 4 bytes
+DEFAULT_MAX_SEQ_LENGTH = 128
+
+
+def encode_chars(text: str, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> np.ndarray:
+    """`text` -> uint8 [n, 4], n = min(len(text), max_seq_length); longer text is truncated."""
+    if not isinstance(text, str):
+        raise TypeError(f"a caption must be a str, got {type(text).__name__}: {text!r:.80}")
+    if max_seq_length < 1:
+        raise ValueError(f"max_seq_length must be >= 1, got {max_seq_length}")
+    # Vectorised UTF-8 from code points: a Python loop per character is the slow path at batch scale.
+    cp = np.frombuffer(text[:max_seq_length].encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.uint32)
+    out = np.zeros((len(cp), BYTES_PER_CHAR), dtype=np.uint32)
+    n = np.select([cp < 0x80, cp < 0x800, cp < 0x10000], [1, 2, 3], 4)
+    cont = lambda shift: 0x80 | ((cp >> shift) & 0x3F)  # a continuation byte
+    lead = np.select([n == 1, n == 2, n == 3], [cp, 0xC0 | (cp >> 6), 0xE0 | (cp >> 12)], 0xF0 | (cp >> 18))
+    out[:, 0] = lead
+    out[:, 1] = np.where(n == 2, cont(0), np.where(n == 3, cont(6), np.where(n == 4, cont(12), 0)))
+    out[:, 2] = np.where(n == 3, cont(0), np.where(n == 4, cont(6), 0))
+    out[:, 3] = np.where(n == 4, cont(0), 0)
+    return out.astype(np.uint8)
+
+
+def encode_batch(texts: Sequence[str], max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
+                 pad_to: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A batch -> (uint8 [B, L, 4], bool mask [B, L]).
+
+    L is `pad_to` when given (fixed shapes for export/compiled graphs), else the longest text in the
+    batch after truncation to `max_seq_length`. Empty text has an all-False mask row.
+    """
+    if isinstance(texts, str):
+        raise TypeError("encode_batch takes a list of captions, got a single str")
+    rows = [encode_chars(t, max_seq_length) for t in texts]
+    length = pad_to if pad_to is not None else max((len(r) for r in rows), default=0)
+    if pad_to is not None and pad_to < min(max_seq_length, max((len(r) for r in rows), default=0)):
+        raise ValueError(f"pad_to={pad_to} is shorter than max_seq_length={max_seq_length} allows")
+    chars = np.zeros((len(rows), length, BYTES_PER_CHAR), dtype=np.uint8)
+    mask = np.zeros((len(rows), length), dtype=bool)
+    for b, r in enumerate(rows):
+        chars[b, : len(r)] = r
+        mask[b, : len(r)] = True
+    return chars, mask
+
+
+def decode_chars(chars: np.ndarray, mask: np.ndarray | None = None) -> str:
+    """Inverse of `encode_chars` (for one row of a batch pass its mask row)."""
+    if mask is not None:
+        chars = chars[np.asarray(mask, dtype=bool)]
+    return "".join(bytes(int(b) for b in row if b).decode("utf-8", errors="surrogatepass")
+                   if row[0] else "\x00" for row in chars)

@@ -1,0 +1,53 @@
+"""Character encoding: UTF-8 bytes padded to 4, masks, truncation, round trips in any script."""
+import numpy as np
+import pytest
+
+from person.text import decode_chars, encode_batch, encode_chars
+
+
+def reference(text):
+    return [list(ch.encode("utf-8")) + [0] * (4 - len(ch.encode("utf-8"))) for ch in text]
+
+
+@pytest.mark.parametrize("text", ["A man in a red coat.", "一位穿红色外套的男子", "emoji 👩‍🦰🎒 ok", "Ünïcödé ß",
+                                  "mixed 中文 and English", "\U0010FFFF", ""])
+def test_bytes_match_utf8_and_round_trip(text):
+    chars = encode_chars(text)
+    assert chars.dtype == np.uint8 and chars.shape == (len(text), 4)
+    assert chars.tolist() == reference(text)
+    assert decode_chars(chars) == text
+
+
+def test_known_values():
+    assert encode_chars("a中😀").tolist() == [[0x61, 0, 0, 0], [0xE4, 0xB8, 0xAD, 0], [0xF0, 0x9F, 0x98, 0x80]]
+
+
+def test_truncation_and_batch_mask():
+    chars, mask = encode_batch(["abcdef", "中文", ""], max_seq_length=4)
+    assert chars.shape == (3, 4, 4) and mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]]
+    assert decode_chars(chars[0], mask[0]) == "abcd"
+    assert decode_chars(chars[1], mask[1]) == "中文"
+    assert decode_chars(chars[2], mask[2]) == ""
+
+
+def test_pad_to_fixed_length():
+    chars, mask = encode_batch(["ab"], max_seq_length=8, pad_to=8)
+    assert chars.shape == (1, 8, 4) and mask.sum() == 2
+    with pytest.raises(ValueError, match="pad_to=2 is shorter"):
+        encode_batch(["abcd"], max_seq_length=8, pad_to=2)
+
+
+def test_long_query_is_truncated_not_an_error():
+    chars, mask = encode_batch(["x" * 10_000], max_seq_length=128)
+    assert chars.shape == (1, 128, 4) and mask.all()
+
+
+@pytest.mark.parametrize("bad", [None, 3, b"bytes", ["list"]])
+def test_non_strings_rejected(bad):
+    with pytest.raises(TypeError, match="a caption must be a str"):
+        encode_batch([bad])
+
+
+def test_single_string_is_not_a_batch():
+    with pytest.raises(TypeError, match="list of captions"):
+        encode_batch("abc")
