@@ -1,0 +1,68 @@
+"""Checkpoints: one `.pt` with everything a run needs to evaluate, export or continue, written atomically.
+
+A checkpoint holds the student weights, optimiser / scaler / scheduler state, the iteration, RNG
+states, the long-memory state and the full options. It is written to a temp file in the same folder
+and renamed into place, so a kill mid-write never leaves a truncated `.pt` behind.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_VERSION = 1
+_ITER_FILE = re.compile(r"^(\d+)\.pt$")
+
+
+def run_dir(log_dir: str | Path, backbone: str, image_size: tuple[int, int], dim: int, run: str) -> Path:
+    """logs/expModel-<backbone>-<H>x<W>-<dim>/<run>/ (the layout users know from earlier runs)."""
+    return Path(log_dir) / f"expModel-{backbone}-{image_size[0]}x{image_size[1]}-{dim}" / run
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"version": CHECKPOINT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def last_checkpoint(folder: str | Path) -> Path:
+    """The highest-iteration `<iter>.pt` in a run folder."""
+    folder = Path(folder)
+    found = sorted((int(m.group(1)), p) for p in folder.glob("*.pt") if (m := _ITER_FILE.match(p.name)))
+    if not found:
+        raise FileNotFoundError(f"no <iter>.pt checkpoint in {folder}: pass a checkpoint file or a run folder "
+                                f"that holds one")
+    return found[-1][1]
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint file, or the last one of a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = last_checkpoint(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        # weights_only: a checkpoint holds tensors, numbers, strings and dicts only, never pickled code.
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path}: not a checkpoint of this project (version {state.get('version') if isinstance(state, dict) else '?'}, "
+                         f"expected {CHECKPOINT_VERSION})")
+    state["path"] = str(path)
+    return state

@@ -1,0 +1,71 @@
+"""Typed options in one place: a dataclass is the single source of names, types, defaults and help.
+
+Commands build their argparse parser from the dataclass (each field gets its underscore name, as the
+user writes `--feature_dim`, and a dashed alias `--feature-dim`), and the resolved dataclass is saved
+with every checkpoint, so evaluation and export re-read exactly the training settings.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def option(default: Any, help: str, choices: Sequence[Any] | None = None, flag: str | None = None) -> Any:
+    """A dataclass field with its command-line help (and optional choices / extra flag spelling)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "flag": flag})
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """(type, optional) for annotations like `int`, `str | None`."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] = ()) -> None:
+    """Add one argument per dataclass field of `cls` (bools become --x / --no-x)."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(cls.__name__)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.metadata:
+            continue
+        tp, _ = _base_type(hints[f.name])
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        if f.metadata.get("flag"):
+            names.append(f.metadata["flag"])
+        kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": f.metadata["help"]}
+        if tp is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = tp
+            if f.metadata.get("choices"):
+                kwargs["choices"] = f.metadata["choices"]
+        if f.default is not None and tp is not bool:
+            kwargs["help"] += f" (default: {f.default})"
+        group.add_argument(*names, **kwargs)
+
+
+def from_namespace(cls: type[T], ns: argparse.Namespace, **overrides: Any) -> T:
+    values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)}
+    values.update(overrides)
+    return cls(**values)
+
+
+def to_dict(opts: Any) -> dict[str, Any]:
+    return dataclasses.asdict(opts)
+
+
+def from_dict(cls: type[T], values: dict[str, Any]) -> T:
+    """Rebuild saved options; fields added since the save take their defaults, unknown ones are an error."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"saved options have fields this version does not know: {', '.join(unknown)}")
+    return cls(**values)
