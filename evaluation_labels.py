@@ -1,0 +1,113 @@
+"""Score embeddings from any model: verification table, retrieval, worst pairs, JSON + ROC plot.
+
+    python evaluation_labels.py --features FILE.npz [--json OUT.json]
+
+FILE.npz holds plain arrays: image_emb [Ni,D], image_pid [Ni], caption_emb [Nc,D], caption_pid [Nc]
+(or caption_image [Nc], the index of each caption's image, from which caption_pid is taken), and
+optionally image_path [Ni] and caption_text [Nc] (unicode string arrays) for the lists of worst pairs.
+Embeddings must be L2-normalised (or pass --normalize). With --json, OUT_roc.png is written beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from person import metrics, report  # noqa: E402
+
+REQUIRED = ("image_emb", "image_pid", "caption_emb")
+OPTIONAL = ("caption_pid", "caption_image", "image_path", "caption_text")
+
+
+class FeatureFileError(ValueError):
+    """A features .npz that cannot be scored; the message names the file, the array and the fix."""
+
+
+def load_features(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a features .npz, with caption_pid filled in from caption_image when absent."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such features file (an .npz with {', '.join(REQUIRED)}, caption_pid)")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise FeatureFileError(f"{path}: not a readable .npz file ({e})") from e
+    with npz:
+        missing = [k for k in REQUIRED if k not in npz.files]
+        if "caption_pid" not in npz.files and "caption_image" not in npz.files:
+            missing.append("caption_pid (or caption_image)")
+        if missing:
+            raise FeatureFileError(f"{path}: missing array(s) {', '.join(missing)}; found {', '.join(npz.files)}")
+        out = {}
+        for key in REQUIRED + OPTIONAL:
+            if key in npz.files:
+                try:
+                    out[key] = npz[key]
+                except ValueError as e:  # object arrays need pickle, which we never load
+                    raise FeatureFileError(f"{path}: array {key} is stored as Python objects; save strings "
+                                           "as a unicode array, e.g. np.array(list_of_str)") from e
+    if "caption_pid" not in out:
+        ci = out["caption_image"]
+        if not np.issubdtype(ci.dtype, np.integer) or ci.ndim != 1 or len(ci) == 0 \
+                or ci.min() < 0 or ci.max() >= len(out["image_pid"]):
+            last = len(out["image_pid"]) - 1
+            raise FeatureFileError(f"{path}: caption_image must hold image row indexes 0..{last}, one per caption")
+        out["caption_pid"] = out["image_pid"][ci]
+    return out
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--features", type=Path, required=True, help="an .npz of embeddings and labels")
+    p.add_argument("--json", type=Path, default=None, help="write the report here (and the ROC beside it)")
+    p.add_argument("--normalize", action="store_true",
+                   help="L2-normalise the embeddings first (without it, unnormalised ones are an error)")
+    p.add_argument("--device", type=str, default=None, help="torch device (default: cuda when available)")
+    p.add_argument("--block-pairs", type=int, default=metrics.DEFAULT_BLOCK_PAIRS,
+                   help="scores computed per strip (memory: a few times 4 bytes each)")
+    p.add_argument("--top-k", type=int, default=15, help="how many worst pairs to list")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    f = load_features(args.features)
+    image_emb, caption_emb = f["image_emb"], f["caption_emb"]
+    if args.normalize:
+        image_emb, caption_emb = l2_normalise(image_emb), l2_normalise(caption_emb)
+    evaluation = metrics.evaluate(image_emb, f["image_pid"], caption_emb, f["caption_pid"],
+                                  top_k=args.top_k, block_pairs=args.block_pairs, device=args.device,
+                                  progress=True)
+    result, summary = evaluation.verification, evaluation.to_dict()
+    print(report.format_table(summary))
+    print()
+    print(report.format_operating_points(result))
+    print(report.format_retrieval(summary))
+    print()
+    print(report.format_top_errors(result, f.get("image_path"), f.get("caption_text"), f.get("caption_image")))
+    if args.json is not None:
+        print(f"\nwrote {report.write_json(summary, args.json)} and "
+              f"{report.plot_roc(result, report.roc_path(args.json), title=args.features.name)}")
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:  # bad input: the message says what and how to fix it
+        sys.exit(f"evaluation_labels.py: error: {e}")

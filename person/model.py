@@ -1,0 +1,48 @@
+"""Create the students by name: `backbone.mf3.ANet2` (image), `tbackbone.char.L3` (text).
+
+A name is a dotted path to an nn.Module class (see `person.backbone.registry`): the project's own models
+by short name, or any importable `module.Class` of the user's. The contract a class must meet:
+
+- image: `Class(feature_dim=D, image_size=(H, W), **kwargs)`; forward float32 [B, 3, H, W] -> [B, D].
+- text: `Class(feature_dim=D, max_seq_length=L, **kwargs)`; forward(char_bytes [B, L, 4], mask [B, L])
+  -> [B, D], plus `embed_chars`, `forward_embedded` and `byte_table` for export (see `person.tbackbone.char`).
+
+Every student returns the raw embedding; losses, evaluation and export L2-normalise it. D is the
+teacher's dimension by default, so student and teacher embeddings live in one space.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from person.backbone.registry import available, resolve
+from person.text import DEFAULT_MAX_SEQ_LENGTH
+
+IMAGE_PACKAGE = "person.backbone"
+TEXT_PACKAGE = "person.tbackbone"
+DEFAULT_IMAGE_SIZE = (224, 112)
+
+
+def create_image_student(name: str, feature_dim: int, image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
+                         **kwargs: Any) -> nn.Module:
+    """The image student `name` (e.g. "backbone.mf3.ANet2") for `image_size` (H, W) with output dim `feature_dim`."""
+    cls = resolve(name, IMAGE_PACKAGE, "image backbone")
+    return cls(feature_dim=feature_dim, image_size=tuple(image_size), **kwargs)
+
+
+def create_text_student(name: str, feature_dim: int, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
+                        **kwargs: Any) -> nn.Module:
+    """The text student `name` (e.g. "tbackbone.char.L3"); kwargs such as `width=128` go to its constructor."""
+    cls = resolve(name, TEXT_PACKAGE, "text backbone")
+    return cls(feature_dim=feature_dim, max_seq_length=max_seq_length, **kwargs)
+
+
+def image_students() -> list[str]:
+    """Names of the project's image students (for --help and the tests)."""
+    return available(IMAGE_PACKAGE)
+
+
+def text_students() -> list[str]:
+    """Names of the project's text students."""
+    return available(TEXT_PACKAGE)

@@ -1,0 +1,30 @@
+"""Synthetic pedestrians: a demo set that is a real retrieval problem, written in the real datasets' layouts.
+
+Each identity is a combination of attributes (attributes.py); many identities differ in only one or two,
+so captions alone cannot separate them all. Each image varies view, pose, scale, crop, background,
+lighting, blur and occlusion (render.py), and its captions name only what it shows (captions.py).
+writer.py writes SYNTH-PEDES, CUHK-PEDES, ICFG-PEDES or RSTPReid layout (FORMATS.md).
+
+`demo_truth.json` (next to the dataset JSON) holds the ground truth the captions were made from:
+    {"version": 1, "format": "synthpedes" | "cuhk-pedes" | "icfg-pedes" | "rstpreid",
+     "json": dataset JSON file name, "image_root": folder the image paths are relative to ("." or "imgs"),
+     "seed": int, "ids": int, "images_per_id": int, "chinese": float,
+     "attribute_keys": [key, ...],                      # ATTRIBUTE_KEYS, in order
+     "vocabulary": {key: [value, ..., null]},           # every value a key can take; null = absent
+     "identities": [{key: value | null, ..., "look": {...}}],   # index = identity (0-based); look = traits
+                                                                # no caption names (skin, shades, height)
+     "images": [{"path": str (exactly as in the dataset JSON), "id": the dataset JSON's id,
+                 "identity": int (index into identities), "image": int (0-based within the identity),
+                 "split": "train" | "val" | "test" | null, "size": [W, H],
+                 "attributes": {key: value | null},      # the identity's attributes
+                 "visible": {key: bool},                  # present and seen in this image
+                 "captions": [str]}]}                     # the record's captions, whitespace not roughened
+The "images" list is in the dataset JSON's record order.
+"""
+from .attributes import ATTRIBUTE_KEYS, GROUPS, sample_identities, vocabulary
+from .captions import make_caption, make_image_captions, prompt_caption
+from .render import render_person
+from .writer import FORMATS, write_dataset
+
+__all__ = ["ATTRIBUTE_KEYS", "FORMATS", "GROUPS", "make_caption", "make_image_captions", "prompt_caption",
+           "render_person", "sample_identities", "vocabulary", "write_dataset"]
