@@ -1,0 +1,79 @@
+"""One process or many: the torchrun environment read once, the process group set up and torn down.
+
+`torchrun --nproc_per_node=N cmd.py ...` sets RANK, WORLD_SIZE and LOCAL_RANK; a plain `python cmd.py`
+sets none and runs as rank 0 of 1 with no process group. The device comes from LOCAL_RANK (never from
+the global rank, which breaks on a second node); the backend is NCCL on CUDA and gloo on CPU.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
+
+
+def pick_device(requested: str | None, local_rank: int) -> torch.device:
+    """`requested` ("cpu", "cuda", "cuda:1") or, when None, cuda:LOCAL_RANK if a GPU is present, else cpu."""
+    if requested is None:
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(requested)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {requested!r} asked for, but no CUDA GPU is available here; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    return device
+
+
+def init_distributed(device: str | None = None, timeout_minutes: int = 30) -> DistInfo:
+    """Read the torchrun environment; with WORLD_SIZE > 1 start the process group (idempotent)."""
+    world = _env_int("WORLD_SIZE", 1)
+    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    dev = pick_device(device, local_rank)
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(minutes=timeout_minutes),
+                                **({"device_id": dev} if dev.type == "cuda" else {}))
+    return DistInfo(rank, world, local_rank, dev)
+
+
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def cleanup() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
