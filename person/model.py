@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from person.backbone.registry import available, resolve
@@ -46,3 +48,35 @@ def image_students() -> list[str]:
 def text_students() -> list[str]:
     """Names of the project's text students."""
     return available(TEXT_PACKAGE)
+
+
+class Students(nn.Module):
+    """The image and/or text student as one module (one DDP wrapper, one state dict).
+
+    `forward` returns a dict of L2-normalised embeddings, "image" [B, D] and "text" [B, D], for the
+    inputs given and the students present (a run may train only one of them).
+    """
+
+    def __init__(self, image: nn.Module | None, text: nn.Module | None) -> None:
+        super().__init__()
+        if image is None and text is None:
+            raise ValueError("Students needs an image student, a text student, or both")
+        self.image, self.text = image, text
+
+    def forward(self, images: torch.Tensor | None = None, chars: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = {}
+        if images is not None and self.image is not None:
+            out["image"] = F.normalize(self.image(images).float(), dim=-1)
+        if chars is not None and self.text is not None:
+            out["text"] = F.normalize(self.text(chars, mask).float(), dim=-1)
+        return out
+
+
+def create_students(backbone: str | None, tbackbone: str | None, feature_dim: int,
+                    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
+                    max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH, text_width: int = 256) -> Students:
+    """Both students by name (None leaves one out), output `feature_dim` (the teacher's by default)."""
+    image = create_image_student(backbone, feature_dim, image_size) if backbone else None
+    text = create_text_student(tbackbone, feature_dim, max_seq_length, width=text_width) if tbackbone else None
+    return Students(image, text)

@@ -69,3 +69,14 @@ def from_dict(cls: type[T], values: dict[str, Any]) -> T:
     if unknown:
         raise ValueError(f"saved options have fields this version does not know: {', '.join(unknown)}")
     return cls(**values)
+
+
+def given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The dests the user wrote on the command line (not left at their defaults).
+
+    Needs a parser made with `allow_abbrev=False`, so every flag appears in argv as one of its spellings.
+    """
+    if parser.allow_abbrev:
+        raise ValueError("given_options needs a parser made with allow_abbrev=False")
+    written = {token.split("=", 1)[0] for token in argv if token.startswith("-")}
+    return {a.dest for a in parser._actions if written & set(a.option_strings)}

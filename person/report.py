@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from person.metrics import FAR_LEVELS, ScoredPair, VerificationResult
+from person.metrics import FAR_LEVELS, Evaluation, ScoredPair, VerificationResult
 
 TABLE_HEADER = "        EER      FAR=1e-3  FAR=1e-4  FAR=1e-5  FAR=1e-6  FAR=0"
 TABLE_RULE = "-" * 64
@@ -127,3 +127,36 @@ def plot_roc(result: VerificationResult, path: str | Path, title: str = "Verific
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+def format_report(evaluation: Evaluation, image_paths: Sequence[str] | None = None,
+                  caption_texts: Sequence[str] | None = None, caption_images: Sequence[int] | None = None,
+                  top_errors: bool = True) -> str:
+    """The whole report of one evaluation: table, operating points, retrieval line and the worst pairs."""
+    summary = evaluation.to_dict()
+    parts = [format_table(summary), "", format_operating_points(evaluation.verification)]
+    if evaluation.retrieval is not None:
+        parts.append(format_retrieval(summary))
+    if top_errors:
+        parts += ["", format_top_errors(evaluation.verification, image_paths, caption_texts, caption_images)]
+    return "\n".join(parts)
+
+
+_COMPARED = (("EER", "eer"), ("FRR@1e-3", ("frr_at_far", "1e-3")), ("FRR@1e-4", ("frr_at_far", "1e-4")),
+             ("Rank-1", "rank1"), ("Rank-5", "rank5"), ("Rank-10", "rank10"), ("mAP", "mAP"), ("mINP", "mINP"))
+
+
+def format_comparison(summaries: Mapping[str, Mapping]) -> str:
+    """Several reports side by side (columns: e.g. teacher, student, mixed cases), figures in percent."""
+    names = list(summaries)
+    width = max(12, *(len(n) + 2 for n in names))
+    lines = ["metric    " + "".join(f"{n:>{width}}" for n in names), "-" * (10 + width * len(names))]
+    for label, key in _COMPARED:
+        cells = []
+        for name in names:
+            value = summaries[name]
+            for part in (key if isinstance(key, tuple) else (key,)):
+                value = value.get(part) if isinstance(value, Mapping) else None
+            cells.append(f"{'-':>{width}}" if value is None else f"{100 * value:>{width - 1}.2f}%")
+        lines.append(f"{label:<10}" + "".join(cells))
+    return "\n".join(lines)

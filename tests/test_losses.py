@@ -1,0 +1,151 @@
+"""Losses on hand-built inputs: zero where student equals teacher, formulas checked term by term."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from person.losses import (TERMS, DistillLoss, LossWeights, contrastive, cosine_distill, pair_terms, relation_kl,
+                           rkd_angle, rkd_angles)
+from person.memory import CrossModalMemory
+
+
+def unit(*rows):
+    return F.normalize(torch.tensor(rows, dtype=torch.float64), dim=1)
+
+
+def rand_unit(n, d, seed):
+    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), dim=1)
+
+
+def test_cosine_distill_value():
+    s = unit([1, 0], [0, 1])
+    t = unit([1, 0], [1, 1])
+    assert cosine_distill(s, s).item() == 0.0
+    assert cosine_distill(s, t).item() == pytest.approx((0 + (1 - math.sqrt(0.5))) / 2)
+
+
+def test_relation_kl_is_zero_on_equal_matrices_and_matches_the_formula():
+    t_sim = torch.tensor([[0.2, 0.1], [0.0, 0.25]], dtype=torch.float64)
+    s_sim = torch.tensor([[0.5, -0.1], [0.1, 0.3]], dtype=torch.float64)
+    assert relation_kl(t_sim, t_sim, 0.02).item() == pytest.approx(0.0, abs=1e-15)
+
+    def kl_rows(s, t):
+        total = 0.0
+        for i in range(2):
+            pt = [math.exp(t[i][j] / 0.1) for j in range(2)]
+            ps = [math.exp(s[i][j] / 0.1) for j in range(2)]
+            pt = [v / sum(pt) for v in pt]
+            ps = [v / sum(ps) for v in ps]
+            total += sum(pt[j] * math.log(pt[j] / ps[j]) for j in range(2))
+        return total / 2
+
+    s, t = s_sim.tolist(), t_sim.tolist()
+    cols = lambda m: [list(r) for r in zip(*m)]
+    expected = 0.5 * (kl_rows(s, t) + kl_rows(cols(s), cols(t)))
+    assert relation_kl(s_sim, t_sim, 0.1).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_relation_kl_skip_diagonal_ignores_self_similarity():
+    t = rand_unit(5, 8, 0)
+    s = rand_unit(5, 8, 1)
+    s_sim, t_sim = s @ s.T, t @ t.T
+    base = relation_kl(s_sim, t_sim, 0.05, skip_diagonal=True)
+    changed = s_sim.clone()
+    changed.diagonal().fill_(-3.0)
+    assert torch.isfinite(base)
+    assert relation_kl(changed, t_sim, 0.05, skip_diagonal=True).item() == pytest.approx(base.item(), rel=1e-12)
+    assert relation_kl(t_sim, t_sim, 0.05, skip_diagonal=True).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_rkd_angles_match_the_definition_and_loss_is_zero_on_equal():
+    x = rand_unit(4, 3, 2)
+    a = rkd_angles(x)
+    for i in range(4):
+        for j in range(4):
+            for k in range(4):
+                if i == j or k == j:
+                    assert a[i, j, k].item() == 0.0
+                    continue
+                e1 = F.normalize(x[i] - x[j], dim=0)
+                e2 = F.normalize(x[k] - x[j], dim=0)
+                assert a[i, j, k].item() == pytest.approx(torch.dot(e1, e2).item(), abs=1e-12)
+    y = rand_unit(4, 3, 3)
+    assert rkd_angle(x, x).item() == 0.0
+    assert rkd_angle(y, x).item() == pytest.approx(F.smooth_l1_loss(rkd_angles(y), rkd_angles(x)).item())
+    # Angles are scale-free: RKD compares structure, not the embedding's size.
+    assert rkd_angle(2 * x, x).item() == pytest.approx(0.0, abs=1e-12)
+
+
+def test_contrastive_hand_computed_and_same_identity_never_negative():
+    anchor = unit([1, 0], [0, 1])
+    ref = unit([1, 0], [0, 1], [1, 1])
+    pid = torch.tensor([0, 1])
+    ref_pid = torch.tensor([0, 1, 0])
+    # sims: a0: [1, 0, .7071]; a1: [0, 1, .7071]
+    # a0: positives (self excluded) ref2 (pid 0): 1 - .7071; negative ref1 sim 0 < margin
+    # a1: positive none (self excluded); negative ref2 (pid 0) sim .7071 > margin .5 -> + .7071
+    value = contrastive(anchor, pid, ref, ref_pid, margin=0.5, self_index=torch.tensor([0, 1]))
+    assert value.item() == pytest.approx(((1 - math.sqrt(0.5)) + math.sqrt(0.5)) / 2)
+    # The same high similarity with the same identity is a positive, never a negative.
+    same = contrastive(anchor[1:], torch.tensor([0]), ref[2:], torch.tensor([0]), margin=0.5)
+    assert same.item() == pytest.approx(1 - math.sqrt(0.5))
+
+
+def test_pair_terms():
+    s_img = unit([1, 0], [0, 1], [1, 1])
+    s_cap = unit([1, 0], [1, 0], [0, 1])
+    pid = torch.tensor([0, 0, 1])
+    t = unit([1, 0], [1, 0], [1, 0])  # the teacher sees every pair at similarity 1 -> no excess anywhere
+    d_pos, s_neg = pair_terms(s_img, s_cap, t, t, pid)
+    # same-identity pairs: (0,0)=1, (0,1)=1, (1,0)=0, (1,1)=0, (2,2)=.7071
+    assert d_pos.item() == pytest.approx((0 + 0 + 1 + 1 + (1 - math.sqrt(0.5))) / 5)
+    assert s_neg.item() == 0.0
+    t2 = unit([0, 1], [0, 1], [1, 0])  # now the teacher keeps other identities apart
+    _, s_neg = pair_terms(s_img, s_cap, t2, t2, pid)
+    # negatives (i, j) with pid differing: (0,2),(1,2),(2,0),(2,1); student sims 0, 1, .7071, .7071;
+    # teacher sims t2[i].t2[j]: (0,2)=0, (1,2)=0, (2,0)=0, (2,1)=0 -> excess = the student sims
+    assert s_neg.item() == pytest.approx((0 + 1 + 2 * math.sqrt(0.5)) / 4)
+
+
+def test_distill_terms_are_zero_when_student_equals_teacher():
+    img, cap = rand_unit(6, 16, 4), rand_unit(6, 16, 5)
+    pid = torch.tensor([0, 0, 1, 1, 2, 2])
+    loss = DistillLoss(LossWeights(dist_img=1, dist_cap=1, dist_rel=1, rel_img=1, rel_cap=1, rkda=1, s_neg=1))
+    out = loss(img, cap, img, cap, pid)
+    for term in ("dist_img", "dist_cap", "dist_rel", "rel_img", "rel_cap", "rkda", "s_neg"):
+        assert out[term].item() == pytest.approx(0.0, abs=1e-9), term
+
+
+def test_weights_total_and_skipped_terms():
+    img, cap, t_img, t_cap = (rand_unit(4, 8, s) for s in range(4))
+    pid = torch.tensor([0, 0, 1, 1])
+    weights = LossWeights(dist_img=2.0, dist_cap=0.0, dist_rel=0.5, id_img=1.0)
+    out = DistillLoss(weights)(img, cap, t_img, t_cap, pid)
+    assert set(out) == {"dist_img", "dist_rel", "id_img", "total"}  # weight 0: not computed, not logged
+    assert out["total"].item() == pytest.approx(2 * out["dist_img"].item() + 0.5 * out["dist_rel"].item()
+                                                + out["id_img"].item())
+    image_only = DistillLoss(LossWeights(dist_img=1, dist_cap=1, dist_rel=1), train="image")
+    out = image_only(img, None, t_img, t_cap, pid)
+    assert set(out) == {"dist_img", "dist_rel", "total"}  # the teacher's captions stand in for the text student
+    assert out["dist_rel"].item() == pytest.approx(relation_kl(img @ t_cap.T, t_img @ t_cap.T, 0.02).item())
+    with pytest.raises(ValueError, match="no loss term is active for --train text"):
+        DistillLoss(LossWeights(dist_img=1, dist_cap=0, dist_rel=0), train="text")
+    assert set(TERMS) == set(LossWeights.__dataclass_fields__)
+
+
+def test_memory_rows_join_the_contrastive_terms_once_active():
+    img, cap = rand_unit(2, 4, 7), rand_unit(2, 4, 8)
+    pid = torch.tensor([0, 1])
+    loss = DistillLoss(LossWeights(dist_img=0, dist_cap=0, dist_rel=0, id_img=1, id_cap=1, id_img_cap=1), margin=-1.0)
+    memory = CrossModalMemory(8, 4, dtype=torch.float64, warmup_iters=1)
+    before = loss(img, cap, img, cap, pid, memory)
+    memory.update((img, pid), (cap, pid))  # warm-up step: nothing enqueued
+    assert memory.image.filled == 0 and memory.active
+    memory.update((img, pid), (cap, pid))
+    after = loss(img, cap, img, cap, pid, memory)
+    # Each anchor now also sees itself (a positive, 1 - 1 = 0) and the other (a negative above margin -1).
+    ref = torch.cat([img, img])
+    expected = contrastive(img, pid, ref, torch.cat([pid, pid]), -1.0, torch.arange(2))
+    assert after["id_img"].item() == pytest.approx(expected.item())
+    assert after["id_img"].item() != pytest.approx(before["id_img"].item())
