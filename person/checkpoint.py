@@ -14,6 +14,11 @@ from typing import Any
 
 import torch
 
+from person.images import parse_image_size
+from person.model import Students, create_students
+from person.options import from_dict
+from person.train_options import TrainOptions
+
 CHECKPOINT_VERSION = 1
 _ITER_FILE = re.compile(r"^(\d+)\.pt$")
 
@@ -66,3 +71,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                          f"expected {CHECKPOINT_VERSION})")
     state["path"] = str(path)
     return state
+
+
+def students_from_checkpoint(state: dict[str, Any], device: str | torch.device = "cpu"
+                             ) -> tuple[TrainOptions, Students]:
+    """(options, students in eval mode) rebuilt from a training checkpoint exactly as they were trained."""
+    for key in ("options", "model", "feature_dim"):
+        if key not in state:
+            raise ValueError(f"{state.get('path', 'checkpoint')}: no '{key}' entry; not a training checkpoint of main.py")
+    opts = from_dict(TrainOptions, state["options"])
+    students = create_students(opts.backbone if opts.train != "text" else None,
+                               opts.tbackbone if opts.train != "image" else None, state["feature_dim"],
+                               parse_image_size(opts.image_size), opts.max_seq_length, opts.text_width)
+    students.load_state_dict(state["model"])
+    return opts, students.to(device).eval()

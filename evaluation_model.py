@@ -1,0 +1,88 @@
+"""Evaluate a student checkpoint on the held-out split: the verification table, retrieval, worst pairs,
+JSON and ROC, plus the mixed cases (student text against teacher-enrolled images and the reverse).
+
+    python evaluation_model.py logs/expModel-.../RUN/best.pt [--json report.json]
+
+Everything comes from the checkpoint's saved options (dataset, store, input size); pass --data,
+--image-root or --embedding_path only when those files have moved. With --json OUT the checkpoint's main
+case (students together, or the one trained student against the teacher) is written to OUT with the
+metrics keys, the other cases under "cases", and OUT_roc.png beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from person import report  # noqa: E402
+from person import store as feature_store  # noqa: E402
+from person.checkpoint import load_checkpoint, students_from_checkpoint  # noqa: E402
+from person.evaluate import CASES, evaluate_students  # noqa: E402
+from person.images import ImageTransform, parse_image_size  # noqa: E402
+from person.records import load_records  # noqa: E402
+from person.trainer import CASES_BY_TRAIN, MAIN_CASE, normalisation  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path, help="a checkpoint (.pt) or a run folder (its last checkpoint)")
+    p.add_argument("--json", type=Path, default=None, help="write the report here (and the ROC plot beside it)")
+    p.add_argument("--split", default="eval", help="split to score (default: eval, the held-out identities)")
+    p.add_argument("--cases", nargs="+", choices=CASES, default=None, help="which cases (default: all it can)")
+    p.add_argument("--data", default=None, help="the dataset JSON, if it moved since training")
+    p.add_argument("--image-root", "--image_root", dest="image_root", default=None, help="its images, if moved")
+    p.add_argument("--embedding_path", "--embedding-path", dest="embedding_path", default=None,
+                   help="the feature store, if moved")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    p.add_argument("--num-workers", type=int, default=2, help="image loading processes")
+    p.add_argument("--top-k", type=int, default=15, help="how many worst pairs to list")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = load_checkpoint(args.checkpoint)
+    opts, students = students_from_checkpoint(state, device)
+    records = load_records(args.data or opts.data, args.image_root or opts.image_root, opts.dataset_format,
+                           eval_ids=opts.eval_ids)
+    with feature_store.open_store(args.embedding_path or opts.embedding_path, records=records) as store:
+        mean, std = normalisation(store.teacher_identity)
+        transform = ImageTransform(parse_image_size(opts.image_size), opts.resize, mean)
+        result = evaluate_students(students.image, students.text, records, store, transform, mean, std,
+                                   opts.max_seq_length, device, cases=args.cases or CASES_BY_TRAIN[opts.train],
+                                   split=args.split, num_workers=args.num_workers, top_k=args.top_k)
+    data = result.split
+    print(f"{state['path']} (iteration {state['iteration']}), split {args.split}: {len(data.rows)} images, "
+          f"{len(data.caption_rows)} captions")
+    if len(result.skipped):
+        print(result.skipped.summary())
+    for case, evaluation in result.cases.items():
+        print(f"\n== {case}\n")
+        print(report.format_report(evaluation, data.paths, data.caption_texts, data.caption_image, top_errors=args.top_k > 0))
+    summaries = result.summaries()
+    print("\n" + report.format_comparison(summaries))
+    main_case = MAIN_CASE[opts.train] if MAIN_CASE[opts.train] in summaries else next(iter(summaries))
+    out = {**summaries[main_case], "case": main_case, "checkpoint": state["path"], "iteration": state["iteration"],
+           "cases": {c: s for c, s in summaries.items() if c != main_case}}
+    if args.json is not None:
+        plot = report.plot_roc(result.cases[main_case].verification, report.roc_path(args.json),
+                               title=f"{main_case} @ {state['iteration']}")
+        print(f"\nwrote {report.write_json(out, args.json)} and {plot}")
+    return out
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:  # bad input: the message names the thing and the fix
+        sys.exit(f"evaluation_model.py: error: {e}")

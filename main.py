@@ -1,0 +1,55 @@
+"""Train the students against a teacher's feature store, on one process or under torchrun.
+
+    python main.py --data DATASET.json --embedding_path STORE --backbone backbone.mf3.ANet2 \\
+        --tbackbone tbackbone.char.L3 [--max_iters N] [--log_dir logs]
+    torchrun --nproc_per_node=N main.py ...           # NCCL on GPUs, gloo on CPU
+    python main.py --resume logs/expModel-.../RUN     # continue a run where it stopped
+
+Checkpoints go to LOG_DIR/expModel-<backbone>-<H>x<W>-<dim>/<run>/<iter>.pt (and best.pt); evaluate one
+with `python evaluation_model.py CKPT`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from person.distributed import cleanup  # noqa: E402
+from person.options import add_options, from_namespace, given_options  # noqa: E402
+from person.trainer import TrainResult, train  # noqa: E402
+from person.train_options import TrainOptions  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__, allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(p, TrainOptions)
+    return p
+
+
+def main(argv: list[str] | None = None) -> TrainResult:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    opts = from_namespace(TrainOptions, parser.parse_args(argv))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        result = train(opts, given_options(parser, argv))
+    finally:
+        cleanup()
+    if result.final is not None:
+        best = result.best or {}
+        print(f"run {result.run_dir}: {result.iteration} iterations, last checkpoint {result.last_checkpoint}; "
+              f"best EER {100 * best.get('eer', float('nan')):.4f}% at iteration {best.get('iteration')}")
+    return result
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:  # bad input: the message names the thing and the fix
+        sys.exit(f"main.py: error: {e}")

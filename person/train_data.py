@@ -1,0 +1,78 @@
+"""Training batches: images, one caption per image, and the teacher's cached embeddings of both.
+
+The identity sampler (person.sampler) yields `(row, aug_seed)` items. In a loader worker each item
+becomes its augmented image (person.data.ImageDataset) and one of its captions, picked by the same
+seed, so a batch is a pure function of (seed, batch number) and a resumed run sees the batches an
+uninterrupted one sees. The teacher's rows are looked up in the main process (`teacher_targets`),
+where the feature store lives; a store opened before the loader forks is never shared with workers.
+
+A caption of record `row` is number j of `captions[row] + prompt_captions[row]`; its row in the store
+is `caption_offsets[row] + j` (the store's caption order, person.store).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from person.data import ImageDataset, collate_images
+from person.images import ImageTransform
+from person.records import RecordSet
+from person.sampler import Item
+from person.text import encode_batch
+
+
+class DistillDataset(Dataset):
+    """`(row, aug_seed)` -> {"row", "image" (uint8 CHW, absent without images), "caption" (store row), "text"}.
+
+    `fields="captions"` picks only among a record's `captions`; `"all"` also among its prompt captions.
+    With `transform=None` no image is read (a text-only run).
+    """
+
+    def __init__(self, records: RecordSet, caption_offsets: np.ndarray, transform: ImageTransform | None,
+                 fields: str = "all", strict: bool = False) -> None:
+        if fields not in ("all", "captions"):
+            raise ValueError(f"caption fields {fields!r}: use all or captions")
+        self.records, self.offsets, self.fields = records, caption_offsets, fields
+        self.images = None if transform is None else ImageDataset(records, transform, strict, transform.size)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def caption_choices(self, row: int) -> int:
+        n = len(self.records.captions[row])
+        return n + len(self.records.prompt_captions[row]) if self.fields == "all" else n
+
+    def __getitem__(self, item: Item) -> dict[str, Any]:
+        row, aug_seed = item
+        out = {"row": int(row)} if self.images is None else self.images[item]
+        # A separate stream from the image's (person.data seeds the augmentation with aug_seed itself).
+        j = int(np.random.default_rng([aug_seed, 1]).integers(self.caption_choices(row)))
+        texts = self.records.captions[row] + self.records.prompt_captions[row]
+        out.update(caption=int(self.offsets[row]) + j, text=texts[j])
+        return out
+
+
+class DistillCollate:
+    """Stack a batch: uint8 images, caption bytes + mask, rows; unreadable images dropped with their captions."""
+
+    def __init__(self, max_seq_length: int) -> None:
+        self.max_seq_length = max_seq_length
+
+    def __call__(self, batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        with_images = any("image" in b or "error" in b for b in batch)
+        out = collate_images(batch) if with_images else {
+            "rows": torch.tensor([b["row"] for b in batch], dtype=torch.long), "images": None, "skipped": []}
+        good = [b for b in batch if "error" not in b]
+        chars, mask = encode_batch([b["text"] for b in good], self.max_seq_length)
+        out.update(captions=torch.tensor([b["caption"] for b in good], dtype=torch.long),
+                   chars=torch.from_numpy(chars), mask=torch.from_numpy(mask))
+        return out
+
+
+def teacher_targets(store: Any, rows: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's image and caption embeddings of a batch, float32, from the store."""
+    return (torch.from_numpy(store.images(rows.numpy())), torch.from_numpy(store.captions(captions.numpy())))

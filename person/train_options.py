@@ -1,0 +1,90 @@
+"""Every option of a training run, typed, in one place (main.py's flags are built from it).
+
+The resolved `TrainOptions` is saved in every checkpoint and beside the run (`options.json`), so
+`evaluation_model.py CKPT`, `export_model.py CKPT OUTDIR` and `--resume` use exactly these settings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from person.losses import TERMS, LossWeights
+from person.options import option
+
+_DEFAULT_WEIGHTS = LossWeights()
+
+
+@dataclass
+class TrainOptions:
+    # data: the dataset and the teacher's feature store made from it
+    data: str | None = option(None, "dataset JSON (or its folder): synthpedes-dataset.json, reid_raw.json, ...")
+    image_root: str | None = option(None, "folder the JSON's image paths are relative to (default: next to the "
+                                          "JSON or its imgs/)")
+    dataset_format: str | None = option(None, "synthpedes | cuhk-pedes | icfg-pedes | rstpreid (default: detected)")
+    eval_ids: int | None = option(None, "identities held out for evaluation when the file has no split "
+                                        "(must match the store's; default: ~10%% of small sets)")
+    embedding_path: str = option("embeddings", "the teacher's feature store (tools/extract_label.py), or the "
+                                               "folder holding it")
+    caption_fields: str = option("all", "captions a student trains on: all (captions and prompt_caption) or "
+                                        "captions", choices=("all", "captions"))
+    strict_images: bool = option(False, "stop on an unreadable image instead of skipping and counting it")
+    # students
+    backbone: str = option("backbone.mf3.ANet2", "image student, by dotted path")
+    tbackbone: str = option("tbackbone.char.L3", "text student, by dotted path")
+    text_width: int = option(256, "character-vector width E of the text student")
+    image_size: str = option("224x112", "student input, HxW")
+    resize: str = option("stretch", "fit images to HxW by stretching or by padding", choices=("stretch", "pad"))
+    feature_dim: int | None = option(None, "output dimension (default: the teacher's, read from the store)")
+    max_seq_length: int = option(128, "characters read per caption (longer ones are truncated)")
+    train: str = option("both", "which student(s) to train", choices=("image", "text", "both"))
+    # optimisation
+    p: int = option(32, "identities per batch (per rank)")
+    k: int = option(2, "images per identity in a batch")
+    max_iters: int = option(20000, "training iterations")
+    optimizer: str = option("adamw", "optimiser", choices=("adamw", "adam", "sgd"))
+    lr: float = option(2e-3, "peak learning rate")
+    weight_decay: float = option(0.05, "weight decay (not applied to norms, biases and embeddings)")
+    warmup_iters: int = option(500, "linear warm-up iterations before the cosine decay")
+    min_lr_ratio: float = option(0.01, "final learning rate as a fraction of --lr")
+    clip_grad: float = option(5.0, "clip the gradients' global L2 norm to this (0: no clipping)")
+    amp: str = option("auto", "mixed precision: auto (bf16 on CUDA, none on CPU), none, bf16, fp16 (CUDA)",
+                      choices=("auto", "none", "bf16", "fp16"))
+    compile: bool = option(False, "torch.compile the students")
+    sync_bn: bool = option(True, "SyncBatchNorm across GPU ranks under torchrun (CPU ranks keep per-rank batch statistics)")
+    seed: int = option(0, "seed of weights, batches and augmentation")
+    max_nonfinite: int = option(20, "stop after this many non-finite losses in a row (each one skips its step)")
+    # losses
+    dist_img_weight: float = option(_DEFAULT_WEIGHTS.dist_img, "image embedding distillation (1 - cos)")
+    dist_cap_weight: float = option(_DEFAULT_WEIGHTS.dist_cap, "caption embedding distillation (1 - cos)")
+    dist_rel_weight: float = option(_DEFAULT_WEIGHTS.dist_rel, "cross-modal similarity-matrix distillation")
+    rel_img_weight: float = option(_DEFAULT_WEIGHTS.rel_img, "image x image relation distillation")
+    rel_cap_weight: float = option(_DEFAULT_WEIGHTS.rel_cap, "caption x caption relation distillation")
+    rkda_weight: float = option(_DEFAULT_WEIGHTS.rkda, "RKD angle loss within each modality")
+    id_img_weight: float = option(_DEFAULT_WEIGHTS.id_img, "long-memory contrastive, images")
+    id_cap_weight: float = option(_DEFAULT_WEIGHTS.id_cap, "long-memory contrastive, captions")
+    id_img_cap_weight: float = option(_DEFAULT_WEIGHTS.id_img_cap, "long-memory contrastive, across modalities")
+    d_pos_weight: float = option(_DEFAULT_WEIGHTS.d_pos, "pull same-identity image/caption pairs together")
+    s_neg_weight: float = option(_DEFAULT_WEIGHTS.s_neg, "push other identities' pairs below the teacher's")
+    rel_temperature: float = option(0.02, "temperature of the relation terms (the teacher's similarities are small)")
+    id_margin: float = option(0.5, "negatives above this similarity count in the contrastive terms")
+    memory_size: int = option(8192, "rows of the long memory, per modality")
+    memory_warmup: int = option(1000, "iterations before the memory is filled and used (XBM's warm-up)")
+    # run
+    log_dir: str = option("logs", "runs go to LOG_DIR/expModel-<backbone>-<H>x<W>-<dim>/<run_name>/")
+    # Not "--run": torchrun would read it as an abbreviation of its own --run-path and stop.
+    run_name: str | None = option(None, "name of the run folder (default: date and time)")
+    log_every: int = option(20, "log every N iterations")
+    save_every: int = option(1000, "checkpoint every N iterations (and at the end)")
+    eval_every: int = option(1000, "evaluate on the held-out split every N iterations (0: only at the end)")
+    keep_last: int = option(3, "iteration checkpoints kept (best.pt is always kept)")
+    num_workers: int = option(4, "image loading processes per rank")
+    device: str | None = option(None, "torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
+    resume: str | None = option(None, "continue a run: a checkpoint file or a run folder (its last checkpoint)")
+
+    def loss_weights(self) -> LossWeights:
+        return LossWeights(**{t: getattr(self, f"{t}_weight") for t in TERMS})
+
+
+# Options that may differ when a run is resumed: they change how it is watched, not what it computes.
+RESUMABLE_CHANGES = frozenset({"resume", "max_iters", "log_every", "save_every", "eval_every", "keep_last",
+                               "num_workers", "device", "log_dir", "max_nonfinite", "data", "image_root",
+                               "embedding_path"})

@@ -1,0 +1,395 @@
+"""The training loop: distil the cached teacher into the students, on one process or under torchrun.
+
+`Trainer(opts)` builds everything from `TrainOptions` (records, feature store, students, optimiser,
+memory, loader) or restores it from a checkpoint (`--resume`); `fit()` runs to `max_iters`, logging,
+evaluating, checkpointing; `train_step(batch)` is one iteration (tests drive it directly).
+
+What makes a resumed run continue exactly: the batches are a pure function of (seed, batch number),
+the learning rate a pure function of the iteration, and the checkpoint holds the weights, optimiser,
+scaler, long memory, meters and RNG state. Under DDP every rank draws its own batches, the gradients
+are averaged, and a step is skipped on every rank or on none (a non-finite loss anywhere skips it).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from person import store as feature_store
+from person.checkpoint import load_checkpoint, run_dir, save_checkpoint
+from person.distributed import DistInfo, barrier, init_distributed
+from person.evaluate import evaluate_students
+from person.images import ImageTransform, normalize_batch, parse_image_size
+from person.losses import DistillLoss
+from person.memory import CrossModalMemory, gather_for_memory
+from person.meters import Meters
+from person.model import create_students
+from person.options import from_dict, to_dict
+from person.records import load_records
+from person.sampler import IdentityBatchSampler
+from person.schedule import warmup_cosine
+from person.train_data import DistillCollate, DistillDataset, teacher_targets
+from person.train_options import RESUMABLE_CHANGES, TrainOptions
+
+log = logging.getLogger(__name__)
+
+BEST_NAME = "best.pt"
+# The case a checkpoint is judged by: the students together, or the one trained student against the teacher.
+MAIN_CASE = {"both": "student", "image": "teacher_text_student_image", "text": "student_text_teacher_image"}
+# The cases scored at the end of a run: whatever the trained students can take part in, and the teacher.
+CASES_BY_TRAIN = {"both": ("student", "teacher", "student_text_teacher_image", "teacher_text_student_image"),
+                  "image": ("teacher", "teacher_text_student_image"),
+                  "text": ("teacher", "student_text_teacher_image")}
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many non-finite losses in a row: the run is diverging."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iteration: int
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    best: dict[str, Any] | None
+    final: dict[str, dict] | None  # evaluation case -> metrics summary, from the end of training
+    skipped_steps: int
+    skipped_images: int
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full fp32."""
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("--amp fp16 needs a CUDA GPU; on CPU use --amp bf16 or --amp none")
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def resolve_resume(opts: TrainOptions, given: set[str]) -> tuple[TrainOptions, dict[str, Any] | None]:
+    """With --resume: the run's saved options (plus the few that may change) and its checkpoint state."""
+    if not opts.resume:
+        return opts, None
+    state = load_checkpoint(opts.resume)
+    saved = from_dict(TrainOptions, state["options"])
+    changed = sorted(k for k in given - RESUMABLE_CHANGES if getattr(opts, k) != getattr(saved, k))
+    if changed:
+        diffs = ", ".join(f"--{k} {getattr(opts, k)!r} (run: {getattr(saved, k)!r})" for k in changed)
+        raise ValueError(f"--resume {opts.resume} continues a run with its own options, but {diffs} differ: drop "
+                         f"them to continue the run, or start a new run without --resume")
+    keep = {k: getattr(opts, k) for k in given & RESUMABLE_CHANGES}
+    return replace(saved, **(keep | {"resume": opts.resume})), state
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No decay on norms, biases, embedding tables and position vectors (decay would shrink them to 0)."""
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (plain if p.ndim < 2 or "embedding" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, opts: TrainOptions) -> torch.optim.Optimizer:
+    groups = _param_groups(model, opts.weight_decay)
+    if opts.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=opts.lr)
+    if opts.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=opts.lr)
+    return torch.optim.SGD(groups, lr=opts.lr, momentum=0.9, nesterov=True)
+
+
+def normalisation(identity: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The teacher's image mean/std (the students see pixels normalised the same way); 0.5 by default."""
+    pre = identity.get("preprocessing", {})
+    return tuple(pre.get("image_mean") or (0.5,) * 3), tuple(pre.get("image_std") or (0.5,) * 3)
+
+
+class Trainer:
+    def __init__(self, opts: TrainOptions, given: set[str] | None = None, info: DistInfo | None = None) -> None:
+        opts, resumed = resolve_resume(opts, set(given or ()))
+        if not opts.data:
+            raise ValueError("--data is required: the dataset JSON the feature store was extracted from")
+        self.opts, self.info = opts, info or init_distributed(opts.device)
+        self.device = self.info.device
+        self.records = load_records(opts.data, opts.image_root, opts.dataset_format, eval_ids=opts.eval_ids)
+        self.store = feature_store.open_store(opts.embedding_path, records=self.records)
+        self.feature_dim = opts.feature_dim or self.store.dim
+        self.loss = DistillLoss(opts.loss_weights(), opts.rel_temperature, opts.id_margin, opts.train)
+        self._check_dims()
+        self.image_size = parse_image_size(opts.image_size)
+        self.mean, self.std = normalisation(self.store.teacher_identity)
+        self.train_rows = self.store.split_rows("train")
+        if len(self.train_rows) == 0:
+            raise ValueError(f"{self.store.path}: no readable training image in the store")
+
+        torch.manual_seed(opts.seed)  # the same initial weights on every rank
+        self.students = create_students(opts.backbone if opts.train != "text" else None,
+                                        opts.tbackbone if opts.train != "image" else None, self.feature_dim,
+                                        self.image_size, opts.max_seq_length, opts.text_width).to(self.device)
+        self.model = self._wrap(self.students)
+        self.optimizer = make_optimizer(self.students, opts)
+        self.autocast_dtype = amp_dtype(opts.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+        self.memory = (CrossModalMemory(opts.memory_size, self.feature_dim, warmup_iters=opts.memory_warmup,
+                                        device=self.device) if self.loss.uses_memory else None)
+        self.meters = Meters()
+        self.iteration, self.skipped_steps, self.nonfinite_run = 0, 0, 0
+        self.skipped_images: dict[int, str] = {}
+        self.best: dict[str, Any] | None = None
+        self.run_dir = (Path(resumed["path"]).parent if resumed else
+                        run_dir(opts.log_dir, opts.backbone if opts.train != "text" else opts.tbackbone,
+                                self.image_size, self.feature_dim, opts.run_name or time.strftime("%Y%m%d-%H%M%S")))
+        if resumed:
+            self._restore(resumed)
+
+    # ------------------------------------------------------------------ setup
+    def _check_dims(self) -> None:
+        if self.feature_dim == self.store.dim:
+            return
+        direct = [t for t in self.loss.terms if t in ("dist_img", "dist_cap", "s_neg")]
+        if direct:
+            raise ValueError(f"--feature_dim {self.feature_dim} differs from the teacher's {self.store.dim}, but "
+                             f"{', '.join(direct)} compare student and teacher embeddings directly: set their "
+                             f"weights to 0 (relation terms work across dimensions) or drop --feature_dim")
+
+    def _wrap(self, students: torch.nn.Module) -> torch.nn.Module:
+        model: torch.nn.Module = students
+        if self.info.distributed:
+            # SyncBatchNorm runs on GPUs only; on CPU ranks normalise by their own batch and DDP's
+            # buffer broadcast keeps the running statistics identical (rank 0's) on every rank.
+            if self.opts.sync_bn and self.device.type == "cuda":
+                students = torch.nn.SyncBatchNorm.convert_sync_batchnorm(students)
+                self.students = students
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(students, device_ids=ids)
+        if self.opts.compile:
+            model = torch.compile(model)
+        return model
+
+    def loader(self) -> DataLoader:
+        """This rank's batches from the current iteration on (an endless iterator's source)."""
+        o = self.opts
+        transform = (ImageTransform(self.image_size, o.resize, self.mean, train=True)
+                     if self.students.image is not None else None)
+        dataset = DistillDataset(self.records, self.store.caption_offsets, transform, o.caption_fields,
+                                 o.strict_images)
+        sampler = IdentityBatchSampler(self.records.pids, self.train_rows, o.p, o.k, o.seed, self.info.rank,
+                                       self.info.world_size, start=self.iteration)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=o.num_workers,
+                          collate_fn=DistillCollate(o.max_seq_length), pin_memory=self.device.type == "cuda",
+                          persistent_workers=o.num_workers > 0, prefetch_factor=4 if o.num_workers else None)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"iteration": self.iteration, "options": to_dict(self.opts), "feature_dim": self.feature_dim,
+                "model": self.students.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "memory": self.memory.state_dict() if self.memory else None,
+                "meters": self.meters.state_dict(), "rng": rng, "best": self.best,
+                "skipped_steps": self.skipped_steps, "normalisation": {"mean": list(self.mean), "std": list(self.std)},
+                "teacher": self.store.teacher_identity, "dataset": self.store.dataset_info}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.students.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.memory is not None and state["memory"] is not None:
+            self.memory.load_state_dict(state["memory"])
+        self.meters.load_state_dict(state["meters"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.iteration, self.best, self.skipped_steps = state["iteration"], state["best"], state["skipped_steps"]
+        log.info("resumed %s at iteration %d", state["path"], self.iteration)
+
+    def save(self, name: str | None = None) -> Path:
+        path = save_checkpoint(self.state_dict(), self.run_dir / (name or f"{self.iteration}.pt"))
+        if name is None and self.opts.keep_last > 0:
+            numbered = sorted((int(p.stem), p) for p in self.run_dir.glob("*.pt") if p.stem.isdigit())
+            for _, old in numbered[:-self.opts.keep_last]:
+                old.unlink(missing_ok=True)
+        return path
+
+    # ------------------------------------------------------------------ one step
+    def _all_ranks(self, ok: bool) -> bool:
+        """True only if `ok` on every rank: a step is taken everywhere or nowhere."""
+        if not self.info.distributed:
+            return ok
+        flag = torch.tensor([1 if ok else 0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float] | None:
+        """One iteration on `batch` (a DistillCollate batch); None when the step was skipped."""
+        o, dev = self.opts, self.device
+        lr = warmup_cosine(self.iteration, o.lr, o.max_iters, o.warmup_iters, o.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.skipped_images.update(batch["skipped"])
+        rows = batch["rows"]
+        t_img, t_cap = (t.to(dev, non_blocking=True) for t in teacher_targets(self.store, rows, batch["captions"]))
+        pid = torch.from_numpy(self.records.pids[rows.numpy()]).to(dev)
+        images = (normalize_batch(batch["images"].to(dev, non_blocking=True), self.mean, self.std)
+                  if batch["images"] is not None and len(rows) else None)
+        autocast = (torch.autocast(dev.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext())
+        # BatchNorm statistics move in the forward; a skipped step must leave them as they were (a NaN
+        # batch would otherwise poison them for good). They are a few KB: copying them is free.
+        buffers = [b.detach().clone() for b in self.students.buffers()]
+        with autocast:
+            out = self.model(images, batch["chars"].to(dev), batch["mask"].to(dev))
+        losses = self.loss(out.get("image"), out.get("text"), t_img, t_cap, pid, self.memory)
+        if not self._all_ranks(len(rows) > 0 and bool(torch.isfinite(losses["total"]))):
+            with torch.no_grad():
+                for b, saved in zip(self.students.buffers(), buffers):
+                    b.copy_(saved)
+            return self._skip()
+        self.nonfinite_run = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total"]).backward()
+        if o.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.students.parameters(), o.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.memory is not None:
+            labels = gather_for_memory(pid)
+            self.memory.update(*(((gather_for_memory(out[m]), labels) if m in out else None) for m in ("image", "text")))
+        self.iteration += 1
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        self.meters.update(values)
+        return values | {"lr": lr}
+
+    def _skip(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self.nonfinite_run += 1
+        self.iteration += 1
+        log.warning("iteration %d: non-finite loss (or an empty batch) on some rank; step skipped (%d so far)",
+                    self.iteration, self.skipped_steps)
+        if self.nonfinite_run >= self.opts.max_nonfinite:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_run} non-finite losses in a row at iteration {self.iteration}: training diverged. "
+                f"Lower --lr (now {self.opts.lr}), keep --clip_grad on, try --amp none, or resume from an earlier "
+                f"checkpoint in {self.run_dir}")
+        return None
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, cases: tuple[str, ...] | None = None) -> dict[str, dict]:
+        """Scores on the held-out split (rank 0 only); returns case -> metrics summary."""
+        o = self.opts
+        transform = ImageTransform(self.image_size, o.resize, self.mean)
+        result = evaluate_students(self.students.image, self.students.text, self.records, self.store, transform,
+                                   self.mean, self.std, o.max_seq_length, self.device,
+                                   cases=cases or (self.main_case,), num_workers=min(o.num_workers, 2))
+        return result.summaries()
+
+    @property
+    def main_case(self) -> str:
+        return MAIN_CASE[self.opts.train]
+
+    def _evaluate_and_keep_best(self, writer: SummaryWriter | None, cases: tuple[str, ...] | None = None
+                                ) -> dict[str, dict]:
+        """Evaluate `cases` (default: the main one), log the main case and save best.pt when its EER is lowest."""
+        summaries = self.evaluate(cases)
+        summary = summaries[self.main_case]
+        log.info("eval at iteration %d (%s): EER %.4f%%  Rank-1 %.3f%%  mAP %.3f%%", self.iteration, self.main_case,
+                 100 * summary["eer"], 100 * summary["rank1"], 100 * summary["mAP"])
+        if writer:
+            for key in ("eer", "rank1", "rank5", "mAP", "mINP"):
+                writer.add_scalar(f"eval/{key}", summary[key], self.iteration)
+        if self.best is None or summary["eer"] < self.best["eer"]:
+            self.best = {"iteration": self.iteration, "case": self.main_case,
+                         **{k: summary[k] for k in ("eer", "rank1", "mAP")}}
+            self.save(BEST_NAME)
+        return summaries
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> TrainResult:
+        o, main = self.opts, self.info.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "options.json").write_text(json.dumps(to_dict(o), indent=2) + "\n", encoding="utf-8")
+        writer = SummaryWriter(str(self.run_dir / "tb")) if main else None
+        handler = _file_log(self.run_dir / "train.log") if main else None
+        try:
+            with logging_redirect_tqdm():
+                last, final = self._loop(writer)
+        finally:
+            if writer:
+                writer.close()
+            if handler:
+                logging.getLogger("person").removeHandler(handler)
+                handler.close()
+        barrier()
+        return TrainResult(self.run_dir, self.iteration, last, self.run_dir / BEST_NAME if self.best else None,
+                           self.best, final, self.skipped_steps, len(self.skipped_images))
+
+    def _loop(self, writer: SummaryWriter | None) -> tuple[Path | None, dict[str, dict] | None]:
+        """Train to max_iters; returns the last checkpoint and (rank 0) the final evaluation of every case."""
+        o, main = self.opts, self.info.is_main
+        if main:
+            log.info("training %s from iteration %d to %d: %d train images, world size %d, device %s",
+                     self.run_dir, self.iteration, o.max_iters, len(self.train_rows), self.info.world_size,
+                     self.device)
+        batches = iter(self.loader()) if self.iteration < o.max_iters else iter(())
+        bar = tqdm(total=o.max_iters, initial=self.iteration, disable=not main, dynamic_ncols=True, unit="it")
+        seen, tick = 0, time.perf_counter()
+        last = final = None
+        while self.iteration < o.max_iters:
+            batch = next(batches)
+            values = self.train_step(batch)
+            seen += len(batch["rows"]) * self.info.world_size
+            bar.update(1)
+            it = self.iteration
+            if main and values is not None and (it % o.log_every == 0 or it == o.max_iters):
+                rate = seen / (time.perf_counter() - tick)
+                log.info(self.meters.line(it, values["lr"], rate))
+                for key, value in values.items():
+                    writer.add_scalar(f"train/{key}", value, it)
+                writer.add_scalar("train/images_per_s", rate, it)
+                seen, tick = 0, time.perf_counter()
+            if main and o.eval_every and it % o.eval_every == 0 and it < o.max_iters:
+                self._evaluate_and_keep_best(writer)
+            if it % o.save_every == 0 or it == o.max_iters:
+                if main:
+                    if it == o.max_iters:
+                        final = self._evaluate_and_keep_best(writer, CASES_BY_TRAIN[o.train])
+                    last = self.save()
+                barrier()
+        bar.close()
+        if main and last is None:  # nothing left to train: evaluate and keep what the resumed run holds
+            final, last = self.evaluate(CASES_BY_TRAIN[o.train]), self.save()
+        if self.skipped_images:
+            log.warning("%d training images were unreadable and skipped", len(self.skipped_images))
+        return last, final
+
+
+def _file_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("person")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
+
+
+def train(opts: TrainOptions, given: set[str] | None = None) -> TrainResult:
+    """Train (or continue, with opts.resume) a run to opts.max_iters."""
+    return Trainer(opts, given).fit()

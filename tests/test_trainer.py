@@ -1,0 +1,195 @@
+"""main.py and the trainer: a run logs every active term and checkpoints; resume after a kill continues
+exactly; two torchrun ranks stay in step and share one memory; bad runs stop with clear messages."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import evaluation_model
+import main as main_cmd
+from person.checkpoint import load_checkpoint
+from person.schedule import warmup_cosine
+from person.trainer import NonFiniteLossError, Trainer
+from person.train_options import TrainOptions
+from tests.distill_fixtures import DIM, make_setup
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--backbone", "backbone.tiny.TinyNet", "--tbackbone", "tbackbone.char.L1", "--text_width", "32",
+         "--image_size", "64x32", "--max_seq_length", "48", "--p", "4", "--k", "2", "--num_workers", "0",
+         "--warmup_iters", "2", "--lr", "0.003"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    json_path, store = make_setup(root, broken=5)
+    return root, json_path, store
+
+
+def args(setup, run_dir, *extra):
+    _, json_path, store = setup
+    return ["--data", str(json_path), "--embedding_path", str(store), "--log_dir", str(run_dir), "--run_name", "r",
+            *SMALL, *extra]
+
+
+def run_folder(log_dir: Path) -> Path:
+    return log_dir / f"expModel-backbone.tiny.TinyNet-64x32-{DIM}" / "r"
+
+
+def test_run_logs_every_active_term_checkpoints_and_evaluates(setup, tmp_path):
+    result = main_cmd.main(args(setup, tmp_path, "--max_iters", "4", "--log_every", "1", "--save_every", "2",
+                                "--eval_every", "2", "--rkda_weight", "0.5", "--id_img_weight", "0.1",
+                                "--memory_warmup", "1"))
+    folder = run_folder(tmp_path)
+    assert result.run_dir == folder and result.iteration == 4
+    assert sorted(p.name for p in folder.glob("*.pt")) == ["2.pt", "4.pt", "best.pt"]
+    log = (folder / "train.log").read_text()
+    line = re.compile(r"Iter:3\| dist_img: [\d.]+ [\d.]+\| dist_cap: [\d.]+ [\d.]+\| dist_rel: [\d.]+ [\d.]+\| "
+                      r"rkda: [\d.]+ [\d.]+\| id_img: [\d.]+ [\d.]+\| total: [\d.]+ [\d.]+\| lr: [\d.]+\| [\d.]+ img/s")
+    assert line.search(log), log
+    assert list((folder / "tb").iterdir())  # TensorBoard events
+    saved = json.loads((folder / "options.json").read_text())
+    assert saved["max_iters"] == 4 and saved["rkda_weight"] == 0.5
+    state = load_checkpoint(folder / "4.pt")
+    assert state["iteration"] == 4 and state["feature_dim"] == DIM and state["options"] == saved
+    assert state["memory"]["image"]["filled"] == 3 * 8  # warm-up 1: filled by iterations 2, 3, 4
+    assert set(result.final) == {"student", "teacher", "student_text_teacher_image", "teacher_text_student_image"}
+    for summary in result.final.values():
+        assert 0.0 <= summary["eer"] <= 1.0 and summary["positives"] > 0
+
+
+def test_broken_image_is_left_out_of_training(setup, tmp_path):
+    trainer = Trainer(TrainOptions(**{**vars(main_cmd.build_parser().parse_args(args(setup, tmp_path)))}))
+    assert 5 not in trainer.train_rows and len(trainer.train_rows) > 0
+
+
+def _python(argv, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, str(ROOT / "main.py"), *argv], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_resume_after_kill_continues_exactly(setup, tmp_path):
+    common = ["--max_iters", "6", "--save_every", "3", "--eval_every", "0", "--keep_last", "0",
+              "--id_cap_weight", "0.2", "--memory_warmup", "0"]
+    straight = _python(args(setup, tmp_path / "a", *common))
+    assert straight.wait(300) == 0, straight.stdout.read()
+
+    killed = _python(args(setup, tmp_path / "b", *common))
+    third = run_folder(tmp_path / "b") / "3.pt"
+    deadline = time.time() + 300
+    while not third.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert third.exists() and not (run_folder(tmp_path / "b") / "6.pt").exists()
+
+    resumed = _python(["--resume", str(run_folder(tmp_path / "b"))])
+    out = resumed.stdout.read()
+    assert resumed.wait(300) == 0, out
+    assert "resumed" in out and "at iteration 3" in out
+    a = load_checkpoint(run_folder(tmp_path / "a") / "6.pt")
+    b = load_checkpoint(run_folder(tmp_path / "b") / "6.pt")
+    assert a["iteration"] == b["iteration"] == 6
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for ring in ("image", "text"):
+        assert torch.equal(a["memory"][ring]["emb"], b["memory"][ring]["emb"])
+        assert a["memory"][ring]["ptr"] == b["memory"][ring]["ptr"]
+    lr_a = [g["lr"] for g in a["optimizer"]["param_groups"]]
+    assert lr_a == [g["lr"] for g in b["optimizer"]["param_groups"]]
+    assert lr_a[0] == warmup_cosine(5, 0.003, 6, 2, 0.01)  # the last step's rate
+
+
+def test_resume_refuses_changed_options_and_allows_longer_runs(setup, tmp_path):
+    main_cmd.main(args(setup, tmp_path, "--max_iters", "2", "--eval_every", "0"))
+    folder = run_folder(tmp_path)
+    with pytest.raises(ValueError, match=r"--lr 0.1 \(run: 0.003\) differ"):
+        main_cmd.main(["--resume", str(folder), "--lr", "0.1"])
+    result = main_cmd.main(["--resume", str(folder / "2.pt"), "--max_iters", "3", "--eval_every", "0"])
+    assert result.iteration == 3 and (folder / "3.pt").exists()
+
+
+def test_train_text_only_reads_no_image(setup, tmp_path):
+    root, json_path, store = setup
+    result = main_cmd.main(args(setup, tmp_path, "--train", "text", "--max_iters", "2", "--eval_every", "0"))
+    state = load_checkpoint(result.last_checkpoint)
+    assert state["model"] and all(k.startswith("text.") for k in state["model"])
+    assert set(result.final) == {"teacher", "student_text_teacher_image"}
+    assert result.skipped_images == 0  # the broken image was never opened
+
+
+def test_train_image_only(setup, tmp_path):
+    result = main_cmd.main(args(setup, tmp_path, "--train", "image", "--max_iters", "2", "--eval_every", "0"))
+    state = load_checkpoint(result.last_checkpoint)
+    assert all(k.startswith("image.") for k in state["model"])
+    assert set(result.final) == {"teacher", "teacher_text_student_image"}
+
+
+def test_non_finite_losses_skip_steps_then_stop(setup, tmp_path, monkeypatch):
+    opts = main_cmd.build_parser().parse_args(args(setup, tmp_path, "--max_nonfinite", "3"))
+    trainer = Trainer(TrainOptions(**vars(opts)))
+    batches = iter(trainer.loader())
+    before = {k: v.clone() for k, v in trainer.students.state_dict().items()}
+    monkeypatch.setattr(trainer.store, "images", lambda rows: torch.full((len(rows), DIM), float("nan")).numpy())
+    assert trainer.train_step(next(batches)) is None and trainer.train_step(next(batches)) is None
+    assert trainer.skipped_steps == 2 and trainer.iteration == 2
+    for key, value in trainer.students.state_dict().items():
+        assert torch.equal(value, before[key]), key  # a skipped step changes nothing
+    with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row at iteration 3"):
+        trainer.train_step(next(batches))
+
+
+def test_bad_options_are_clear_errors(setup, tmp_path):
+    with pytest.raises(ValueError, match="--feature_dim 8 differs from the teacher's 16"):
+        main_cmd.main(args(setup, tmp_path, "--feature_dim", "8"))
+    with pytest.raises(ValueError, match="--data is required"):
+        main_cmd.main(["--embedding_path", str(setup[2])])
+    with pytest.raises(ValueError, match="--amp fp16 needs a CUDA GPU"):
+        main_cmd.main(args(setup, tmp_path, "--amp", "fp16", "--device", "cpu"))
+
+
+def test_bf16_autocast_on_cpu_trains(setup, tmp_path):
+    result = main_cmd.main(args(setup, tmp_path, "--amp", "bf16", "--max_iters", "2", "--eval_every", "0"))
+    assert result.iteration == 2 and result.skipped_steps == 0
+
+
+def test_evaluation_model_reports_every_case(setup, tmp_path, capsys):
+    result = main_cmd.main(args(setup, tmp_path, "--max_iters", "2", "--eval_every", "0"))
+    capsys.readouterr()
+    out = evaluation_model.main([str(result.last_checkpoint), "--json", str(tmp_path / "rep.json")])
+    printed = capsys.readouterr().out
+    assert "== student" in printed and "== teacher_text_student_image" in printed
+    assert "        EER      FAR=1e-3" in printed and re.search(r"Top-\d+ false rejects", printed)
+    saved = json.loads((tmp_path / "rep.json").read_text())
+    assert saved == json.loads(json.dumps(out)) and saved["case"] == "student"
+    assert set(saved["cases"]) == {"teacher", "student_text_teacher_image", "teacher_text_student_image"}
+    # The evaluation of the last checkpoint is the one the run printed at its end.
+    assert saved["eer"] == result.final["student"]["eer"]
+    assert (tmp_path / "rep_roc.png").stat().st_size > 0
+
+
+def test_two_ranks_stay_in_step_and_share_one_memory(setup, tmp_path):
+    report = tmp_path / "ddp.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "tests" / "ddp_steps.py"), str(report), *args(setup, tmp_path, "--id_img_weight", "0.1",
+                                                                    "--id_img_cap_weight", "0.1", "--memory_warmup", "0")]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    steps = json.loads(report.read_text())
+    assert len(steps) == 3
+    for step in steps:
+        # Parameters agree after every step. (BatchNorm running statistics are per-rank after a CPU
+        # forward; DDP overwrites them with rank 0's at the next one, and rank 0 writes checkpoints.)
+        assert step["same_parameters"]
+        assert step["batches_differ"]  # each rank trained on its own identities
+        assert step["memory_labels"][-16:] == step["rank_pids"][0] + step["rank_pids"][1]  # both ranks, rank order
+    assert steps[-1]["memory_filled"] == 3 * 16
