@@ -3,7 +3,10 @@
 1. Seed size (5000 images x 2500 captions = 12.5M pairs, 5000 positives), in this process:
    - reference: `sklearn.metrics.roc_curve(drop_intermediate=False)` on the precomputed scores, plus
      reading the EER and FAR thresholds off it (the same definitions as person.metrics);
-   - ours: `metrics.verification` from the embeddings (scoring included), and from the same scores.
+   - ours: `metrics.verification` from the same scores, and from the embeddings (scoring included),
+     beside the float32 matmul alone: the floor of the from-embeddings time;
+   - `retrieval` and `evaluate` from the embeddings.
+   Every row runs once per round, in turn, so the load of a shared machine hits them alike.
    EER, its threshold and every FAR threshold/FRR must be identical.
 2. Large (20000 x 20000 = 400M pairs) in a fresh subprocess each, so its peak RSS is its own:
    `metrics.verification` and `metrics.evaluate` (verification + retrieval).
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -74,41 +78,82 @@ def ours(result: metrics.VerificationResult) -> dict:
             "far": {lv: (p.threshold, p.frr) for lv, p in result.at_far.items()}}
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:
-    times, out = [], None
+def rounds(steps: dict, repeat: int) -> tuple[dict, dict]:
+    """Run every step once per round, `repeat` rounds, so a change in the machine's load hits all of
+    them alike. Returns each step's seconds, round by round, and its last output."""
+    times: dict = {name: [] for name in steps}
+    out: dict = {}
     for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+        for name, fn in steps.items():
+            t = time.perf_counter()
+            out[name] = fn()
+            times[name].append(time.perf_counter() - t)
+    return times, out
+
+
+def matmul_alone(img: torch.Tensor, cap: torch.Tensor) -> None:
+    """The float32 score strips `verification` makes (same strip size), and nothing else."""
+    per = metrics.DEFAULT_BLOCK_PAIRS // len(img)
+    for c0 in range(0, len(cap), per):
+        cap[c0:c0 + per] @ img.T
+    if img.is_cuda:
+        torch.cuda.synchronize()
 
 
 def seed_size(args) -> list[str]:
     img, ipid, cap, cpid = embeddings(5000, 2500, 2500, args.dim)
     scores = metrics.cosine_scores(img, cap, device=args.device)
     mask = cpid[:, None] == ipid[None, :]
-    t_ref, ref = timed(lambda: sklearn_verification(scores, mask), max(1, args.repeat // 2))
-    t_emb, res = timed(lambda: metrics.verification(img, ipid, cap, cpid, device=args.device), args.repeat)
-    t_sco, res_s = timed(lambda: metrics.verification_from_scores(
-        scores, ipid, cpid, block_pairs=metrics.DEFAULT_BLOCK_PAIRS), args.repeat)
-    t_mm, _ = timed(lambda: metrics.cosine_scores(img, cap, device=args.device), args.repeat)
-    t_ret, _ = timed(lambda: metrics.retrieval(cap, cpid, img, ipid, device=args.device), args.repeat)
-    same = ours(res) == ref and ours(res_s) == ref
+    img_t, cap_t = torch.from_numpy(img).to(args.device), torch.from_numpy(cap).to(args.device)
+    steps = {
+        "sklearn": lambda: sklearn_verification(scores, mask),
+        "emb": lambda: metrics.verification(img, ipid, cap, cpid, device=args.device),
+        "scores": lambda: metrics.verification_from_scores(scores, ipid, cpid,
+                                                           block_pairs=metrics.DEFAULT_BLOCK_PAIRS),
+        "matmul": lambda: matmul_alone(img_t, cap_t),
+        "retrieval": lambda: metrics.retrieval(cap, cpid, img, ipid, device=args.device),
+        "evaluate": lambda: metrics.evaluate(img, ipid, cap, cpid, device=args.device),
+    }
+    times, out = rounds(steps, args.repeat)
+    t = {name: statistics.median(ts) for name, ts in times.items()}
+
+    def ratio(name: str) -> str:  # median over rounds of (sklearn / this), both timed in the same round
+        return f"{statistics.median(r / x for r, x in zip(times['sklearn'], times[name])):.1f}x"
+
+    res = out["emb"]
+    same = ours(res) == out["sklearn"] and ours(out["scores"]) == out["sklearn"]
     return [
         f"Seed size: 5000 images x 2500 captions, dim {args.dim}: {res.positives} positives, "
-        f"{res.negatives} negatives; EER {100 * res.eer:.4f}% at {res.eer_threshold:g}. Median of "
-        f"{args.repeat} runs (sklearn: {max(1, args.repeat // 2)}).",
+        f"{res.negatives} negatives; EER {100 * res.eer:.4f}% at {res.eer_threshold:g}. {args.repeat} rounds, "
+        "each running every row once in turn; seconds are medians, 'vs sklearn' the median of the per-round "
+        "ratios.",
         "",
         "| what | seconds | vs sklearn |",
         "|---|---|---|",
-        f"| sklearn roc_curve + EER/FAR thresholds (on precomputed scores) | {t_ref:.3f} | 1.0x |",
-        f"| ours, `verification` from embeddings (scoring included) | {t_emb:.3f} | {t_ref / t_emb:.1f}x |",
-        f"| ours, strip-wise path on the same precomputed scores | {t_sco:.3f} | {t_ref / t_sco:.1f}x |",
-        f"| (the float32 matmul alone, inside ours) | {t_mm:.3f} | |",
-        f"| ours, `retrieval` (Rank-k, mAP, mINP) from embeddings | {t_ret:.3f} | |",
+        f"| sklearn roc_curve + EER/FAR thresholds (on precomputed scores) | {t['sklearn']:.3f} | 1.0x |",
+        f"| ours, `verification` on the same precomputed scores (strip-wise path) | {t['scores']:.3f} "
+        f"| {ratio('scores')} |",
+        f"| ours, `verification` from embeddings (scoring included) | {t['emb']:.3f} | {ratio('emb')} |",
+        f"| the float32 matmul alone (the scoring inside the row above: its floor) | {t['matmul']:.3f} "
+        f"| {ratio('matmul')} |",
+        f"| ours, `retrieval` (Rank-k, mAP, mINP) from embeddings | {t['retrieval']:.3f} | |",
+        f"| ours, `evaluate` (verification + retrieval) from embeddings | {t['evaluate']:.3f} | |",
         "",
         f"EER, EER threshold and every FAR threshold and FRR identical to sklearn's: {'yes' if same else 'NO'}",
     ]
+
+
+def cpu_model() -> str:
+    """The CPU as /proc/cpuinfo names it (a VM may say only "AMD EPYC": family and model pin it down)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    info = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    simd = "AVX-512" if "avx512f" in info.get("flags", "").split() else "no AVX-512"
+    return (f"{info.get('model name', platform.machine())} (family {info.get('cpu family', '?')}, "
+            f"model {info.get('model', '?')}, {simd})")
 
 
 CHILD = """
@@ -151,10 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--big", type=int, default=20000, help="images = captions of the large case; 0 skips it")
     p.add_argument("--device", type=str, default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    load = os.getloadavg()[0]
     # The large case first: a child inherits its parent's ru_maxrss at fork, so the parent must still be small.
     big = large(args) if args.big else []
-    print("\n".join([f"### Verification metrics ({args.device}; {machine})", ""] + seed_size(args) + big))
+    seed = seed_size(args)
+    machine = (f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} on {torch.get_num_threads()} "
+               f"threads for the matmul, numpy {np.__version__}; 1-minute load average {load:.1f} at the "
+               f"start, {os.getloadavg()[0]:.1f} at the end")
+    print("\n".join([f"### Verification metrics ({args.device}; {machine})", ""] + seed + big))
 
 
 if __name__ == "__main__":

@@ -23,16 +23,25 @@ INP = positives / rank of the last positive. Queries without any positive in the
 (IRRA would divide by zero) and counted.
 
 How it stays exact without the score matrix. Scores are made in strips (a few captions x all images)
-and each float32 score becomes an order-preserving int32 key. Pass 1 keeps every positive and a
-65536-bin histogram of all keys by their top 16 bits. The histogram locates the bin where the EER
-crossing falls and the bin holding each FAR level's (k+1)-th highest negative. Pass 2 counts, over the
-same strips (cached when small, recomputed otherwise), every distinct key inside just those bins (a
-bin holds at most 65536 distinct float32 values). Counts are integers, so the result is bit-identical
-to sorting everything (`verification_from_scores`), whatever the strip size and however tied the scores.
+and each float32 score becomes an order-preserving int32 key. Positive pairs are known from the labels
+alone, so no strip-sized mask is made. Pass 1 keeps every positive's key and a 65536-bin histogram of
+all keys by their top 16 bits. The histogram locates the bin where the EER crossing falls, the bin
+holding each FAR level's (k+1)-th highest negative, and the top bins, which hold the top-k negatives
+reported as false accepts. Pass 2 goes over the same strips (the pass-1 keys when they fit in
+`cache_bytes`, else scored again), picks with one table lookup per key the few keys in those bins, and
+counts every distinct key in the resolved ones (a bin holds at most 65536 distinct float32 values).
+Counts are integers, so the result is bit-identical to sorting everything (`verification_from_scores`),
+whatever the strip size and however tied the scores. A positive's retrieval rank is 1 + #(higher
+scores in its query's row) + #(equal scores earlier in the gallery), counted directly when queries have
+few positives (the usual case) and read off a stable sort of each row otherwise: the same integers.
+
+Threads. On the cpu only the matmul runs on the caller's torch threads; the per-strip bookkeeping (short,
+memory-bound ops) runs on one, and the caller's setting is restored.
 """
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Iterator, Sequence
@@ -50,7 +59,6 @@ DEFAULT_CACHE_BYTES = 1 << 28  # keep pass-1 keys (4 bytes a pair) for pass 2 up
 
 _BINS = 1 << 16  # coarse histogram: top 16 bits of the key (sign, exponent, 7 mantissa bits)
 _INF_KEY = 1 << 31  # stands for the +inf threshold: above every float32 key
-_NO_KEY = -(1 << 31)  # int32 minimum: below every finite score's key (marks positives among negatives)
 
 
 class MetricInputError(ValueError):
@@ -148,9 +156,11 @@ def retrieval(caption_emb, caption_pid, image_emb, image_pid, *, ks: Sequence[in
               progress: bool = False) -> RetrievalResult:
     """Rank-k, mAP and mINP of caption queries against the image gallery, strip by strip."""
     img, ipid, cap, cpid = _check_embeddings(image_emb, image_pid, caption_emb, caption_pid, _device(device))
-    ranks = _Ranks(_count_positives(cpid, ipid))
+    ranks = _Ranks(_PositivePairs(cpid.cpu().numpy(), ipid.cpu().numpy()))
     for c0, c1 in _progress(_strips(len(cpid), len(ipid), block_pairs), progress, "retrieval"):
-        ranks.update(_keys(_cosine_strip(cap, img, c0, c1)), cpid[c0:c1, None] == ipid[None, :], c0)
+        s = _cosine_strip(cap, img, c0, c1)  # on the caller's threads, the rest on one (see _StripKeys)
+        with _cpu_threads(1, img.device):
+            ranks.update(_keys(s), c0)
     return ranks.result(len(cpid), ks)
 
 
@@ -175,15 +185,17 @@ def evaluate(image_emb, image_pid, caption_emb, caption_pid, *, ks: Sequence[int
 
 
 def verification_from_scores(scores, image_pid, caption_pid, *, top_k: int = 15,
-                             block_pairs: int | None = None) -> VerificationResult:
+                             block_pairs: int | None = None,
+                             cache_bytes: int = DEFAULT_CACHE_BYTES) -> VerificationResult:
     """Verification of a given score matrix `scores[caption, image]` (float32, [Nc, Ni]).
 
     `block_pairs=None` sorts everything in memory: the plain reference. An integer runs the strip-wise
-    algorithm that `verification` uses over slices of the matrix; both give bit-identical results.
+    algorithm that `verification` uses over slices of the matrix (pass 2 reads the pass-1 keys when they
+    fit in `cache_bytes`, else remakes them from the matrix); all give bit-identical results.
     """
     s, ipid, cpid = _check_scores(scores, image_pid, caption_pid)
     if block_pairs is not None:
-        return _scores_verification(s, ipid, cpid, top_k, block_pairs)
+        return _scores_verification(s, ipid, cpid, top_k, block_pairs, cache_bytes)
     keys = _keys_np(s)
     mask = cpid[:, None] == ipid[None, :]
     return _verification_in_memory(keys, mask, top_k)
@@ -193,9 +205,9 @@ def retrieval_from_scores(scores, caption_pid, image_pid, *, ks: Sequence[int] =
                           block_pairs: int = DEFAULT_BLOCK_PAIRS) -> RetrievalResult:
     """Retrieval of a given score matrix `scores[caption, image]` (float32, [Nc, Ni]), strip by strip."""
     s, ipid, cpid = _check_scores(scores, image_pid, caption_pid)
-    keys, ranks = _keys_np(s), _Ranks(_count_positives(torch.from_numpy(cpid), torch.from_numpy(ipid)))
+    keys, ranks = _keys_np(s), _Ranks(_PositivePairs(cpid, ipid))
     for c0, c1 in _strips(len(cpid), len(ipid), block_pairs):
-        ranks.update(torch.from_numpy(keys[c0:c1]), torch.from_numpy(cpid[c0:c1, None] == ipid[None, :]), c0)
+        ranks.update(torch.from_numpy(keys[c0:c1]), c0)
     return ranks.result(len(cpid), ks)
 
 
@@ -204,7 +216,7 @@ def cosine_scores(image_emb, caption_emb, *, block_pairs: int = DEFAULT_BLOCK_PA
     """The full score matrix [Nc, Ni] made from the same strips `evaluate` scores (same bits)."""
     img, cap = _pair_embeddings(image_emb, caption_emb, _device(device))
     strips = _strips(len(cap), len(img), block_pairs)
-    return np.concatenate([_cosine_strip(cap, img, c0, c1).cpu().numpy() for c0, c1 in strips])
+    return np.concatenate([_cosine_strip(cap, img, c0, c1).add_(0.0).cpu().numpy() for c0, c1 in strips])
 
 
 def summary(ver: VerificationResult, ret: RetrievalResult | None = None) -> dict:
@@ -250,7 +262,8 @@ def _embeddings(emb, name: str, dev: torch.device) -> torch.Tensor:
     if t.ndim != 2 or not t.is_floating_point() or len(t) == 0:
         raise MetricInputError(f"{name} must be a non-empty 2-D float array [N, D]; got {tuple(t.shape)} {t.dtype}")
     t = t.to(dev, torch.float32)
-    norms = torch.linalg.vector_norm(t, dim=1)
+    with _cpu_threads(1, dev):  # a short memory-bound reduction (see _StripKeys)
+        norms = torch.linalg.vector_norm(t, dim=1)
     bad = ~((norms - 1).abs() <= NORM_TOLERANCE)  # NaN counts as bad
     if bool(bad.any()):
         row = int(bad.nonzero()[0, 0])
@@ -284,7 +297,7 @@ def _check_scores(scores, image_pid, caption_pid):
         raise MetricInputError("scores hold NaN or inf: score finite, normalised embeddings")
     cpid = _labels(caption_pid, "caption_pid (one per scores row)", s.shape[0])
     ipid = _labels(image_pid, "image_pid (one per scores column)", s.shape[1])
-    return s + np.float32(0.0), ipid, cpid  # + 0.0 turns -0.0 into 0.0
+    return s, ipid, cpid
 
 
 def _check_counts(n_pos: int, n_neg: int) -> None:
@@ -300,18 +313,20 @@ def _check_counts(n_pos: int, n_neg: int) -> None:
 
 # ---------------------------------------------------------------- keys and strips
 
-def _keys(scores: torch.Tensor) -> torch.Tensor:
-    """Order-preserving int32 keys of float32 scores (a < b exactly when key(a) < key(b)), made in
-    place: the caller hands over a score tensor it owns (fewer fresh 16 MB buffers, fewer page faults)."""
+def _keys(scores: torch.Tensor, work: torch.Tensor | None = None) -> torch.Tensor:
+    """Order-preserving int32 keys of float32 scores (a < b exactly when key(a) < key(b); -0.0 and 0.0
+    share one), made in place: the caller hands over a score tensor it owns. `work` (int32, same shape)
+    takes the temporary: a fresh 16 MB buffer costs more in page faults than the op itself."""
+    scores.add_(0.0)  # -0.0 + 0.0 is 0.0
     bits = scores.view(torch.int32)
-    flip = bits >> 31
+    flip = torch.bitwise_right_shift(bits, 31, out=work)
     flip &= 0x7FFFFFFF
     bits ^= flip
     return bits
 
 
 def _keys_np(scores: np.ndarray) -> np.ndarray:
-    bits = scores.view(np.int32)
+    bits = (scores + np.float32(0.0)).view(np.int32)  # -0.0 + 0.0 is 0.0
     return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
@@ -332,6 +347,13 @@ def _bin(keys):
     return b
 
 
+def _bin_into(keys: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """_bin of a strip's keys, written into a reused int32 buffer."""
+    torch.bitwise_right_shift(keys, 16, out=out)
+    out += _BINS // 2
+    return out
+
+
 def _edge(b):
     """Lowest key of bin `b`; bin 65536's edge is _INF_KEY."""
     return (np.asarray(b, np.int64) - _BINS // 2) << 16
@@ -345,22 +367,37 @@ def _strips(n_captions: int, n_images: int, block_pairs: int) -> list[tuple[int,
 
 
 def _cosine_strip(cap: torch.Tensor, img: torch.Tensor, c0: int, c1: int) -> torch.Tensor:
-    return (cap[c0:c1] @ img.T).add_(0.0)  # + 0.0 turns -0.0 into 0.0
+    """The float32 scores of captions c0..c1-1, as the matmul gives them (-0.0 included)."""
+    return cap[c0:c1] @ img.T
 
 
 def _progress(strips, on: bool, what: str):
     return tqdm(strips, desc=what, unit="strip", disable=not on, leave=False)
 
 
+@contextmanager
+def _cpu_threads(n: int, dev: torch.device) -> Iterator[None]:
+    """Run the block on `n` torch cpu threads, then restore the caller's setting (off the cpu: as is)."""
+    threads = torch.get_num_threads()
+    if dev.type != "cpu" or threads == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _scores_verification(s: np.ndarray, ipid: np.ndarray, cpid: np.ndarray, top_k: int,
-                         block_pairs: int) -> VerificationResult:
+                         block_pairs: int, cache_bytes: int) -> VerificationResult:
     """The strip-wise path over slices of a score matrix already in memory (on the cpu)."""
     def score(c0: int, c1: int) -> torch.Tensor:
         return torch.from_numpy(s[c0:c1].copy())  # _keys works in place
 
     strips = _strips(s.shape[0], s.shape[1], block_pairs)
     return _evaluate_strips(score, strips, torch.from_numpy(cpid), torch.from_numpy(ipid), (), top_k,
-                            cache=False, progress=False).verification
+                            cache=s.size * 4 <= cache_bytes, progress=False).verification
 
 
 # ---------------------------------------------------------------- the strip-wise path
@@ -368,69 +405,109 @@ def _scores_verification(s: np.ndarray, ipid: np.ndarray, cpid: np.ndarray, top_
 def _evaluate_strips(score: Callable[[int, int], torch.Tensor], strips: list[tuple[int, int]],
                      cpid: torch.Tensor, ipid: torch.Tensor, ks: Sequence[int], top_k: int,
                      cache: bool, progress: bool) -> Evaluation:
-    n_images = len(ipid)
-    dev = ipid.device
-    hist = torch.zeros(_BINS, dtype=torch.int64, device=dev)
+    """Both passes (see the module docstring); pass 2 reads the pass-1 keys when `cache`, else scores again."""
     n_pos = _count_positives(cpid, ipid)
-    _check_counts(n_pos, len(cpid) * n_images - n_pos)  # before sizing anything by n_pos
-    positives = _Positives(n_pos)
-    top_neg = _TopNegatives(top_k, n_images)
-    ranks = _Ranks(n_pos) if ks else None
+    _check_counts(n_pos, len(cpid) * len(ipid) - n_pos)  # before sizing anything by n_pos
+    strip_keys = _StripKeys(score, strips, len(ipid), ipid.device)
+    with _cpu_threads(1, ipid.device):
+        hist_all, pos, ret, cached = _pass1(strip_keys, strips, cpid, ipid, ks, cache, progress)
+        counter = _CoarseCounts(hist_all - np.bincount(_bin(pos.keys), minlength=_BINS), pos.sorted)
+        bins = counter.bins_to_resolve(_far_allowed(counter.n_neg))
+        top_bin = counter.kth_bin(min(top_k, counter.n_neg)) if top_k else None
+        pass2 = _Pass2(bins, top_bin, top_k, cpid, ipid)
+        for i, (c0, c1) in enumerate(_progress(strips, progress and not cache, "scores (pass 2)")):
+            keys = cached[i] if cache else strip_keys(c0, c1)
+            pass2.update(keys, c0, strip_keys.work_for(keys))
+    counter.resolve(_negatives_in_bins(pass2.counts(), bins, hist_all, pos))
+    return Evaluation(_finish_streamed(counter, hist_all, pos, pass2.top.result(), top_k), ret)
+
+
+class _StripKeys:
+    """A strip's keys, flat. Only the scoring runs on the caller's torch threads (the matmul gains from
+    them); the bookkeeping runs on one cpu thread: short memory-bound ops, where a second thread gains
+    little and, on a shared machine, each op waits for a descheduled one (5-20x slower per op, measured
+    on a loaded 2-core box). The temporaries go to one reused buffer: a fresh 16 MB tensor per op costs
+    more in page faults than the op itself."""
+
+    def __init__(self, score: Callable[[int, int], torch.Tensor], strips: list[tuple[int, int]],
+                 n_images: int, dev: torch.device) -> None:
+        self.score, self.threads, self.dev = score, torch.get_num_threads(), dev
+        self.work = torch.empty(max(c1 - c0 for c0, c1 in strips) * n_images, dtype=torch.int32, device=dev)
+
+    def __call__(self, c0: int, c1: int) -> torch.Tensor:
+        with _cpu_threads(self.threads, self.dev):
+            s = self.score(c0, c1)
+        return _keys(s.view(-1), self.work_for(s))
+
+    def work_for(self, keys: torch.Tensor) -> torch.Tensor:
+        """The int32 buffer, cut to the size of `keys`."""
+        return self.work[:keys.numel()]
+
+
+def _pass1(strip_keys: _StripKeys, strips: list[tuple[int, int]], cpid: torch.Tensor, ipid: torch.Tensor,
+           ks: Sequence[int], cache: bool,
+           progress: bool) -> tuple[np.ndarray, _PositiveSet, RetrievalResult | None, list[torch.Tensor]]:
+    """(histogram of all keys, the positives, retrieval or None, the strips' keys when `cache`)."""
+    pairs = _PositivePairs(cpid.cpu().numpy(), ipid.cpu().numpy())
+    positives = _Positives(pairs)
+    ranks = _Ranks(pairs) if ks else None
+    hist = torch.zeros(_BINS, dtype=torch.int64, device=ipid.device)
     cached: list[torch.Tensor] = []
     for c0, c1 in _progress(strips, progress, "scores (pass 1)"):
-        s = score(c0, c1)
-        mask = cpid[c0:c1, None] == ipid[None, :]
-        keys = _keys(s)
+        keys = strip_keys(c0, c1)
         if ranks is not None:
-            ranks.update(keys, mask, c0)
-        hist += torch.bincount(_bin(keys).view(-1), minlength=_BINS)
-        positives.update(keys, mask, c0)
-        top_neg.update(keys, mask, c0)
+            ranks.update(keys.view(c1 - c0, len(ipid)), c0)
+        hist += torch.bincount(_bin_into(keys, strip_keys.work_for(keys)), minlength=_BINS)
+        positives.update(keys, c0, c1)
         if cache:
             cached.append(keys)
     ret = ranks.result(len(cpid), ks) if ranks is not None else None
-    pos = positives.result()
-    hist_all = hist.cpu().numpy()
-    hist_neg = hist_all - np.bincount(_bin(pos.keys), minlength=_BINS)
-    n_neg = int(hist_neg.sum())
-    counter = _CoarseCounts(hist_neg, pos.sorted)
-    bins = counter.bins_to_resolve(_far_allowed(n_neg))
+    return hist.cpu().numpy(), positives.result(), ret, cached
 
-    def pass2_keys() -> Iterator[torch.Tensor]:
-        if cache:
-            yield from cached
-        else:
-            for c0, c1 in _progress(strips, progress, "scores (pass 2)"):
-                yield _keys(score(c0, c1))
 
-    sub_all = _count_in_bins(pass2_keys(), bins, dev)
+def _negatives_in_bins(sub_all: np.ndarray, bins: np.ndarray, hist_all: np.ndarray,
+                       pos: _PositiveSet) -> dict[int, np.ndarray]:
+    """Pass 2's counts of every key in each resolved bin, less the positives: the negatives'."""
     if not np.array_equal(sub_all.sum(1), hist_all[bins]):
         raise RuntimeError("scores changed between the two passes (a non-deterministic matmul?); on cuda "
                            "set CUBLAS_WORKSPACE_CONFIG=:4096:8 or raise cache_bytes to keep pass-1 scores")
     for row, b in enumerate(bins):
         in_bin = pos.sorted[_bin(pos.sorted) == b]
         sub_all[row] -= np.bincount(in_bin & 0xFFFF, minlength=_BINS)
-    counter.resolve(dict(zip(bins.tolist(), sub_all)))
-    return Evaluation(_finish_streamed(counter, hist_all, pos, top_neg.result(), top_k), ret)
+    return dict(zip(bins.tolist(), sub_all))
 
 
-def _in_range(keys: torch.Tensor, first_bin: int, last_bin: int) -> torch.Tensor:
-    """The keys that fall in bins first_bin..last_bin."""
-    inside = keys >= int(_edge(first_bin))
-    if last_bin + 1 < _BINS:  # the top bin's upper edge is beyond int32
-        inside &= keys < int(_edge(last_bin + 1))
-    return keys[inside]
+class _Pass2:
+    """Pass 2 reads only the keys of a few coarse bins, found by one table lookup per key: the bins to
+    resolve, counted key by key, and the top bins, which hold the top-k negatives."""
 
+    def __init__(self, bins: np.ndarray, top_bin: int | None, top_k: int, cpid: torch.Tensor,
+                 ipid: torch.Tensor) -> None:
+        dev = ipid.device
+        self.row = torch.full((_BINS,), -1, dtype=torch.int64, device=dev)  # bin -> row of the counts
+        self.row[torch.from_numpy(bins).to(dev)] = torch.arange(len(bins), device=dev)
+        self.wanted = self.row >= 0
+        if top_bin is not None:
+            self.wanted[top_bin:] = True
+        self.top_edge = None if top_bin is None else int(_edge(top_bin))
+        self.sub = torch.zeros(len(bins) * _BINS, dtype=torch.int64, device=dev)
+        self.top = _TopNegatives(top_k, cpid, ipid)
 
-def _count_in_bins(keys_iter: Iterator[torch.Tensor], bins: np.ndarray, dev: torch.device) -> np.ndarray:
-    """Pass 2: for each bin in `bins` (sorted), the count of every one of its 65536 keys, over all strips."""
-    runs = np.split(bins, np.flatnonzero(np.diff(bins) > 1) + 1)  # consecutive bins: one range test each
-    counts = [torch.zeros(len(run) * _BINS, dtype=torch.int64, device=dev) for run in runs]
-    for keys in keys_iter:
-        keys = _in_range(keys, bins[0], bins[-1])  # one cut over the strip, then small ones per run
-        for run, count in zip(runs, counts):
-            count += torch.bincount(_in_range(keys, run[0], run[-1]) - int(_edge(run[0])), minlength=len(count))
-    return torch.cat(counts).view(len(bins), _BINS).cpu().numpy()
+    def update(self, keys: torch.Tensor, c0: int, work: torch.Tensor) -> None:
+        """`keys`: a strip's keys, flat; `work`: an int32 buffer of the same length."""
+        idx = self.wanted.index_select(0, _bin_into(keys, work)).nonzero().squeeze(1)
+        found = keys[idx]
+        row = self.row.index_select(0, _bin(found))
+        counted = row >= 0
+        at = row[counted] * _BINS + (found[counted] & 0xFFFF)
+        self.sub.index_add_(0, at, torch.ones_like(at))
+        if self.top_edge is not None:
+            top = found >= self.top_edge
+            self.top.update(found[top], idx[top], c0)
+
+    def counts(self) -> np.ndarray:
+        """[bins, 65536]: the count of every key in each resolved bin."""
+        return self.sub.view(-1, _BINS).cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -449,6 +526,28 @@ def _count_positives(cpid: torch.Tensor, ipid: torch.Tensor) -> int:
     return int((n_c[at_c] * n_i[at_i]).sum())
 
 
+class _PositivePairs:
+    """Every same-identity (caption, image) pair, in (caption, image) order, found from the labels alone:
+    no strip-sized mask is ever made."""
+
+    def __init__(self, cpid: np.ndarray, ipid: np.ndarray) -> None:
+        order = np.argsort(ipid, kind="stable")  # the images of an identity, in index order
+        lo = np.searchsorted(ipid[order], cpid, side="left")
+        n = np.searchsorted(ipid[order], cpid, side="right") - lo
+        self.start = np.concatenate([[0], np.cumsum(n)])  # caption c's pairs: start[c]..start[c + 1] - 1
+        self.caption = np.repeat(np.arange(len(cpid)), n)
+        self.image = order[np.arange(self.start[-1]) + np.repeat(lo - self.start[:-1], n)]
+        self.n_images = len(ipid)
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def in_strip(self, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        """(row within the strip, image) of the pairs of captions c0..c1-1."""
+        lo, hi = self.start[c0], self.start[c1]
+        return self.caption[lo:hi] - c0, self.image[lo:hi]
+
+
 class _Columns:
     """Integer columns of a known length, filled strip by strip.
 
@@ -460,75 +559,66 @@ class _Columns:
         self.data = np.empty((n_columns, n_rows), np.int32)  # keys, indexes and ranks all fit
         self.end = 0
 
-    def add(self, *columns: torch.Tensor) -> None:
+    def add(self, *columns: np.ndarray) -> None:
         n = len(columns[0])
         for row, col in zip(self.data, columns):
-            row[self.end:self.end + n] = col.cpu().numpy()
+            row[self.end:self.end + n] = col
         self.end += n
 
 
 class _Positives:
-    """Every positive pair: its key and (caption, image) indexes. Positives are few (a few per caption)."""
+    """The key of every positive pair, gathered strip by strip. Positives are few (a few per caption)."""
 
-    def __init__(self, n_pos: int) -> None:
-        self.columns = _Columns(n_pos, 3)
+    def __init__(self, pairs: _PositivePairs) -> None:
+        self.pairs = pairs
+        self.columns = _Columns(len(pairs), 1)
 
-    def update(self, keys: torch.Tensor, mask: torch.Tensor, c0: int) -> None:
-        rows, cols = mask.nonzero(as_tuple=True)
-        self.columns.add(keys[rows, cols], rows + c0, cols)
+    def update(self, keys: torch.Tensor, c0: int, c1: int) -> None:
+        """`keys`: the flat keys of captions c0..c1-1."""
+        rows, cols = self.pairs.in_strip(c0, c1)
+        at = torch.from_numpy(rows * self.pairs.n_images + cols).to(keys.device)
+        self.columns.add(keys.index_select(0, at).cpu().numpy())
 
     def result(self) -> _PositiveSet:
-        assert self.columns.end == self.columns.data.shape[1], "positives miscounted"
-        keys, cap, img = self.columns.data.astype(np.int64)
-        return _PositiveSet(keys, cap, img, np.sort(keys))
+        keys = self.columns.data[0].astype(np.int64)
+        return _PositiveSet(keys, self.pairs.caption, self.pairs.image, np.sort(keys))
 
 
 class _TopNegatives:
-    """The running top-k negatives by (score desc, caption asc, image asc), strip after strip.
+    """The top-k negatives by (score desc, caption asc, image asc), merged strip after strip.
 
-    Strips arrive in caption order, so once k are held a later negative must score strictly higher
-    than the k-th to enter: on a tie the held one (smaller caption index) ranks first.
+    Strips arrive in caption order and a strip's candidates in (caption, image) order, so a stable
+    sort over [held, new] ranks equal keys by index.
     """
 
-    def __init__(self, k: int, n_images: int) -> None:
-        self.k, self.n_images = k, n_images
-        self.keys = self.caption = self.image = None
+    def __init__(self, k: int, cpid: torch.Tensor, ipid: torch.Tensor) -> None:
+        self.k, self.cpid, self.ipid = k, cpid, ipid
+        self.keys = torch.empty(0, dtype=torch.int32, device=ipid.device)
+        self.caption = self.image = torch.empty(0, dtype=torch.int64, device=ipid.device)
 
-    def update(self, keys: torch.Tensor, mask: torch.Tensor, c0: int) -> None:
-        if self.k == 0:
-            return
-        if self.keys is not None and len(self.keys) == self.k:
-            flat = keys.view(-1)
-            idx = (flat > int(self.keys[-1])).nonzero().squeeze(1)
-            idx = idx[~mask.view(-1)[idx]]
-        else:  # cut at this strip's k-th value (positives sit at _NO_KEY, below every negative)
-            flat = keys.masked_fill(mask, _NO_KEY).view(-1)
-            cut = max(int(torch.topk(flat, min(self.k, len(flat))).values[-1]), _NO_KEY + 1)
-            idx = (flat >= cut).nonzero().squeeze(1)
-        if len(idx) > self.k:  # value cut first; ties at the cut are resolved by index below
-            idx = idx[flat[idx] >= torch.topk(flat[idx], self.k).values[-1]]
-        if len(idx) == 0:
-            return
-        # One int64 per candidate: key high, reversed strip-local index low (lower index wins ties).
-        comp = torch.topk(flat[idx].long() * (1 << 32) + (0xFFFFFFFF - idx), min(self.k, len(idx))).values
-        key = torch.div(comp, 1 << 32, rounding_mode="floor")
-        local = 0xFFFFFFFF - (comp - key * (1 << 32))
-        new = (key.cpu(), (local // self.n_images + c0).cpu(), (local % self.n_images).cpu())
-        if self.keys is None:
-            self.keys, self.caption, self.image = new
-            return
-        keys_all = torch.cat([self.keys, new[0]])
-        order = torch.sort(keys_all, descending=True, stable=True).indices[: self.k]
-        self.keys = keys_all[order]
-        self.caption = torch.cat([self.caption, new[1]])[order]
-        self.image = torch.cat([self.image, new[2]])[order]
+    def update(self, keys: torch.Tensor, idx: torch.Tensor, c0: int) -> None:
+        """`keys` at flat positions `idx` (ascending) of the strip starting at caption c0."""
+        caption, image = idx // len(self.ipid) + c0, idx % len(self.ipid)
+        neg = self.cpid[caption] != self.ipid[image]
+        keys = torch.cat([self.keys, keys[neg]])
+        caption, image = torch.cat([self.caption, caption[neg]]), torch.cat([self.image, image[neg]])
+        top = _top_stable(keys, self.k)
+        self.keys, self.caption, self.image = keys[top], caption[top], image[top]
 
     def result(self) -> tuple[ScoredPair, ...]:
-        if self.keys is None:
-            return ()
-        scores = _key_floats(self.keys.numpy())
+        scores = _key_floats(self.keys.cpu().numpy())
         return tuple(ScoredPair(int(c), int(i), float(s))
                      for c, i, s in zip(self.caption.tolist(), self.image.tolist(), scores))
+
+
+def _top_stable(keys: torch.Tensor, k: int) -> torch.Tensor:
+    """Positions of the k largest keys, largest first, equal keys in position order."""
+    keep = torch.arange(len(keys), device=keys.device)
+    if len(keys) > k:  # all above the k-th key, then the first of its ties (there may be millions)
+        kth = torch.topk(keys, k).values[-1]
+        above = (keys > kth).nonzero().squeeze(1)
+        keep = torch.cat([above, (keys == kth).nonzero().squeeze(1)[:k - len(above)]]).sort().values
+    return keep[torch.sort(keys[keep], descending=True, stable=True).indices]
 
 
 class _CoarseCounts:
@@ -695,20 +785,70 @@ def _verification_in_memory(keys: np.ndarray, mask: np.ndarray, top_k: int) -> V
 
 # ---------------------------------------------------------------- retrieval
 
+_COUNT_RANKS_UP_TO = 16  # positives per query (strip average) up to which ranks are counted, not sorted
+
+
 class _Ranks:
-    """The 1-based rank of every positive in its query's gallery ordering, strip after strip."""
+    """The 1-based rank of every positive in its query's gallery ordering, strip after strip:
+    1 + #(higher scores) + #(equal scores earlier in the gallery). Counted directly when queries have
+    few positives (the usual case: two passes over the query's row per positive); with many, a stable
+    sort of every row is cheaper (on the cpu one costs about 40 such passes)."""
 
-    def __init__(self, n_pos: int) -> None:
-        self.columns = _Columns(n_pos, 2)
+    def __init__(self, pairs: _PositivePairs) -> None:
+        self.pairs = pairs
+        self.columns = _Columns(len(pairs), 2)
 
-    def update(self, keys: torch.Tensor, mask: torch.Tensor, c0: int) -> None:
-        order = torch.sort(keys, dim=1, descending=True, stable=True).indices
-        query, col = mask.gather(1, order).nonzero(as_tuple=True)  # row-major: by query, rank ascending
-        self.columns.add(query + c0, col + 1)
+    def update(self, keys: torch.Tensor, c0: int) -> None:
+        """`keys`: [c1 - c0, images], the keys of captions c0..c1-1."""
+        rows, cols = self.pairs.in_strip(c0, c0 + len(keys))
+        if len(rows) > _COUNT_RANKS_UP_TO * len(keys):
+            query, rank = _sorted_ranks(keys, rows, cols)
+        else:
+            query, rank = _counted_ranks(keys, rows, cols)
+        self.columns.add(query + c0, rank)
 
     def result(self, n_queries: int, ks: Sequence[int]) -> RetrievalResult:
         query, rank = self.columns.data
         return _rank_metrics(query, rank.astype(np.float64), n_queries, ks)
+
+
+def _sorted_ranks(keys: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query, rank) of a strip's positives, by query then rank, from a stable sort of every row."""
+    mask = torch.zeros(keys.shape, dtype=torch.bool, device=keys.device)
+    mask[torch.from_numpy(rows).to(keys.device), torch.from_numpy(cols).to(keys.device)] = True
+    order = torch.sort(keys, dim=1, descending=True, stable=True).indices
+    query, col = mask.gather(1, order).nonzero(as_tuple=True)  # row-major: by query, rank ascending
+    return query.cpu().numpy(), col.cpu().numpy() + 1
+
+
+def _counted_ranks(keys: torch.Tensor, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(query, rank) of a strip's positives, by query then rank, by counting. Positives go by slot (a
+    query's n-th positive), so one slot compares each of its rows with one key, and no row is copied
+    when every query has that slot."""
+    dev = keys.device
+    rows_t, cols_t = torch.from_numpy(rows).to(dev), torch.from_numpy(cols).to(dev)
+    key = keys[rows_t, cols_t]
+    slot = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+    rank = torch.empty(len(rows), dtype=torch.int32, device=dev)
+    for n in range(int(slot.max()) + 1 if len(rows) else 0):
+        at = torch.from_numpy(np.flatnonzero(slot == n)).to(dev)
+        block = keys if len(at) == len(keys) else keys.index_select(0, rows_t[at])
+        k = key[at, None]
+        tied = (block == k).sum(1, dtype=torch.int32)  # the positive itself included; int32: 4x faster
+        rank[at] = 1 + (block > k).sum(1, dtype=torch.int32) + _ties_before(block, k, cols_t[at], tied)
+    rank = rank.cpu().numpy()
+    order = np.lexsort((rank, rows))
+    return rows[order], rank[order]
+
+
+def _ties_before(block: torch.Tensor, k: torch.Tensor, col: torch.Tensor, tied: torch.Tensor) -> torch.Tensor:
+    """Per row of `block`, the keys equal to k that come before column `col` (rows without ties: 0)."""
+    out = torch.zeros_like(tied)
+    t = (tied > 1).nonzero().squeeze(1)
+    if len(t):
+        before = torch.arange(block.shape[1], device=block.device) < col[t, None]
+        out[t] = ((block[t] == k[t]) & before).sum(1, dtype=torch.int32)
+    return out
 
 
 def _rank_metrics(query: np.ndarray, rank: np.ndarray, n_queries: int, ks: Sequence[int]) -> RetrievalResult:

@@ -118,14 +118,28 @@ def test_matches_brute_force_and_sklearn_on_small_inputs(case):
 
 @pytest.mark.parametrize("case", sorted(SCORE_CASES))
 @pytest.mark.parametrize("block_pairs", [1, 97, 1000, 10**9])
-def test_strip_wise_path_is_bit_identical_to_in_memory(case, block_pairs):
+@pytest.mark.parametrize("cache_bytes", [0, M.DEFAULT_CACHE_BYTES])  # pass 2 remakes or reads the keys
+def test_strip_wise_path_is_bit_identical_to_in_memory(case, block_pairs, cache_bytes):
     rng = np.random.default_rng(2)
     scores = SCORE_CASES[case](rng, (120, 150))  # 18000 pairs: FAR 1e-3 and 1e-4 allow 17 and 1
     image_pid, caption_pid = rng.integers(0, 20, 150), rng.integers(0, 20, 120)
     reference = M.verification_from_scores(scores, image_pid, caption_pid, top_k=7)
-    streamed = M.verification_from_scores(scores, image_pid, caption_pid, top_k=7, block_pairs=block_pairs)
+    streamed = M.verification_from_scores(scores, image_pid, caption_pid, top_k=7, block_pairs=block_pairs,
+                                          cache_bytes=cache_bytes)
     assert_identical(streamed, reference)
     check_against(reference, sklearn_reference(scores + np.float32(0), image_pid, caption_pid))
+
+
+@pytest.mark.parametrize("top_k", [0, 1, 5, 40])
+def test_top_errors_when_k_is_zero_or_exceeds_the_negatives(top_k):
+    rng = np.random.default_rng(13)
+    scores = tied_scores(rng, (6, 7))
+    image_pid, caption_pid = np.array([0, 0, 0, 1, 0, 0, 0]), np.array([0, 0, 0, 1, 0, 0])  # 11 negatives
+    reference = M.verification_from_scores(scores, image_pid, caption_pid, top_k=top_k)
+    assert len(reference.false_accepts) == min(top_k, 11)
+    for bp in (1, 8, 100):
+        assert_identical(M.verification_from_scores(scores, image_pid, caption_pid, top_k=top_k,
+                                                    block_pairs=bp), reference)
 
 
 def test_larger_random_scores_match_sklearn_at_every_far_level():
@@ -231,6 +245,7 @@ def test_keys_preserve_float_order():
     values = np.float32([-np.inf, -1.0, -1e-30, -0.0, 0.0, 1e-45, 0.3, 1.0, 1.0000001, np.inf])
     keys = M._keys_np(values)
     assert np.all(np.diff(keys[[0, 1, 2, 4, 5, 6, 7, 8, 9]]) > 0)
+    assert keys[3] == keys[4]  # -0.0 and 0.0 are one value
     assert np.array_equal(M._key_floats(keys), values.astype(np.float64))
     assert np.array_equal(M._keys(torch.from_numpy(values.copy())).numpy(), keys)
 
@@ -341,6 +356,30 @@ def test_retrieval_matches_irra_and_is_strip_invariant():
             == M.retrieval_from_scores(scores, caption_pid, image_pid, block_pairs=800))
 
 
+@pytest.mark.parametrize("n_ids", [3, 40])  # many positives per query, then few
+def test_counted_and_sorted_ranks_agree_and_match_irra(monkeypatch, n_ids):
+    rng = np.random.default_rng(14)
+    images, image_pid, captions, caption_pid = identity_embeddings(rng, 120, 90, n_ids, signal=1.0)
+    caption_pid[:3] = n_ids  # queries without a positive, left out either way
+    scores = M.cosine_scores(images, captions)
+    scores[:, ::3] = np.round(scores[:, ::3], 1)  # ties within a row, across positives and negatives
+    scores[5] = 0.25  # one query with every gallery score tied
+    results = []
+    for up_to in (0, 10**9):  # always sort, always count
+        monkeypatch.setattr(M, "_COUNT_RANKS_UP_TO", up_to)
+        results.append([M.retrieval_from_scores(scores, caption_pid, image_pid, block_pairs=bp)
+                        for bp in (1, 700, 10**6)])
+    assert all(r == results[0][0] for rs in results for r in rs)
+    has_positive = np.isin(caption_pid, image_pid)
+    cmc, mAP, mINP = irra_rank(torch.from_numpy(scores[has_positive]), torch.from_numpy(caption_pid[has_positive]),
+                               torch.from_numpy(image_pid))
+    ours = results[0][0]
+    assert [ours.cmc[k] for k in (1, 5, 10)] == pytest.approx([float(cmc[k - 1]) / 100 for k in (1, 5, 10)])
+    assert ours.mAP == pytest.approx(float(mAP) / 100, rel=1e-6)
+    assert ours.mINP == pytest.approx(float(mINP) / 100, rel=1e-6)
+    assert ours.queries_without_positive == np.sum(~has_positive) >= 3
+
+
 # ---------------------------------------------------------------- the combined report
 
 def test_evaluate_gives_the_json_report_as_fractions():
@@ -359,6 +398,21 @@ def test_evaluate_gives_the_json_report_as_fractions():
     alone = M.verification(images, image_pid, captions, caption_pid, block_pairs=300)
     assert_identical(evaluation.verification, alone)
     assert evaluation.retrieval == M.retrieval(captions, caption_pid, images, image_pid, block_pairs=300)
+
+
+def test_the_callers_torch_thread_count_is_restored():
+    rng = np.random.default_rng(15)
+    images, image_pid, captions, caption_pid = identity_embeddings(rng, 40, 30, 5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        M.evaluate(images, image_pid, captions, caption_pid, block_pairs=200, device="cpu")
+        assert torch.get_num_threads() == 2
+        with pytest.raises(M.MetricInputError):
+            M.verification(images, np.zeros(40, int), captions, np.zeros(30, int), device="cpu")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_infinite_thresholds_become_null_in_the_report():
