@@ -1,6 +1,12 @@
 """Score embeddings from any model: verification table, retrieval, worst pairs, JSON + ROC plot.
 
+    python evaluation_labels.py --embedding_path STORE [--split eval] [--prompt-captions] [--json OUT.json]
     python evaluation_labels.py --features FILE.npz [--json OUT.json]
+
+STORE is a feature store made by tools/extract_label.py (.h5 or .zarr): the teacher's own report on a
+split, the upper bound the students chase. Its readable images are the gallery and their `captions`
+the queries (`prompt_caption`s too with --prompt-captions); unreadable images and their captions are
+left out.
 
 FILE.npz holds plain arrays: image_emb [Ni,D], image_pid [Ni], caption_emb [Nc,D], caption_pid [Nc]
 (or caption_image [Nc], the index of each caption's image, from which caption_pid is taken), and
@@ -22,6 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from person import metrics, report  # noqa: E402
+from person.store import FIELDS, open_store  # noqa: E402
 
 REQUIRED = ("image_emb", "image_pid", "caption_emb")
 OPTIONAL = ("caption_pid", "caption_image", "image_path", "caption_text")
@@ -64,6 +71,21 @@ def load_features(path: str | Path) -> dict[str, np.ndarray]:
     return out
 
 
+def store_features(path: str | Path, split: str = "eval", prompt_captions: bool = False) -> dict[str, np.ndarray]:
+    """The arrays `load_features` gives, for one split of a feature store."""
+    with open_store(path) as store:
+        rows = store.split_rows(split)
+        if len(rows) == 0:
+            raise FeatureFileError(f"{path}: no readable image in split {split!r}; pick another --split")
+        fields = [FIELDS.index("captions")] + ([FIELDS.index("prompt_caption")] if prompt_captions else [])
+        caps = np.flatnonzero(np.isin(store.caption_image, rows) & np.isin(store.caption_field, fields))
+        return {"image_emb": store.images(rows), "image_pid": store.image_pid[rows],
+                "caption_emb": store.captions(caps), "caption_pid": store.image_pid[store.caption_image[caps]],
+                "caption_image": np.searchsorted(rows, store.caption_image[caps]),  # gallery index (rows sorted)
+                "image_path": np.array([store.image_paths[r] for r in rows]),
+                "caption_text": np.array(store.caption_texts(caps))}
+
+
 def l2_normalise(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -72,7 +94,13 @@ def l2_normalise(x: np.ndarray) -> np.ndarray:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--features", type=Path, required=True, help="an .npz of embeddings and labels")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--embedding_path", "--embedding-path", type=Path, help="a feature store (.h5 / .zarr)")
+    source.add_argument("--features", type=Path, help="an .npz of embeddings and labels")
+    p.add_argument("--split", default=None, help="with --embedding_path: the split scored (train, val, test, "
+                                                 "eval = the held-out identities; default eval)")
+    p.add_argument("--prompt-captions", action="store_true",
+                   help="with --embedding_path: score the prompt_caption field as well as captions")
     p.add_argument("--json", type=Path, default=None, help="write the report here (and the ROC beside it)")
     p.add_argument("--normalize", action="store_true",
                    help="L2-normalise the embeddings first (without it, unnormalised ones are an error)")
@@ -80,13 +108,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--block-pairs", type=int, default=metrics.DEFAULT_BLOCK_PAIRS,
                    help="scores computed per strip (memory: a few times 4 bytes each)")
     p.add_argument("--top-k", type=int, default=15, help="how many worst pairs to list")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.features is not None and (args.split is not None or args.prompt_captions):
+        p.error("--split and --prompt-captions apply to --embedding_path, not --features")
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    f = load_features(args.features)
+    if args.features is not None:
+        source, f = args.features, load_features(args.features)
+    else:
+        source, f = args.embedding_path, store_features(args.embedding_path, args.split or "eval", args.prompt_captions)
     image_emb, caption_emb = f["image_emb"], f["caption_emb"]
     if args.normalize:
         image_emb, caption_emb = l2_normalise(image_emb), l2_normalise(caption_emb)
@@ -102,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(report.format_top_errors(result, f.get("image_path"), f.get("caption_text"), f.get("caption_image")))
     if args.json is not None:
         print(f"\nwrote {report.write_json(summary, args.json)} and "
-              f"{report.plot_roc(result, report.roc_path(args.json), title=args.features.name)}")
+              f"{report.plot_roc(result, report.roc_path(args.json), title=source.name)}")
     return summary
 
 

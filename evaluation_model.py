@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -26,7 +27,6 @@ from person import store as feature_store  # noqa: E402
 from person.checkpoint import load_checkpoint, students_from_checkpoint  # noqa: E402
 from person.evaluate import CASES, evaluate_students  # noqa: E402
 from person.images import ImageTransform, parse_image_size  # noqa: E402
-from person.records import load_records  # noqa: E402
 from person.trainer import CASES_BY_TRAIN, MAIN_CASE, normalisation  # noqa: E402
 
 
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     state = load_checkpoint(args.checkpoint)
     opts, students = students_from_checkpoint(state, device)
-    records = load_records(args.data or opts.data, args.image_root or opts.image_root, opts.dataset_format,
-                           eval_ids=opts.eval_ids)
-    with feature_store.open_store(args.embedding_path or opts.embedding_path, records=records) as store:
+    moved = replace(opts, data=args.data or opts.data, image_root=args.image_root or opts.image_root)
+    store, records = feature_store.open_with_records(args.embedding_path or opts.embedding_path, moved)
+    with store:
         mean, std = normalisation(store.teacher_identity)
         transform = ImageTransform(parse_image_size(opts.image_size), opts.resize, mean)
         result = evaluate_students(students.image, students.text, records, store, transform, mean, std,

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import ijson
 import numpy as np
+
+from person.options import option
 
 SPLITS = ("train", "val", "test")
 EVAL_SPLIT = "test"  # what "eval" means everywhere: the file's test split or the held-out identities
@@ -282,3 +285,39 @@ def _first_records_split(n: int, first: int) -> np.ndarray:
     splits = np.full(n, SPLITS.index("train"), dtype=np.int8)
     splits[:first] = SPLITS.index(EVAL_SPLIT)
     return splits
+
+
+@dataclass
+class DatasetOptions:
+    """The command-line options that pick a dataset and its split (shared by extraction and training)."""
+
+    data: str | None = option(None, "dataset JSON, or the folder holding it")
+    image_root: str | None = option(None, "folder the JSON's image paths are relative to (default: beside the "
+                                          "JSON, or its imgs/)")
+    dataset_format: str | None = option(None, "dataset format (default: detected)", choices=FORMATS)
+    eval_ids: int | None = option(None, "identities held out for evaluation when the file has no split field")
+    eval_first_records: int | None = option(None, "hold out the first N records instead (shares identities)")
+    split_seed: int = option(0, "seed that picks the held-out identities")
+
+    def split_kwargs(self) -> dict[str, int | None]:
+        return {"eval_ids": self.eval_ids, "eval_first_records": self.eval_first_records, "seed": self.split_seed}
+
+    def load_records(self) -> RecordSet:
+        if not self.data:
+            raise ValueError("--data is required: the dataset JSON (or its folder)")
+        return load_records(self.data, self.image_root, self.dataset_format, **self.split_kwargs())
+
+
+_RULE = re.compile(r"^(?:(file)|first-(\d+)-records|ids-(\d+)-seed-(\d+))$")
+
+
+def split_kwargs_of(rule: str) -> dict[str, int | None]:
+    """`load_records` arguments that reproduce a split rule (`RecordSet.split_rule`)."""
+    m = _RULE.match(rule)
+    if not m:
+        raise ValueError(f"unknown split rule {rule!r}")
+    if m[1]:
+        return {}
+    if m[2]:
+        return {"eval_first_records": int(m[2])}
+    return {"eval_ids": int(m[3]), "seed": int(m[4])}

@@ -30,8 +30,12 @@ written after its rows are flushed.
   arrays are contiguous, allocated at creation and uncompressed: writing them never touches
   metadata, and a killed writer leaves a valid file (tests/test_store.py pins that the bytes outside
   the data regions never change). Unwritten space stays a sparse hole on disk.
-- zarr writes each chunk file atomically (temp file + rename), and the embedding, status and error
-  chunks are exactly the writing unit, so a chunk is either old or new, never torn.
+- zarr's LocalStore writes each chunk file atomically (temp file + rename, since zarr 3.1.2), and the
+  embedding, status and error chunks are exactly the writing unit, so a chunk is old or new, never torn.
+
+Naming. `--embedding_path` is the store (a path ending in .h5 or .zarr) or a folder (default
+`embeddings/`) holding `<dataset>__<teacher>[-pad].<h5|zarr>`: see `resolve_store_path` (the writer's
+name) and `locate_store` (a reader's lookup, which needs the records but not the teacher).
 
 Reading. The whole embedding arrays in RAM when they fit (`in_memory="auto"`: at most `max_ram_bytes`,
 default half the machine's memory), otherwise random rows straight from the file through np.memmap:
@@ -58,7 +62,7 @@ import numpy as np
 import zarr
 from numpy.typing import DTypeLike
 
-from person.records import EVAL_SPLIT, SPLITS, RecordSet
+from person.records import EVAL_SPLIT, SPLITS, DatasetOptions, RecordSet, load_records, split_kwargs_of
 
 if TYPE_CHECKING:
     from person.teachers import Teacher
@@ -125,8 +129,38 @@ def resolve_store_path(embedding_path: str | Path, records: RecordSet, teacher: 
     else:
         identity = teacher if isinstance(teacher, Mapping) else teacher.identity()
         name, pad = identity["teacher"], bool(identity["preprocessing"].get("pad_to_square"))
-    dataset = f"{records.format}-{records.fingerprint()[:10]}"
-    return path / f"{dataset}__{_teacher_slug(name)}{'-pad' if pad else ''}.{format}"
+    return path / f"{_dataset_slug(records)}__{_teacher_slug(name)}{'-pad' if pad else ''}.{format}"
+
+
+def _dataset_slug(records: RecordSet) -> str:
+    return f"{records.format}-{records.fingerprint()[:10]}"
+
+
+def locate_store(embedding_path: str | Path, records: RecordSet | None = None,
+                 teacher: TeacherLike | None = None) -> Path:
+    """The store `--embedding_path` names, for reading (no teacher needed).
+
+    A .h5/.zarr path is the store. In a folder, the store made from `records` under the name
+    `resolve_store_path` gives (with `teacher`: exactly that name, in either format; without: the one
+    store of this dataset in the folder, whichever teacher made it).
+    """
+    path = Path(embedding_path)
+    if path.suffix in SUFFIXES:
+        return path
+    if records is None:
+        raise ValueError(f"--embedding_path {path} is a folder: name the store in it (.h5 or .zarr)")
+    if teacher is not None:
+        wanted = [resolve_store_path(path, records, teacher, fmt).name for fmt in FORMATS]
+    else:
+        wanted = [f"{_dataset_slug(records)}__*{suffix}" for suffix in SUFFIXES]
+    found = sorted({p for pattern in wanted for p in path.glob(pattern)})
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(f"no feature store of this dataset in {path} (looked for {' or '.join(wanted)}); "
+                                f"make it with tools/extract_label.py --embedding_path {path}")
+    raise ValueError(f"{path} holds {len(found)} stores of this dataset ({', '.join(p.name for p in found)}); "
+                     f"pass the one to use as --embedding_path")
 
 
 def store_format(path: str | Path) -> str:
@@ -480,7 +514,8 @@ def _remove(path: Path) -> None:
 
 # ---------------------------------------------------------------- reading
 
-def _default_ram_bytes() -> int:
+def default_ram_bytes() -> int:
+    """Half the machine's memory: the default budget for holding a store's embeddings in RAM."""
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
@@ -509,7 +544,7 @@ class FeatureStore:
             self.image_status: np.ndarray = np.where(self._row_done(self._image_done, len(status)), status,
                                                      PENDING).astype(np.uint8)
             embedding_bytes = 2 * self.dim * (self.num_images + self.num_captions)
-            limit = _default_ram_bytes() if max_ram_bytes is None else max_ram_bytes
+            limit = default_ram_bytes() if max_ram_bytes is None else max_ram_bytes
             if in_memory not in (True, False, "auto"):
                 raise ValueError(f"in_memory={in_memory!r}: use True, False or 'auto'")
             self.in_memory = embedding_bytes <= limit if in_memory == "auto" else bool(in_memory)
@@ -627,13 +662,14 @@ def open_store(path: str | Path, records: RecordSet | None = None, teacher: Teac
                allow_incomplete: bool = False) -> FeatureStore:
     """Open a store for reading.
 
-    `records` (RecordSet) and `teacher` (Teacher or its identity() dict), when given, must be what the
-    store was made from, else StoreMismatchError says what differs. `in_memory`: True loads the
+    `path` is a store, or a folder to find it in (`locate_store`). `records` (RecordSet) and `teacher`
+    (Teacher or its identity() dict), when given, must be what the store was made from, else
+    StoreMismatchError says what differs. `in_memory`: True loads the
     embeddings into RAM, False reads rows from the file, "auto" loads when they take at most
     `max_ram_bytes` (default half the machine's memory). An unfinished store is refused unless
     `allow_incomplete` (its pending rows then cannot be read).
     """
-    path = Path(path)
+    path = locate_store(path, records, teacher)
     if not path.exists():
         raise FileNotFoundError(f"feature store {path} does not exist; make it with tools/extract_label.py "
                                 f"(--embedding_path {path})")
@@ -648,3 +684,31 @@ def open_store(path: str | Path, records: RecordSet | None = None, teacher: Teac
         raise StoreIncompleteError(f"{path}: extraction not finished ({done} of {total} chunks written); run "
                                    f"tools/extract_label.py with the same arguments again to finish it")
     return store
+
+
+def open_with_records(embedding_path: str | Path, dataset: DatasetOptions | None = None,
+                      **open_kwargs: Any) -> tuple[FeatureStore, RecordSet]:
+    """A store and the records it was made from, split as they were at extraction.
+
+    A store file names its dataset (JSON, image root, format) and split rule itself, so `dataset` is
+    needed only where files moved (its data / image_root win; a split option given explicitly must
+    give the store's split, which is checked). A folder `embedding_path` needs `dataset` (with the
+    split options the store was extracted with) to find the store of that dataset in it.
+    """
+    dataset = dataset or DatasetOptions()
+    path = Path(embedding_path)
+    if path.suffix not in SUFFIXES:
+        if not dataset.data:
+            raise ValueError(f"--embedding_path {path} is a folder: pass --data (the dataset its store was made "
+                             f"from) or the store file itself")
+        records = dataset.load_records()
+        return open_store(path, records=records, **open_kwargs), records
+    store = open_store(path, **open_kwargs)
+    info = store.dataset_info
+    split = (dataset.split_kwargs() if dataset.eval_ids is not None or dataset.eval_first_records is not None
+             else split_kwargs_of(info["split_rule"]))
+    image_root = dataset.image_root or (None if dataset.data else info["image_root"])
+    records = load_records(dataset.data or info["source"], image_root, dataset.dataset_format or info["format"],
+                           **split)
+    check_dataset(path, info, records)
+    return store, records

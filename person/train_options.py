@@ -9,19 +9,16 @@ from dataclasses import dataclass
 
 from person.losses import TERMS, LossWeights
 from person.options import option
+from person.records import DatasetOptions
 
 _DEFAULT_WEIGHTS = LossWeights()
 
 
 @dataclass
-class TrainOptions:
-    # data: the dataset and the teacher's feature store made from it
-    data: str | None = option(None, "dataset JSON (or its folder): synthpedes-dataset.json, reid_raw.json, ...")
-    image_root: str | None = option(None, "folder the JSON's image paths are relative to (default: next to the "
-                                          "JSON or its imgs/)")
-    dataset_format: str | None = option(None, "synthpedes | cuhk-pedes | icfg-pedes | rstpreid (default: detected)")
-    eval_ids: int | None = option(None, "identities held out for evaluation when the file has no split "
-                                        "(must match the store's; default: ~10%% of small sets)")
+class TrainOptions(DatasetOptions):
+    """DatasetOptions (--data and the split) are read from the store when --embedding_path is a store file:
+    give them only where files moved, or to find the store in a folder."""
+
     embedding_path: str = option("embeddings", "the teacher's feature store (tools/extract_label.py), or the "
                                                "folder holding it")
     caption_fields: str = option("all", "captions a student trains on: all (captions and prompt_caption) or "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -37,7 +38,6 @@ from person.memory import CrossModalMemory, gather_for_memory
 from person.meters import Meters
 from person.model import create_students
 from person.options import from_dict, to_dict
-from person.records import load_records
 from person.sampler import IdentityBatchSampler
 from person.schedule import warmup_cosine
 from person.train_data import DistillCollate, DistillDataset, teacher_targets
@@ -121,12 +121,11 @@ def normalisation(identity: dict[str, Any]) -> tuple[tuple[float, ...], tuple[fl
 class Trainer:
     def __init__(self, opts: TrainOptions, given: set[str] | None = None, info: DistInfo | None = None) -> None:
         opts, resumed = resolve_resume(opts, set(given or ()))
-        if not opts.data:
-            raise ValueError("--data is required: the dataset JSON the feature store was extracted from")
         self.opts, self.info = opts, info or init_distributed(opts.device)
         self.device = self.info.device
-        self.records = load_records(opts.data, opts.image_root, opts.dataset_format, eval_ids=opts.eval_ids)
-        self.store = feature_store.open_store(opts.embedding_path, records=self.records)
+        # Each rank of a node holds its own copy in RAM: share the budget (beyond it, the page cache is shared).
+        self.store, self.records = feature_store.open_with_records(
+            opts.embedding_path, opts, max_ram_bytes=feature_store.default_ram_bytes() // _local_world_size())
         self.feature_dim = opts.feature_dim or self.store.dim
         self.loss = DistillLoss(opts.loss_weights(), opts.rel_temperature, opts.id_margin, opts.train)
         self._check_dims()
@@ -388,6 +387,10 @@ def _file_log(path: Path) -> logging.Handler:
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
     return handler
+
+
+def _local_world_size() -> int:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def train(opts: TrainOptions, given: set[str] | None = None) -> TrainResult:

@@ -16,6 +16,7 @@ import evaluation_model
 import main as main_cmd
 from person.checkpoint import load_checkpoint
 from person.schedule import warmup_cosine
+from person.store import StoreMismatchError
 from person.trainer import NonFiniteLossError, Trainer
 from person.train_options import TrainOptions
 from tests.distill_fixtures import DIM, make_setup
@@ -65,9 +66,11 @@ def test_run_logs_every_active_term_checkpoints_and_evaluates(setup, tmp_path):
         assert 0.0 <= summary["eer"] <= 1.0 and summary["positives"] > 0
 
 
-def test_broken_image_is_left_out_of_training(setup, tmp_path):
-    trainer = Trainer(TrainOptions(**{**vars(main_cmd.build_parser().parse_args(args(setup, tmp_path)))}))
-    assert 5 not in trainer.train_rows and len(trainer.train_rows) > 0
+def test_store_alone_names_its_dataset_and_split(setup, tmp_path):
+    _, json_path, store = setup
+    trainer = Trainer(TrainOptions(embedding_path=str(store), log_dir=str(tmp_path)))
+    assert trainer.records.source == json_path and trainer.records.split_rule == "ids-2-seed-0"
+    assert 5 not in trainer.train_rows and len(trainer.train_rows) > 0  # the broken image is left out
 
 
 def _python(argv, **kw):
@@ -150,8 +153,10 @@ def test_non_finite_losses_skip_steps_then_stop(setup, tmp_path, monkeypatch):
 def test_bad_options_are_clear_errors(setup, tmp_path):
     with pytest.raises(ValueError, match="--feature_dim 8 differs from the teacher's 16"):
         main_cmd.main(args(setup, tmp_path, "--feature_dim", "8"))
-    with pytest.raises(ValueError, match="--data is required"):
-        main_cmd.main(["--embedding_path", str(setup[2])])
+    with pytest.raises(ValueError, match="is a folder: pass --data"):
+        main_cmd.main(["--embedding_path", str(setup[2].parent), "--log_dir", str(tmp_path)])
+    with pytest.raises(StoreMismatchError, match="another dataset"):
+        main_cmd.main(args(setup, tmp_path, "--eval_ids", "3"))
     with pytest.raises(ValueError, match="--amp fp16 needs a CUDA GPU"):
         main_cmd.main(args(setup, tmp_path, "--amp", "fp16", "--device", "cpu"))
 

@@ -1,0 +1,93 @@
+"""Embed every image and caption of a dataset with a teacher, into one feature store (person/store.py).
+
+    python tools/extract_label.py --data demo/synth --teacher DIR_OR_HUB_ID --embedding_path embeddings
+    torchrun --nproc_per_node=N tools/extract_label.py ...   (same arguments; one store, as a single run makes)
+
+Killed? Run the same command again: it continues, and ends with the store an uninterrupted run makes.
+A folder --embedding_path (default embeddings/) gets a store named after the dataset and the teacher.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from person.data import SkipReport  # noqa: E402
+from person.distributed import cleanup, init_distributed  # noqa: E402
+from person.extract import DEFAULT_BATCH_SIZE, ExtractSummary, extract  # noqa: E402
+from person.images import ImageReadError  # noqa: E402
+from person.options import add_options, from_namespace, option  # noqa: E402
+from person.records import DatasetOptions  # noqa: E402
+from person.store import DEFAULT_CHUNK_ROWS, FORMATS as STORE_FORMATS  # noqa: E402
+from person.teachers import load_teacher  # noqa: E402
+
+
+@dataclass
+class ExtractOptions(DatasetOptions):
+    teacher: str | None = option(None, "teacher: a model directory, or a Hugging Face id in the local cache "
+                                       "(required)")
+    embedding_path: str = option("embeddings", "the store (.h5 or .zarr), or a folder to name it in")
+    format: str | None = option(None, "store format when --embedding_path is a folder (default: h5)",
+                                choices=STORE_FORMATS)
+    batch_size: int = option(DEFAULT_BATCH_SIZE, "images or captions per teacher forward pass")
+    chunk_rows: int = option(DEFAULT_CHUNK_ROWS, "rows written and marked done together (what a kill can lose)")
+    workers: int = option(4, "image decoding processes per rank")
+    device: str | None = option(None, "torch device (default: cuda:LOCAL_RANK when there is a GPU, else cpu)")
+    dtype: str = option("auto", "teacher dtype: auto (bf16/fp16 on GPU, fp32 on CPU), float32, bfloat16, float16")
+    pad_to_square: bool = option(False, "pad person crops to square instead of stretching them")
+    strict: bool = option(False, "stop at the first unreadable image instead of skipping it")
+    progress: bool = option(True, "show a progress bar")
+
+
+def parse_args(argv: list[str] | None) -> ExtractOptions:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(parser, ExtractOptions)
+    opts = from_namespace(ExtractOptions, parser.parse_args(argv))
+    if not opts.data or not opts.teacher:
+        parser.error("--data and --teacher are required")
+    return opts
+
+
+def describe(summary: ExtractSummary) -> str:
+    rate = f"{summary.image_rows_written / max(summary.seconds, 1e-9):.1f} images/s, " \
+           f"{summary.caption_rows_written / max(summary.seconds, 1e-9):.1f} captions/s"
+    skips = SkipReport({row: f"{path}: {reason}" for row, path, reason in summary.skipped})
+    return "\n".join([
+        f"{summary.store}: {summary.images} images ({summary.images - summary.unreadable} embedded), "
+        f"{summary.captions} captions, {summary.store_bytes / 2**20:.1f} MiB",
+        f"this run: {summary.units_written} of {summary.units_total} chunks, {summary.image_rows_written} image rows "
+        f"and {summary.caption_rows_written} caption rows in {summary.seconds:.1f} s ({rate})",
+        skips.summary()])
+
+
+def main(argv: list[str] | None = None) -> ExtractSummary:
+    opts = parse_args(argv)
+    info = init_distributed(opts.device)
+    logging.basicConfig(level=logging.INFO if info.is_main else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        records = opts.load_records()
+        records.check_image_root()
+        teacher = load_teacher(opts.teacher, device=info.device, dtype=opts.dtype, pad_to_square=opts.pad_to_square)
+        summary = extract(records, teacher, opts.embedding_path, format=opts.format, batch_size=opts.batch_size,
+                          chunk_rows=opts.chunk_rows, workers=opts.workers, dist=info, progress=opts.progress,
+                          strict=opts.strict)
+    finally:
+        cleanup()
+    if info.is_main:
+        print(describe(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (FileNotFoundError, ValueError, ImageReadError) as e:  # bad input: the message says what and the fix
+        sys.exit(f"extract_label.py: error: {e}")
