@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from person import metrics, report  # noqa: E402
+from person.evaluate import eval_split  # noqa: E402
 from person.store import FIELDS, open_store  # noqa: E402
 
 REQUIRED = ("image_emb", "image_pid", "caption_emb")
@@ -73,17 +74,13 @@ def load_features(path: str | Path) -> dict[str, np.ndarray]:
 
 def store_features(path: str | Path, split: str = "eval", prompt_captions: bool = False) -> dict[str, np.ndarray]:
     """The arrays `load_features` gives, for one split of a feature store."""
+    fields = (FIELDS.index("captions"),) + ((FIELDS.index("prompt_caption"),) if prompt_captions else ())
     with open_store(path) as store:
-        rows = store.split_rows(split)
-        if len(rows) == 0:
-            raise FeatureFileError(f"{path}: no readable image in split {split!r}; pick another --split")
-        fields = [FIELDS.index("captions")] + ([FIELDS.index("prompt_caption")] if prompt_captions else [])
-        caps = np.flatnonzero(np.isin(store.caption_image, rows) & np.isin(store.caption_field, fields))
-        return {"image_emb": store.images(rows), "image_pid": store.image_pid[rows],
-                "caption_emb": store.captions(caps), "caption_pid": store.image_pid[store.caption_image[caps]],
-                "caption_image": np.searchsorted(rows, store.caption_image[caps]),  # gallery index (rows sorted)
-                "image_path": np.array([store.image_paths[r] for r in rows]),
-                "caption_text": np.array(store.caption_texts(caps))}
+        data = eval_split(store, split, fields)
+        return {"image_emb": store.images(data.rows), "image_pid": data.pids,
+                "caption_emb": store.captions(data.caption_rows), "caption_pid": data.caption_pids,
+                "caption_image": data.caption_image, "image_path": np.array(data.paths),
+                "caption_text": np.array(data.caption_texts)}
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -127,16 +124,11 @@ def main(argv: list[str] | None = None) -> dict:
     evaluation = metrics.evaluate(image_emb, f["image_pid"], caption_emb, f["caption_pid"],
                                   top_k=args.top_k, block_pairs=args.block_pairs, device=args.device,
                                   progress=True)
-    result, summary = evaluation.verification, evaluation.to_dict()
-    print(report.format_table(summary))
-    print()
-    print(report.format_operating_points(result))
-    print(report.format_retrieval(summary))
-    print()
-    print(report.format_top_errors(result, f.get("image_path"), f.get("caption_text"), f.get("caption_image")))
+    summary = evaluation.to_dict()
+    print(report.format_report(evaluation, f.get("image_path"), f.get("caption_text"), f.get("caption_image")))
     if args.json is not None:
         print(f"\nwrote {report.write_json(summary, args.json)} and "
-              f"{report.plot_roc(result, report.roc_path(args.json), title=source.name)}")
+              f"{report.plot_roc(evaluation.verification, report.roc_path(args.json), title=source.name)}")
     return summary
 
 

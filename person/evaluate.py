@@ -63,7 +63,7 @@ def eval_split(store, split: str = "eval", fields: Sequence[int] = (0,)) -> Eval
     """A split's readable images and their captions of the given fields (0 = `captions`, 1 = prompt)."""
     rows = store.split_rows(split)
     if len(rows) == 0:
-        raise ValueError(f"the store has no readable image in split {split!r}")
+        raise ValueError(f"{store.path}: no readable image in split {split!r}; pick another --split")
     starts, ends = store.caption_offsets[rows], store.caption_offsets[rows + 1]
     cap_rows = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
     cap_image = np.repeat(np.arange(len(rows)), ends - starts)

@@ -67,7 +67,7 @@ def test_bad_requests_are_clear_errors(made, tmp_path):
     path, records, _ = made
     with pytest.raises(SystemExit):  # argparse: --split belongs to stores
         evaluation_labels.main(["--features", str(tmp_path / "f.npz"), "--split", "eval"])
-    with pytest.raises(evaluation_labels.FeatureFileError, match="no readable image in split 'val'"):
+    with pytest.raises(ValueError, match="no readable image in split 'val'"):
         evaluation_labels.main(["--embedding_path", str(path), "--split", "val"])
     with pytest.raises(FileNotFoundError, match="make it with tools/extract_label.py"):
         evaluation_labels.main(["--embedding_path", str(tmp_path / "none.h5")])
