@@ -7,15 +7,16 @@ function drops it from the batch, and a `SkipReport` counts and lists them for t
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
-from .images import ImageReadError, load_image
+from .images import ImageReadError, ImageTransform, load_image, load_pixels
 from .records import RecordSet
 from .sampler import Item
 
@@ -23,12 +24,15 @@ from .sampler import Item
 class ImageDataset(Dataset):
     """Items are record rows, or `(row, aug_seed)` pairs from `IdentityBatchSampler`.
 
-    Returns {"row", "image"} with image = transform(PIL image[, rng]), or {"row", "error"}.
+    Returns {"row", "image"} with image = transform(decoded image[, rng]), or {"row", "error"}. An
+    `ImageTransform` gets the pixels as an array (`load_pixels`, the faster decode); any other
+    transform (a teacher's own processor) gets the PIL image.
     """
 
     def __init__(self, records: RecordSet, transform: Callable[..., Any], strict: bool = False,
                  size_hint: tuple[int, int] | None = None) -> None:
         self.records, self.transform, self.strict, self.size_hint = records, transform, strict, size_hint
+        self.decode = load_pixels if isinstance(transform, ImageTransform) else load_image
 
     def __len__(self) -> int:
         return len(self.records)
@@ -36,7 +40,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, item: int | Item) -> dict[str, Any]:
         row, aug_seed = (item, None) if isinstance(item, (int, np.integer)) else item
         try:
-            img = load_image(self.records.image_path(row), self.size_hint)
+            img = self.decode(self.records.image_path(row), self.size_hint)
         except ImageReadError as e:
             if self.strict:
                 raise
@@ -51,9 +55,23 @@ def collate_images(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     good = [b for b in batch if "error" not in b]
     images = [b["image"] for b in good]
     if images and isinstance(images[0], np.ndarray):
-        images = torch.from_numpy(np.stack(images))
+        images = stack_uint8(images)
     return {"rows": torch.tensor([b["row"] for b in good], dtype=torch.long), "images": images,
             "skipped": [(b["row"], b["error"]) for b in batch if "error" in b]}
+
+
+def stack_uint8(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    """Same-shaped uint8 arrays (views welcome) -> one [B, ...] tensor, in a single copy.
+
+    In a loader worker the batch goes straight into shared memory, as torch's default_collate does:
+    an ordinary tensor would be copied there a second time on its way to the main process.
+    """
+    if get_worker_info() is None:
+        return torch.from_numpy(np.stack(arrays))  # numpy's allocator: huge pages, few page faults
+    shape = (len(arrays), *arrays[0].shape)
+    out = torch.empty(0, dtype=torch.uint8).set_(torch.UntypedStorage._new_shared(math.prod(shape))).view(shape)
+    np.stack(arrays, out=out.numpy())
+    return out
 
 
 @dataclass
