@@ -13,21 +13,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from person import report  # noqa: E402
-from person import store as feature_store  # noqa: E402
-from person.checkpoint import load_checkpoint, students_from_checkpoint  # noqa: E402
-from person.evaluate import CASES, evaluate_students  # noqa: E402
-from person.images import ImageTransform, parse_image_size  # noqa: E402
-from person.trainer import CASES_BY_TRAIN, MAIN_CASE, normalisation  # noqa: E402
+from person.evaluate import CASES, evaluate_checkpoint, main_case  # noqa: E402
+from person.records import DatasetOptions  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,17 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    state = load_checkpoint(args.checkpoint)
-    opts, students = students_from_checkpoint(state, device)
-    moved = replace(opts, data=args.data or opts.data, image_root=args.image_root or opts.image_root)
-    store, records = feature_store.open_with_records(args.embedding_path or opts.embedding_path, moved)
-    with store:
-        mean, std = normalisation(store.teacher_identity)
-        transform = ImageTransform(parse_image_size(opts.image_size), opts.resize, mean)
-        result = evaluate_students(students.image, students.text, records, store, transform, mean, std,
-                                   opts.max_seq_length, device, cases=args.cases or CASES_BY_TRAIN[opts.train],
-                                   split=args.split, num_workers=args.num_workers, top_k=args.top_k)
+    state, result = evaluate_checkpoint(args.checkpoint, DatasetOptions(data=args.data, image_root=args.image_root),
+                                        args.embedding_path, args.split, args.cases, args.device, args.num_workers,
+                                        args.top_k)
     data = result.split
     print(f"{state['path']} (iteration {state['iteration']}), split {args.split}: {len(data.rows)} images, "
           f"{len(data.caption_rows)} captions")
@@ -68,15 +54,16 @@ def main(argv: list[str] | None = None) -> dict:
         print(result.skipped.summary())
     for case, evaluation in result.cases.items():
         print(f"\n== {case}\n")
-        print(report.format_report(evaluation, data.paths, data.caption_texts, data.caption_image, top_errors=args.top_k > 0))
+        print(report.format_report(evaluation, data.paths, data.caption_texts, data.caption_image,
+                                   top_errors=args.top_k > 0))
     summaries = result.summaries()
     print("\n" + report.format_comparison(summaries))
-    main_case = MAIN_CASE[opts.train] if MAIN_CASE[opts.train] in summaries else next(iter(summaries))
-    out = {**summaries[main_case], "case": main_case, "checkpoint": state["path"], "iteration": state["iteration"],
-           "cases": {c: s for c, s in summaries.items() if c != main_case}}
+    main = main_case(result, state["options"]["train"])
+    out = {**summaries[main], "case": main, "checkpoint": state["path"], "iteration": state["iteration"],
+           "cases": {c: s for c, s in summaries.items() if c != main}}
     if args.json is not None:
-        plot = report.plot_roc(result.cases[main_case].verification, report.roc_path(args.json),
-                               title=f"{main_case} @ {state['iteration']}")
+        plot = report.plot_roc(result.cases[main].verification, report.roc_path(args.json),
+                               title=f"{main} @ {state['iteration']}")
         print(f"\nwrote {report.write_json(out, args.json)} and {plot}")
     return out
 

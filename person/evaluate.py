@@ -12,21 +12,29 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from person import metrics
+from person.checkpoint import load_checkpoint, students_from_checkpoint
 from person.data import ImageDataset, SkipReport, collate_images
-from person.images import ImageTransform, normalize_batch
-from person.records import RecordSet
+from person.images import ImageTransform, normalize_batch, parse_image_size
+from person.records import DatasetOptions, RecordSet
+from person.store import open_with_records
 from person.text import encode_batch
 
 log = logging.getLogger(__name__)
 
 CASES = ("student", "teacher", "student_text_teacher_image", "teacher_text_student_image")
+# The case a checkpoint is judged by: the students together, or the one trained student against the teacher.
+MAIN_CASE = {"both": "student", "image": "teacher_text_student_image", "text": "student_text_teacher_image"}
+# The cases a run can be scored on: whatever its students can take part in, and the teacher.
+CASES_BY_TRAIN = {"both": CASES, "image": ("teacher", "teacher_text_student_image"),
+                  "text": ("teacher", "student_text_teacher_image")}
 # Which embeddings each case scores: (images from, captions from).
 _SOURCES = {"student": ("student", "student"), "teacher": ("teacher", "teacher"),
             "student_text_teacher_image": ("teacher", "student"),
@@ -169,3 +177,39 @@ def evaluate_students(image_model: torch.nn.Module | None, text_model: torch.nn.
                                          top_k=top_k, device=device)
     return EvalResult(results, data, skips)
 
+
+
+def teacher_evaluation(store, split: str = "eval", top_k: int = 15,
+                       device: str | torch.device | None = None) -> tuple[metrics.Evaluation, EvalSplit]:
+    """The teacher's own scores on a split, from its cached embeddings (the upper bound)."""
+    data = eval_split(store, split)
+    return metrics.evaluate(store.images(data.rows), data.pids, store.captions(data.caption_rows),
+                            data.caption_pids, top_k=top_k, device=device), data
+
+
+def evaluate_checkpoint(checkpoint: str | Path, dataset: DatasetOptions | None = None,
+                        embedding_path: str | None = None, split: str = "eval", cases: Sequence[str] | None = None,
+                        device: str | torch.device | None = None, num_workers: int = 2,
+                        top_k: int = 15) -> tuple[dict, EvalResult]:
+    """(checkpoint state, scores) of a training checkpoint on `split`, with the options it was trained with.
+
+    `dataset` (data / image_root) and `embedding_path` replace the saved paths when files moved.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = load_checkpoint(checkpoint)
+    opts, students = students_from_checkpoint(state, device)
+    moved = replace(opts, data=(dataset.data if dataset and dataset.data else opts.data),
+                    image_root=(dataset.image_root if dataset and dataset.image_root else opts.image_root))
+    store, records = open_with_records(embedding_path or opts.embedding_path, moved)
+    with store:
+        mean, std = store.image_normalisation
+        transform = ImageTransform(parse_image_size(opts.image_size), opts.resize, mean)
+        result = evaluate_students(students.image, students.text, records, store, transform, mean, std,
+                                   opts.max_seq_length, device, cases=cases or CASES_BY_TRAIN[opts.train],
+                                   split=split, num_workers=num_workers, top_k=top_k)
+    return state, result
+
+
+def main_case(result: EvalResult, train: str) -> str:
+    """The case a checkpoint of a `train` run is judged by, among those scored."""
+    return MAIN_CASE[train] if MAIN_CASE[train] in result.cases else next(iter(result.cases))

@@ -573,6 +573,12 @@ class FeatureStore:
         return bool(self._image_done.all() and self._caption_done.all())
 
     @property
+    def image_normalisation(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The teacher's image (mean, std): students see pixels normalised the same way (0.5 when unknown)."""
+        pre = self.teacher_identity.get("preprocessing", {})
+        return tuple(pre.get("image_mean") or (0.5,) * 3), tuple(pre.get("image_std") or (0.5,) * 3)
+
+    @property
     def image_ok(self) -> np.ndarray:
         return self.image_status == OK
 

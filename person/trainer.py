@@ -31,7 +31,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from person import store as feature_store
 from person.checkpoint import load_checkpoint, run_dir, save_checkpoint
 from person.distributed import DistInfo, barrier, init_distributed
-from person.evaluate import evaluate_students
+from person.evaluate import CASES_BY_TRAIN, MAIN_CASE, evaluate_students
 from person.images import ImageTransform, normalize_batch, parse_image_size
 from person.losses import DistillLoss
 from person.memory import CrossModalMemory, gather_for_memory
@@ -46,12 +46,6 @@ from person.train_options import RESUMABLE_CHANGES, TrainOptions
 log = logging.getLogger(__name__)
 
 BEST_NAME = "best.pt"
-# The case a checkpoint is judged by: the students together, or the one trained student against the teacher.
-MAIN_CASE = {"both": "student", "image": "teacher_text_student_image", "text": "student_text_teacher_image"}
-# The cases scored at the end of a run: whatever the trained students can take part in, and the teacher.
-CASES_BY_TRAIN = {"both": ("student", "teacher", "student_text_teacher_image", "teacher_text_student_image"),
-                  "image": ("teacher", "teacher_text_student_image"),
-                  "text": ("teacher", "student_text_teacher_image")}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -112,12 +106,6 @@ def make_optimizer(model: torch.nn.Module, opts: TrainOptions) -> torch.optim.Op
     return torch.optim.SGD(groups, lr=opts.lr, momentum=0.9, nesterov=True)
 
 
-def normalisation(identity: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The teacher's image mean/std (the students see pixels normalised the same way); 0.5 by default."""
-    pre = identity.get("preprocessing", {})
-    return tuple(pre.get("image_mean") or (0.5,) * 3), tuple(pre.get("image_std") or (0.5,) * 3)
-
-
 class Trainer:
     def __init__(self, opts: TrainOptions, given: set[str] | None = None, info: DistInfo | None = None) -> None:
         opts, resumed = resolve_resume(opts, set(given or ()))
@@ -130,7 +118,7 @@ class Trainer:
         self.loss = DistillLoss(opts.loss_weights(), opts.rel_temperature, opts.id_margin, opts.train)
         self._check_dims()
         self.image_size = parse_image_size(opts.image_size)
-        self.mean, self.std = normalisation(self.store.teacher_identity)
+        self.mean, self.std = self.store.image_normalisation
         self.train_rows = self.store.split_rows("train")
         if len(self.train_rows) == 0:
             raise ValueError(f"{self.store.path}: no readable training image in the store")
