@@ -1,13 +1,17 @@
-"""The built-in demo, end to end on a CPU: synthetic pedestrians -> (more steps as they land).
+"""The built-in demo, end to end on a CPU: synthetic pedestrians -> the shipped demo teacher's feature
+store -> the teacher's report -> distilled students -> the students' report, side by side.
 
     python demo.py [--workdir demo]
 
-Each step writes under the workdir and is skipped when its output is already there, so a second run
-only repeats what is missing.
+Each step writes under the workdir and is skipped when its output is already there (a killed training
+run is resumed), so a second run only repeats what is missing. Reports: WORKDIR/reports/teacher.json and
+WORKDIR/reports/student.json (the metrics keys of evaluation_labels.py / evaluation_model.py).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -16,37 +20,122 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from person import report  # noqa: E402
+from person.checkpoint import last_checkpoint  # noqa: E402
+from person.evaluate import checkpoint_summary, evaluate_checkpoint, teacher_evaluation  # noqa: E402
+from person.extract import extract  # noqa: E402
 from person.records import load_records  # noqa: E402
+from person.store import StoreIncompleteError, open_store  # noqa: E402
 from person.synthetic.writer import JSON_NAME, write_dataset  # noqa: E402
+from person.teachers import load_teacher  # noqa: E402
+from person.trainer import Trainer  # noqa: E402
+from person.train_options import TrainOptions  # noqa: E402
 
+DEMO_TEACHER = ROOT / "tools" / "demo_teacher"
 DEMO_IDS, DEMO_IMAGES_PER_ID, DEMO_SEED = 1000, 4, 0
+# The students the demo trains: small enough for ~15 minutes on 2 CPU cores. A CPU run uses a smaller
+# input than the 224x112 default for real data; everything else is main.py's defaults unless named.
+DEMO_TRAINING = dict(backbone="backbone.mf3.ANet2_w050", tbackbone="tbackbone.char.L2", text_width=128,
+                     image_size="128x64", p=32, k=2, max_iters=1500, warmup_iters=100, lr=2e-3,
+                     eval_every=500, save_every=250, log_every=50, num_workers=1)
 
 
-def step_data(workdir: Path) -> Path:
-    """The demo set: 1000 identities x 4 images in SYNTH-PEDES format, 20% Chinese captions."""
+def step_data(workdir: Path, ids: int) -> Path:
+    """The demo set: `ids` identities x 4 images in SYNTH-PEDES format, 20% Chinese captions."""
     json_path = workdir / "data" / JSON_NAME["synthpedes"]
     if json_path.is_file():
         print(f"[data] {json_path} is there; skipped")
     else:
         start = time.perf_counter()
-        write_dataset(workdir / "data", DEMO_IDS, DEMO_IMAGES_PER_ID, DEMO_SEED, "synthpedes")
-        print(f"[data] drew {DEMO_IDS} x {DEMO_IMAGES_PER_ID} pedestrians in {time.perf_counter() - start:.1f} s")
+        write_dataset(workdir / "data", ids, DEMO_IMAGES_PER_ID, DEMO_SEED, "synthpedes")
+        print(f"[data] drew {ids} x {DEMO_IMAGES_PER_ID} pedestrians in {time.perf_counter() - start:.1f} s")
     records = load_records(json_path)
-    counts = records.split_counts()
     print(f"[data] {json_path}: {len(records)} images of {records.num_ids} identities; " +
           "; ".join(f"{split}: {c['ids']} ids, {c['images']} images, {c['captions']} captions"
-                    for split, c in counts.items()))
+                    for split, c in records.split_counts().items()))
     return json_path
 
 
-def main(argv: list[str] | None = None) -> int:
+def step_extract(workdir: Path, json_path: Path, teacher_dir: Path) -> Path:
+    """The teacher's embeddings of every image and caption (resumed if a previous run was killed)."""
+    path = workdir / "embeddings" / "demo.h5"
+    records = load_records(json_path)
+    try:
+        with open_store(path, records=records):
+            print(f"[extract] {path} is there; skipped")
+            return path
+    except (FileNotFoundError, StoreIncompleteError):
+        pass
+    teacher = load_teacher(teacher_dir)
+    summary = extract(records, teacher, path, workers=2, progress=True)
+    print(f"[extract] {summary.images} images and {summary.captions} captions with {teacher_dir} in "
+          f"{summary.seconds:.1f} s -> {path} ({summary.store_bytes / 2**20:.1f} MiB)")
+    return path
+
+
+def step_teacher_report(workdir: Path, store_path: Path) -> dict:
+    with open_store(store_path) as store:
+        evaluation, _ = teacher_evaluation(store)
+    out = report.write_json(evaluation.to_dict(), workdir / "reports" / "teacher.json")
+    report.plot_roc(evaluation.verification, report.roc_path(out), title="demo teacher")
+    print(f"[teacher] {out}")
+    return evaluation.to_dict()
+
+
+def step_train(workdir: Path, store_path: Path, overrides: dict) -> Path:
+    """The students (continued from the last checkpoint when a run was cut short)."""
+    opts = TrainOptions(embedding_path=str(store_path), log_dir=str(workdir / "logs"), run_name="demo",
+                        **(DEMO_TRAINING | overrides))
+    trainer = Trainer(opts)
+    try:
+        last = last_checkpoint(trainer.run_dir)
+    except FileNotFoundError:
+        last = None
+    if last is not None and int(last.stem) >= opts.max_iters:
+        print(f"[train] {last} is there; skipped")
+        return last
+    if last is not None:
+        trainer = Trainer(TrainOptions(resume=str(last)), given={"resume"})
+    start = time.perf_counter()
+    result = trainer.fit()
+    print(f"[train] {result.iteration} iterations in {(time.perf_counter() - start) / 60:.1f} min -> "
+          f"{result.last_checkpoint}")
+    return result.last_checkpoint
+
+
+def step_student_report(workdir: Path, checkpoint: Path) -> dict:
+    state, result = evaluate_checkpoint(checkpoint)
+    summary = checkpoint_summary(state, result)
+    out = report.write_json(summary, workdir / "reports" / "student.json")
+    report.plot_roc(result.cases[summary["case"]].verification, report.roc_path(out), title="demo students")
+    print(f"[students] {out}")
+    return result.titled_summaries()
+
+
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", type=Path, default=Path("demo"), help="where every step writes (default: demo/)")
+    p.add_argument("--ids", type=int, default=DEMO_IDS, help="identities drawn (x 4 images)")
+    p.add_argument("--teacher", type=Path, default=DEMO_TEACHER, help="teacher directory (default: the shipped one)")
+    p.add_argument("--max-iters", type=int, default=None, help="training iterations (default: the demo recipe's)")
     args = p.parse_args(argv)
-    step_data(args.workdir)
-    return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    overrides = {} if args.max_iters is None else {"max_iters": args.max_iters, "eval_every": 0,
+                                                   "save_every": args.max_iters}
+    json_path = step_data(args.workdir, args.ids)
+    store_path = step_extract(args.workdir, json_path, args.teacher)
+    teacher = step_teacher_report(args.workdir, store_path)
+    checkpoint = step_train(args.workdir, store_path, overrides)
+    students = step_student_report(args.workdir, checkpoint)
+    print("\nHeld-out identities (text queries against the image gallery):\n")
+    print(report.format_comparison({"teacher": teacher, **{c: s for c, s in students.items() if c != "teacher"}}))
+    print("(s.text>t.images: student text queries against a gallery the teacher enrolled; t.text>s.images: the reverse)")
+    return {"teacher": teacher, "students": students}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"demo.py: error: {e}")

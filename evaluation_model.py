@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from person import report  # noqa: E402
-from person.evaluate import CASES, evaluate_checkpoint, main_case  # noqa: E402
+from person.evaluate import CASES, checkpoint_summary, evaluate_checkpoint  # noqa: E402
 from person.records import DatasetOptions  # noqa: E402
 
 
@@ -56,14 +56,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"\n== {case}\n")
         print(report.format_report(evaluation, data.paths, data.caption_texts, data.caption_image,
                                    top_errors=args.top_k > 0))
-    summaries = result.summaries()
-    print("\n" + report.format_comparison(summaries))
-    main = main_case(result, state["options"]["train"])
-    out = {**summaries[main], "case": main, "checkpoint": state["path"], "iteration": state["iteration"],
-           "cases": {c: s for c, s in summaries.items() if c != main}}
+    print("\n" + report.format_comparison(result.titled_summaries()))
+    out = checkpoint_summary(state, result)
     if args.json is not None:
-        plot = report.plot_roc(result.cases[main].verification, report.roc_path(args.json),
-                               title=f"{main} @ {state['iteration']}")
+        plot = report.plot_roc(result.cases[out["case"]].verification, report.roc_path(args.json),
+                               title=f"{out['case']} @ {state['iteration']}")
         print(f"\nwrote {report.write_json(out, args.json)} and {plot}")
     return out
 

@@ -30,6 +30,9 @@ from person.text import encode_batch
 log = logging.getLogger(__name__)
 
 CASES = ("student", "teacher", "student_text_teacher_image", "teacher_text_student_image")
+# Short column titles for side-by-side tables: which model embedded the queries (text) and the gallery (images).
+CASE_TITLES = {"student": "student", "teacher": "teacher", "student_text_teacher_image": "s.text>t.images",
+               "teacher_text_student_image": "t.text>s.images"}
 # The case a checkpoint is judged by: the students together, or the one trained student against the teacher.
 MAIN_CASE = {"both": "student", "image": "teacher_text_student_image", "text": "student_text_teacher_image"}
 # The cases a run can be scored on: whatever its students can take part in, and the teacher.
@@ -143,6 +146,10 @@ class EvalResult:
     def summaries(self) -> dict[str, dict]:
         return {case: ev.to_dict() for case, ev in self.cases.items()}
 
+    def titled_summaries(self) -> dict[str, dict]:
+        """The summaries under CASE_TITLES, for report.format_comparison."""
+        return {CASE_TITLES[case]: summary for case, summary in self.summaries().items()}
+
 
 def evaluate_students(image_model: torch.nn.Module | None, text_model: torch.nn.Module | None, records: RecordSet,
                       store, transform: ImageTransform, mean: Sequence[float], std: Sequence[float],
@@ -213,3 +220,12 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: DatasetOptions | None =
 def main_case(result: EvalResult, train: str) -> str:
     """The case a checkpoint of a `train` run is judged by, among those scored."""
     return MAIN_CASE[train] if MAIN_CASE[train] in result.cases else next(iter(result.cases))
+
+
+def checkpoint_summary(state: dict, result: EvalResult) -> dict:
+    """A checkpoint's report as JSON: its main case's metrics at the top level (the metrics keys, as
+    evaluation_labels.py writes them), which case that is, and every other case under "cases"."""
+    main = main_case(result, state["options"]["train"])
+    summaries = result.summaries()
+    return {**summaries[main], "case": main, "checkpoint": state["path"], "iteration": state["iteration"],
+            "cases": {c: s for c, s in summaries.items() if c != main}}

@@ -1,0 +1,32 @@
+"""The quick start's main command, end to end on a tiny teacher: every step runs, writes its report, and a
+second run skips what is there."""
+import json
+
+import demo
+from person.metrics import FAR_LEVELS
+from tests.tiny_teachers import build_tiny_siglip
+
+KEYS = {"eer", "eer_threshold", "frr_at_far", "threshold_at_far", "rank1", "rank5", "rank10", "mAP", "mINP",
+        "positives", "negatives"}
+
+
+def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys):
+    teacher = build_tiny_siglip(tmp_path / "teacher")
+    argv = ["--workdir", str(tmp_path / "w"), "--ids", "70", "--teacher", str(teacher), "--max-iters", "2"]
+    first = demo.main(argv)
+    out = capsys.readouterr().out
+    teacher_json = json.loads((tmp_path / "w" / "reports" / "teacher.json").read_text())
+    student_json = json.loads((tmp_path / "w" / "reports" / "student.json").read_text())
+    assert KEYS <= set(teacher_json) and KEYS <= set(student_json)
+    assert set(student_json["frr_at_far"]) == set(FAR_LEVELS)
+    assert student_json["case"] == "student" and student_json["iteration"] == 2
+    assert set(student_json["cases"]) == {"teacher", "student_text_teacher_image", "teacher_text_student_image"}
+    # The teacher's figures come from its store alone, and the students' report scores the same pairs.
+    assert student_json["cases"]["teacher"]["eer"] == teacher_json["eer"] == first["teacher"]["eer"]
+    assert student_json["positives"] == teacher_json["positives"]
+    assert "s.text>t.images" in out and (tmp_path / "w" / "reports" / "student_roc.png").exists()
+
+    demo.main(argv)
+    again = capsys.readouterr().out
+    for step in ("[data]", "[extract]", "[train]"):
+        assert any(line.startswith(step) and "skipped" in line for line in again.splitlines()), step
