@@ -198,3 +198,21 @@ def test_two_ranks_stay_in_step_and_share_one_memory(setup, tmp_path):
         assert step["batches_differ"]  # each rank trained on its own identities
         assert step["memory_labels"][-16:] == step["rank_pids"][0] + step["rank_pids"][1]  # both ranks, rank order
     assert steps[-1]["memory_filled"] == 3 * 16
+
+
+def test_gradient_clipping_is_really_applied(setup, tmp_path):
+    def step_norm(clip: str) -> float:
+        opts = main_cmd.build_parser().parse_args(args(setup, tmp_path, "--optimizer", "sgd", "--lr", "1.0",
+                                                       "--warmup_iters", "0", "--weight_decay", "0",
+                                                       "--clip_grad", clip))
+        trainer = Trainer(TrainOptions(**vars(opts)))
+        before = torch.cat([p.detach().flatten().clone() for p in trainer.students.parameters()])
+        assert trainer.train_step(next(iter(trainer.loader()))) is not None
+        after = torch.cat([p.detach().flatten() for p in trainer.students.parameters()])
+        return float((after - before).norm())
+
+    # SGD's first step with Nesterov momentum 0.9 moves every parameter by lr * 1.9 * grad: with the
+    # gradient's global norm clipped to 1e-3 the move's norm is 1.9e-3 at most; unclipped it is far larger.
+    clipped, free = step_norm("0.001"), step_norm("0")
+    assert clipped == pytest.approx(1.9e-3, rel=1e-3)
+    assert free > 100 * clipped
