@@ -10,8 +10,9 @@ from PIL import Image
 
 from person.synthetic import ATTRIBUTE_KEYS, GROUPS, make_caption, render_person, sample_identities, write_dataset
 from person.synthetic.attributes import vocabulary
-from person.synthetic.captions import (GROUP_WORDS, attribute_string, is_chinese, make_image_captions,
-                                       prompt_caption, tokenize)
+from person.synthetic.captions import (GROUP_WORDS, attribute_string, is_chinese, keyed_caption,
+                                       keyed_image_captions, make_image_captions, mentionable, prompt_caption,
+                                       tokenize)
 from person.synthetic.writer import _roughen, assign_splits
 from tools import make_demo_data
 
@@ -134,6 +135,30 @@ def test_truth_matches_dataset(tiny_sets, fmt):
         assert set(im["visible"]) == set(ATTRIBUTE_KEYS)
         assert all(v in vocab[k] for k, v in im["attributes"].items())
         assert not any(im["visible"][k] for k, v in im["attributes"].items() if v is None)
+
+
+def test_truth_records_the_keys_each_caption_names(tiny_sets):
+    for path in tiny_sets.values():
+        truth = json.loads((path.parent / "demo_truth.json").read_text(encoding="utf-8"))
+        for im in truth["images"]:
+            assert len(im["caption_keys"]) == len(im["captions"])
+            shown = mentionable(im["attributes"], im["visible"])
+            for keys in im["caption_keys"]:
+                assert keys and set(keys) <= set(shown)  # only what the image shows
+                assert keys == [k for k in ATTRIBUTE_KEYS if k in keys]
+                assert "gender" in keys  # a default caption always says man / woman
+
+
+def test_keyed_captions_are_the_plain_captions_with_their_keys():
+    a = _full_identity(np.random.default_rng(4))
+    text, keys = keyed_caption(a, None, np.random.default_rng(3), "en", subset=["bag_color", "gender", "lower_color"])
+    assert keys == ["gender", "lower_color", "bag_color"]  # ATTRIBUTE_KEYS order
+    assert make_caption(a, None, np.random.default_rng(3), "en",
+                        subset=["bag_color", "gender", "lower_color"]) == text
+    keyed = keyed_image_captions(a, None, np.random.default_rng(5), 3, 0.5)
+    assert [t for t, _ in keyed] == make_image_captions(a, None, np.random.default_rng(5), 3, 0.5)
+    hidden = {k: k != "bag_color" for k in ATTRIBUTE_KEYS}
+    assert keyed_caption(a, hidden, np.random.default_rng(0), "zh", subset=["bag_color", "gender"])[1] == ["gender"]
 
 
 def test_same_seed_same_bytes_any_workers(tmp_path):

@@ -6,7 +6,7 @@ lighting, blur and occlusion (render.py), and its captions name only what it sho
 writer.py writes SYNTH-PEDES, CUHK-PEDES, ICFG-PEDES or RSTPReid layout (FORMATS.md).
 
 `demo_truth.json` (next to the dataset JSON) holds the ground truth the captions were made from:
-    {"version": 1, "format": "synthpedes" | "cuhk-pedes" | "icfg-pedes" | "rstpreid",
+    {"version": 2, "format": "synthpedes" | "cuhk-pedes" | "icfg-pedes" | "rstpreid",
      "json": dataset JSON file name, "image_root": folder the image paths are relative to ("." or "imgs"),
      "seed": int, "ids": int, "images_per_id": int, "chinese": float,
      "attribute_keys": [key, ...],                      # ATTRIBUTE_KEYS, in order
@@ -18,13 +18,15 @@ writer.py writes SYNTH-PEDES, CUHK-PEDES, ICFG-PEDES or RSTPReid layout (FORMATS
                  "split": "train" | "val" | "test" | null, "size": [W, H],
                  "attributes": {key: value | null},      # the identity's attributes
                  "visible": {key: bool},                  # present and seen in this image
-                 "captions": [str]}]}                     # the record's captions, whitespace not roughened
-The "images" list is in the dataset JSON's record order.
+                 "captions": [str],                       # the record's captions, whitespace not roughened
+                 "caption_keys": [[key, ...]]}]}          # per caption, the attribute keys it names
+The "images" list is in the dataset JSON's record order. Version 1 files lack `caption_keys`.
 """
 from .attributes import ATTRIBUTE_KEYS, GROUPS, sample_identities, vocabulary
-from .captions import make_caption, make_image_captions, prompt_caption
+from .captions import keyed_caption, keyed_image_captions, make_caption, make_image_captions, prompt_caption
 from .render import render_person
 from .writer import FORMATS, write_dataset
 
-__all__ = ["ATTRIBUTE_KEYS", "FORMATS", "GROUPS", "make_caption", "make_image_captions", "prompt_caption",
-           "render_person", "sample_identities", "vocabulary", "write_dataset"]
+__all__ = ["ATTRIBUTE_KEYS", "FORMATS", "GROUPS", "keyed_caption", "keyed_image_captions", "make_caption",
+           "make_image_captions", "prompt_caption", "render_person", "sample_identities", "vocabulary",
+           "write_dataset"]

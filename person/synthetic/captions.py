@@ -361,12 +361,12 @@ def _caption_zh(a: dict, keys: set, rng: np.random.Generator) -> str:
 
 
 # ------------------------------------------------------------------------------------------- public
-def make_caption(attrs: dict, visible: dict | None, rng: np.random.Generator, lang: str = "en",
-                 subset: list[str] | None = None) -> str:
-    """One caption of an image of `attrs`.
+def keyed_caption(attrs: dict, visible: dict | None, rng: np.random.Generator, lang: str = "en",
+                  subset: list[str] | None = None) -> tuple[str, list[str]]:
+    """`make_caption`'s caption and the attribute keys it names (ATTRIBUTE_KEYS order).
 
-    Names the keys of `subset` (default: what a human would pick, usually most of the visible attributes)
-    that the identity has and `visible` marks as seen; visible=None counts everything as seen.
+    The keys are what a caption can be checked against: an image matches it when its attributes
+    equal the caption's on every named key.
     """
     if lang not in LANGS:
         raise ValueError(f"caption language {lang!r}: use one of {', '.join(LANGS)}")
@@ -377,7 +377,17 @@ def make_caption(attrs: dict, visible: dict | None, rng: np.random.Generator, la
         if unknown:
             raise ValueError(f"subset names unknown attributes {unknown}: use keys of ATTRIBUTE_KEYS")
         keys = mentionable(attrs, visible, [k for k in ATTRIBUTE_KEYS if k in subset])
-    return (_caption_en if lang == "en" else _caption_zh)(attrs, set(keys), rng)
+    return (_caption_en if lang == "en" else _caption_zh)(attrs, set(keys), rng), keys
+
+
+def make_caption(attrs: dict, visible: dict | None, rng: np.random.Generator, lang: str = "en",
+                 subset: list[str] | None = None) -> str:
+    """One caption of an image of `attrs`.
+
+    Names the keys of `subset` (default: what a human would pick, usually most of the visible attributes)
+    that the identity has and `visible` marks as seen; visible=None counts everything as seen.
+    """
+    return keyed_caption(attrs, visible, rng, lang, subset)[0]
 
 
 def pick_language(rng: np.random.Generator, chinese: float) -> str:
@@ -385,19 +395,26 @@ def pick_language(rng: np.random.Generator, chinese: float) -> str:
     return "zh" if rng.random() < chinese else "en"
 
 
+def keyed_image_captions(attrs: dict, visible: dict | None, rng: np.random.Generator, n: int = 2,
+                         chinese: float = DEFAULT_CHINESE_SHARE) -> list[tuple[str, list[str]]]:
+    """`n` different captions of one image, each with the keys it names; each is Chinese with
+    probability `chinese`."""
+    out: list[tuple[str, list[str]]] = []
+    for _ in range(n):
+        lang = pick_language(rng, chinese)
+        text, keys = keyed_caption(attrs, visible, rng, lang)
+        for _retry in range(4):  # two annotators rarely write the very same sentence
+            if all(text != t for t, _ in out):
+                break
+            text, keys = keyed_caption(attrs, visible, rng, lang)
+        out.append((text, keys))
+    return out
+
+
 def make_image_captions(attrs: dict, visible: dict | None, rng: np.random.Generator, n: int = 2,
                         chinese: float = DEFAULT_CHINESE_SHARE) -> list[str]:
     """`n` different captions of one image; each is Chinese with probability `chinese`."""
-    out: list[str] = []
-    for _ in range(n):
-        lang = pick_language(rng, chinese)
-        text = make_caption(attrs, visible, rng, lang)
-        for _retry in range(4):  # two annotators rarely write the very same sentence
-            if text not in out:
-                break
-            text = make_caption(attrs, visible, rng, lang)
-        out.append(text)
-    return out
+    return [text for text, _ in keyed_image_captions(attrs, visible, rng, n, chinese)]
 
 
 def prompt_caption(attrs: dict, visible: dict | None) -> str:

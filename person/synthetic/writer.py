@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .attributes import ATTRIBUTE_KEYS, sample_identities, vocabulary
-from .captions import (DEFAULT_CHINESE_SHARE, attribute_string, is_chinese, make_image_captions,
+from .captions import (DEFAULT_CHINESE_SHARE, attribute_string, is_chinese, keyed_image_captions,
                        prompt_caption, tokenize)
 from .render import render_person
 
@@ -28,6 +28,7 @@ IMAGE_DIR = {"synthpedes": ".", "cuhk-pedes": "imgs", "icfg-pedes": "imgs", "rst
 SPLIT_SHARES = {"cuhk-pedes": (0.8, 0.1, 0.1), "icfg-pedes": (0.75, 0.0, 0.25), "rstpreid": (0.8, 0.1, 0.1)}
 CAPTIONS_PER_IMAGE = {"synthpedes": 2, "cuhk-pedes": 2, "icfg-pedes": 1, "rstpreid": 2}
 TRUTH_NAME = "demo_truth.json"
+TRUTH_VERSION = 2  # 2: images carry `caption_keys`
 JPEG_QUALITY = 90
 ROUGH_SHARE = 0.06  # captions given a stray leading/trailing/double space, as real annotations have
 
@@ -135,9 +136,10 @@ def _make_image(task: tuple[int, int, str]) -> dict:
     path.write_bytes(buf.getvalue())
 
     cap_rng = np.random.default_rng([seed, pid, n, _CAPTION])
-    clean = make_image_captions(attrs, visible, cap_rng, _JOB["captions_per_image"], _JOB["chinese"])
-    return {"visible": visible, "clean": clean, "captions": [_roughen(c, cap_rng) for c in clean],
-            "size": list(img.size)}
+    keyed = keyed_image_captions(attrs, visible, cap_rng, _JOB["captions_per_image"], _JOB["chinese"])
+    clean = [text for text, _ in keyed]
+    return {"visible": visible, "clean": clean, "caption_keys": [keys for _, keys in keyed],
+            "captions": [_roughen(c, cap_rng) for c in clean], "size": list(img.size)}
 
 
 def _run(tasks: list, job: dict, workers: int) -> list[dict]:
@@ -194,11 +196,12 @@ def write_dataset(out_dir: str | Path, n_ids: int, images_per_id: int, seed: int
         truth_images.append({"path": rel, "id": rec["id"], "identity": pid, "image": n,
                              "split": splits[pid], "size": r["size"],
                              "attributes": {k: attrs[k] for k in ATTRIBUTE_KEYS}, "visible": r["visible"],
-                             "captions": r["clean"]})
+                             "captions": r["clean"],
+                             "caption_keys": r["caption_keys"]})
     json_path = out / JSON_NAME[fmt]
     json_path.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
-    truth = {"version": 1, "format": fmt, "json": JSON_NAME[fmt], "image_root": IMAGE_DIR[fmt], "seed": seed,
-             "ids": n_ids, "images_per_id": images_per_id, "chinese": chinese,
+    truth = {"version": TRUTH_VERSION, "format": fmt, "json": JSON_NAME[fmt], "image_root": IMAGE_DIR[fmt],
+             "seed": seed, "ids": n_ids, "images_per_id": images_per_id, "chinese": chinese,
              "attribute_keys": list(ATTRIBUTE_KEYS),
              "vocabulary": {k: list(v) for k, v in vocabulary().items()},
              "identities": identities, "images": truth_images}
