@@ -25,7 +25,7 @@ from person.checkpoint import last_checkpoint  # noqa: E402
 from person.evaluate import checkpoint_summary, evaluate_checkpoint, teacher_evaluation  # noqa: E402
 from person.extract import extract  # noqa: E402
 from person.records import load_records  # noqa: E402
-from person.store import StoreIncompleteError, open_store  # noqa: E402
+from person.store import StoreIncompleteError, open_store, resolve_store_path  # noqa: E402
 from person.synthetic.writer import JSON_NAME, write_dataset  # noqa: E402
 from person.teachers import load_teacher  # noqa: E402
 from person.trainer import Trainer  # noqa: E402
@@ -58,15 +58,15 @@ def step_data(workdir: Path, ids: int) -> Path:
 
 def step_extract(workdir: Path, json_path: Path, teacher_dir: Path) -> Path:
     """The teacher's embeddings of every image and caption (resumed if a previous run was killed)."""
-    path = workdir / "embeddings" / "demo.h5"
     records = load_records(json_path)
+    teacher = load_teacher(teacher_dir)
+    path = resolve_store_path(workdir / "embeddings", records, teacher)  # named after the dataset and teacher
     try:
-        with open_store(path, records=records):
+        with open_store(path, records=records, teacher=teacher):
             print(f"[extract] {path} is there; skipped")
             return path
     except (FileNotFoundError, StoreIncompleteError):
         pass
-    teacher = load_teacher(teacher_dir)
     summary = extract(records, teacher, path, workers=2, progress=True)
     print(f"[extract] {summary.images} images and {summary.captions} captions with {teacher_dir} in "
           f"{summary.seconds:.1f} s -> {path} ({summary.store_bytes / 2**20:.1f} MiB)")
@@ -84,8 +84,9 @@ def step_teacher_report(workdir: Path, store_path: Path) -> dict:
 
 def step_train(workdir: Path, store_path: Path, overrides: dict) -> Path:
     """The students (continued from the last checkpoint when a run was cut short)."""
-    opts = TrainOptions(embedding_path=str(store_path), log_dir=str(workdir / "logs"), run_name="demo",
-                        **(DEMO_TRAINING | overrides))
+    # One run per store (so per teacher): another teacher's students are not resumed.
+    opts = TrainOptions(embedding_path=str(store_path), log_dir=str(workdir / "logs"),
+                        run_name=f"demo-{store_path.stem}", **(DEMO_TRAINING | overrides))
     trainer = Trainer(opts)
     try:
         last = last_checkpoint(trainer.run_dir)
@@ -95,7 +96,7 @@ def step_train(workdir: Path, store_path: Path, overrides: dict) -> Path:
         print(f"[train] {last} is there; skipped")
         return last
     if last is not None:
-        trainer = Trainer(TrainOptions(resume=str(last)), given={"resume"})
+        trainer = Trainer(TrainOptions(resume=str(last), max_iters=opts.max_iters), given={"resume", "max_iters"})
     start = time.perf_counter()
     result = trainer.fit()
     print(f"[train] {result.iteration} iterations in {(time.perf_counter() - start) / 60:.1f} min -> "

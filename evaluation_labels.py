@@ -75,7 +75,7 @@ def load_features(path: str | Path) -> dict[str, np.ndarray]:
 def store_features(path: str | Path, split: str = "eval", prompt_captions: bool = False) -> dict[str, np.ndarray]:
     """The arrays `load_features` gives, for one split of a feature store."""
     fields = (FIELDS.index("captions"),) + ((FIELDS.index("prompt_caption"),) if prompt_captions else ())
-    with open_store(path) as store:
+    with open_store(path, in_memory=False) as store:  # a split's rows, not the whole store in RAM
         data = eval_split(store, split, fields)
         return {"image_emb": store.images(data.rows), "image_pid": data.pids,
                 "caption_emb": store.captions(data.caption_rows), "caption_pid": data.caption_pids,

@@ -1,6 +1,6 @@
 """Checkpoints: one `.pt` with everything a run needs to evaluate, export or continue, written atomically.
 
-A checkpoint holds the student weights, optimiser / scaler / scheduler state, the iteration, RNG
+A checkpoint holds the student weights, optimiser / scaler state, the iteration, RNG
 states, the long-memory state and the full options. It is written to a temp file in the same folder
 and renamed into place, so a kill mid-write never leaves a truncated `.pt` behind.
 """
@@ -14,8 +14,7 @@ from typing import Any
 
 import torch
 
-from person.images import parse_image_size
-from person.model import Students, create_students
+from person.model import Students
 from person.options import from_dict
 from person.train_options import TrainOptions
 
@@ -80,8 +79,6 @@ def students_from_checkpoint(state: dict[str, Any], device: str | torch.device =
         if key not in state:
             raise ValueError(f"{state.get('path', 'checkpoint')}: no '{key}' entry; not a training checkpoint of main.py")
     opts = from_dict(TrainOptions, state["options"])
-    students = create_students(opts.backbone if opts.train != "text" else None,
-                               opts.tbackbone if opts.train != "image" else None, state["feature_dim"],
-                               parse_image_size(opts.image_size), opts.max_seq_length, opts.text_width)
+    students = opts.build_students(state["feature_dim"])
     students.load_state_dict(state["model"])
     return opts, students.to(device).eval()

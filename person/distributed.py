@@ -7,6 +7,7 @@ the global rank, which breaks on a second node); the backend is NCCL on CUDA and
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 
@@ -40,11 +41,17 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={value!r} is not an integer (set by torchrun)") from None
 
 
-def pick_device(requested: str | None, local_rank: int) -> torch.device:
-    """`requested` ("cpu", "cuda", "cuda:1") or, when None, cuda:LOCAL_RANK if a GPU is present, else cpu."""
+def pick_device(requested: str | None, local_rank: int, world_size: int = 1) -> torch.device:
+    """`requested` ("cpu", "cuda", "cuda:1") or, when None, cuda:LOCAL_RANK if a GPU is present, else cpu.
+
+    Under torchrun a GPU index is LOCAL_RANK's business: "cuda:1" would put every rank on one GPU.
+    """
     if requested is None:
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(requested)
+    if device.type == "cuda" and device.index is not None and world_size > 1:
+        raise ValueError(f"--device {requested} under torchrun would put all {world_size} ranks on one GPU: pass "
+                         f"--device cuda (each rank takes cuda:LOCAL_RANK) or set CUDA_VISIBLE_DEVICES")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {requested!r} asked for, but no CUDA GPU is available here; use --device cpu")
@@ -60,7 +67,7 @@ def init_distributed(device: str | None = None, timeout_minutes: int = 30) -> Di
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     if not 0 <= rank < world:
         raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
-    dev = pick_device(device, local_rank)
+    dev = pick_device(device, local_rank, world)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=rank, world_size=world,
@@ -75,5 +82,14 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group together, once nothing uses it any more.
+
+    Objects still holding it (a DDP reducer in a reference cycle) are collected first: destroyed after
+    the group, or during interpreter shutdown, they can abort the process ("terminate called without an
+    active exception"). The barrier keeps a rank from tearing its connections down while a peer is still
+    in its last collective.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()

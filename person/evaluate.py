@@ -24,7 +24,7 @@ from person.checkpoint import load_checkpoint, students_from_checkpoint
 from person.data import ImageDataset, SkipReport, collate_images
 from person.images import ImageTransform, normalize_batch, parse_image_size
 from person.records import DatasetOptions, RecordSet
-from person.store import open_with_records
+from person.store import check_teacher, open_with_records
 from person.text import encode_batch
 
 log = logging.getLogger(__name__)
@@ -35,9 +35,14 @@ CASE_TITLES = {"student": "student", "teacher": "teacher", "student_text_teacher
                "teacher_text_student_image": "t.text>s.images"}
 # The case a checkpoint is judged by: the students together, or the one trained student against the teacher.
 MAIN_CASE = {"both": "student", "image": "teacher_text_student_image", "text": "student_text_teacher_image"}
-# The cases a run can be scored on: whatever its students can take part in, and the teacher.
-CASES_BY_TRAIN = {"both": CASES, "image": ("teacher", "teacher_text_student_image"),
-                  "text": ("teacher", "student_text_teacher_image")}
+
+
+def cases_for(train: str, teacher_space: bool = True) -> tuple[str, ...]:
+    """The cases a run can be scored on: the teacher, and whatever its students can take part in (mixing
+    with the teacher needs the teacher's space: a student of another --feature_dim cannot)."""
+    students = {"both": ("student", "student_text_teacher_image", "teacher_text_student_image"),
+                "image": ("teacher_text_student_image",), "text": ("student_text_teacher_image",)}[train]
+    return ("teacher",) + tuple(c for c in students if teacher_space or c == "student")
 # Which embeddings each case scores: (images from, captions from).
 _SOURCES = {"student": ("student", "student"), "teacher": ("teacher", "teacher"),
             "student_text_teacher_image": ("teacher", "student"),
@@ -155,17 +160,23 @@ def evaluate_students(image_model: torch.nn.Module | None, text_model: torch.nn.
                       store, transform: ImageTransform, mean: Sequence[float], std: Sequence[float],
                       max_seq_length: int, device: torch.device, cases: Sequence[str] = CASES,
                       split: str = "eval", num_workers: int = 0, top_k: int = 15) -> EvalResult:
-    """Score the asked `cases` that the given students can take part in, on `split` of the store."""
+    """Score `cases` on `split` of the store; a case needs the students it names."""
     unknown = set(cases) - set(CASES)
     if unknown:
         raise ValueError(f"unknown evaluation case(s) {sorted(unknown)}: use {', '.join(CASES)}")
-    have = {"student_image": image_model is not None, "student_text": text_model is not None}
-    runnable = [c for c in cases if all(have[f"student_{m}"] for m, src in zip(("image", "text"), _SOURCES[c])
-                                        if src == "student")]
+    have = {"image": image_model is not None, "text": text_model is not None}
+    missing = [c for c in cases if any(src == "student" and not have[m] for m, src in zip(("image", "text"),
+                                                                                          _SOURCES[c]))]
+    if missing:
+        present = " and ".join(m for m in ("image", "text") if have[m]) or "no"
+        raise ValueError(f"case(s) {', '.join(missing)} need a student this checkpoint does not have (it has the "
+                         f"{present} student); choose among "
+                         f"{', '.join(c for c in CASES if c not in missing)}")
+    runnable = list(cases)
     data = eval_split(store, split)
     skips = SkipReport()
     emb: dict[tuple[str, str], np.ndarray] = {}
-    if have["student_image"] and any("student" == _SOURCES[c][0] for c in runnable):
+    if have["image"] and any("student" == _SOURCES[c][0] for c in runnable):
         student_images, skips = embed_images(image_model, records, data.rows, transform, mean, std, device,
                                              num_workers=num_workers)
         if len(skips):
@@ -173,7 +184,7 @@ def evaluate_students(image_model: torch.nn.Module | None, text_model: torch.nn.
             gone = np.flatnonzero(np.isnan(student_images[:, 0]))
             data, student_images = data.without_images(gone), np.delete(student_images, gone, axis=0)
         emb["student", "image"] = student_images
-    if have["student_text"] and any("student" == _SOURCES[c][1] for c in runnable):
+    if have["text"] and any("student" == _SOURCES[c][1] for c in runnable):
         emb["student", "text"] = embed_texts(text_model, data.caption_texts, max_seq_length, device)
     emb["teacher", "image"] = store.images(data.rows)
     emb["teacher", "text"] = store.captions(data.caption_rows)
@@ -207,12 +218,15 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: DatasetOptions | None =
     opts, students = students_from_checkpoint(state, device)
     moved = replace(opts, data=(dataset.data if dataset and dataset.data else opts.data),
                     image_root=(dataset.image_root if dataset and dataset.image_root else opts.image_root))
-    store, records = open_with_records(embedding_path or opts.embedding_path, moved)
+    # Rows are read from the file: evaluation needs a few thousand of them, not the whole store in RAM.
+    store, records = open_with_records(embedding_path or opts.embedding_path, moved, in_memory=False)
     with store:
+        check_teacher(store.path, store.teacher_identity, state["teacher"])
         mean, std = store.image_normalisation
         transform = ImageTransform(parse_image_size(opts.image_size), opts.resize, mean)
         result = evaluate_students(students.image, students.text, records, store, transform, mean, std,
-                                   opts.max_seq_length, device, cases=cases or CASES_BY_TRAIN[opts.train],
+                                   opts.max_seq_length, device,
+                                   cases=cases or cases_for(opts.train, state["feature_dim"] == store.dim),
                                    split=split, num_workers=num_workers, top_k=top_k)
     return state, result
 

@@ -136,11 +136,16 @@ class DistillLoss:
         if temperature <= 0:
             raise ValueError(f"relation temperature must be > 0, got {temperature}")
         trained = {"image", "text"} if train == "both" else {train}
-        self.weights, self.temperature, self.margin = weights, temperature, margin
+        self.weights, self.temperature, self.margin, self.trained = weights, temperature, margin, trained
         self.terms = tuple(t for t in weights.active() if self._NEEDS[t] & trained)
         if not self.terms:
             raise ValueError(f"no loss term is active for --train {train}: give at least one term a non-zero "
                              f"weight (e.g. --dist_img_weight 1)")
+
+    @property
+    def students_used(self) -> set[str]:
+        """The trained students ("image", "text") at least one active term gives a gradient to."""
+        return set().union(*(self._NEEDS[t] for t in self.terms)) & self.trained
 
     @property
     def uses_memory(self) -> bool:

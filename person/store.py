@@ -711,8 +711,8 @@ def open_with_records(embedding_path: str | Path, dataset: DatasetOptions | None
         return open_store(path, records=records, **open_kwargs), records
     store = open_store(path, **open_kwargs)
     info = store.dataset_info
-    split = (dataset.split_kwargs() if dataset.eval_ids is not None or dataset.eval_first_records is not None
-             else split_kwargs_of(info["split_rule"]))
+    explicit = dataset.eval_ids is not None or dataset.eval_first_records is not None or dataset.split_seed != 0
+    split = dataset.split_kwargs() if explicit else split_kwargs_of(info["split_rule"])
     image_root = dataset.image_root or (None if dataset.data else info["image_root"])
     records = load_records(dataset.data or info["source"], image_root, dataset.dataset_format or info["format"],
                            **split)

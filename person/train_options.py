@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from person.images import parse_image_size
 from person.losses import TERMS, LossWeights
+from person.model import Students, create_students
 from person.options import option
 from person.records import DatasetOptions
 
@@ -77,11 +79,32 @@ class TrainOptions(DatasetOptions):
     device: str | None = option(None, "torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
     resume: str | None = option(None, "continue a run: a checkpoint file or a run folder (its last checkpoint)")
 
+    def validate(self) -> None:
+        """Clear errors for values no run can use (argparse checks only the types)."""
+        for name in ("p", "k", "max_iters", "log_every", "save_every", "memory_size", "max_nonfinite",
+                     "max_seq_length", "text_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("eval_every", "warmup_iters", "memory_warmup", "keep_last", "num_workers", "clip_grad",
+                     "weight_decay"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be 0 or more, got {getattr(self, name)}")
+        if self.lr <= 0 or self.rel_temperature <= 0:
+            raise ValueError(f"--lr ({self.lr}) and --rel_temperature ({self.rel_temperature}) must be positive")
+
+    def build_students(self, feature_dim: int) -> Students:
+        """The students this run trains (only the image or the text one with --train image|text)."""
+        return create_students(self.backbone if self.train != "text" else None,
+                               self.tbackbone if self.train != "image" else None, feature_dim,
+                               parse_image_size(self.image_size), self.max_seq_length, self.text_width)
+
     def loss_weights(self) -> LossWeights:
         return LossWeights(**{t: getattr(self, f"{t}_weight") for t in TERMS})
 
 
-# Options that may differ when a run is resumed: they change how it is watched, not what it computes.
+# Options that may differ when a run is resumed: how it is watched, where its files are, and how far it
+# goes. (A larger --max_iters stretches the cosine schedule from the resumed iteration on: the rate
+# rises again from where it had decayed to, as in any schedule restart.)
 RESUMABLE_CHANGES = frozenset({"resume", "max_iters", "log_every", "save_every", "eval_every", "keep_last",
                                "num_workers", "device", "log_dir", "max_nonfinite", "data", "image_root",
                                "embedding_path"})

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -30,13 +31,13 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from person import store as feature_store
 from person.checkpoint import load_checkpoint, run_dir, save_checkpoint
+from person.data import SkipReport
 from person.distributed import DistInfo, barrier, init_distributed
-from person.evaluate import CASES_BY_TRAIN, MAIN_CASE, evaluate_students
+from person.evaluate import MAIN_CASE, cases_for, evaluate_students
 from person.images import ImageTransform, normalize_batch, parse_image_size
 from person.losses import DistillLoss
 from person.memory import CrossModalMemory, gather_for_memory
 from person.meters import Meters
-from person.model import create_students
 from person.options import from_dict, to_dict
 from person.sampler import IdentityBatchSampler
 from person.schedule import warmup_cosine
@@ -109,24 +110,28 @@ def make_optimizer(model: torch.nn.Module, opts: TrainOptions) -> torch.optim.Op
 class Trainer:
     def __init__(self, opts: TrainOptions, given: set[str] | None = None, info: DistInfo | None = None) -> None:
         opts, resumed = resolve_resume(opts, set(given or ()))
+        opts.validate()
         self.opts, self.info = opts, info or init_distributed(opts.device)
         self.device = self.info.device
         # Each rank of a node holds its own copy in RAM: share the budget (beyond it, the page cache is shared).
         self.store, self.records = feature_store.open_with_records(
             opts.embedding_path, opts, max_ram_bytes=feature_store.default_ram_bytes() // _local_world_size())
+        if resumed:  # the run's students learned this teacher's space; another store must be from it too
+            feature_store.check_teacher(self.store.path, self.store.teacher_identity, resumed["teacher"])
         self.feature_dim = opts.feature_dim or self.store.dim
         self.loss = DistillLoss(opts.loss_weights(), opts.rel_temperature, opts.id_margin, opts.train)
-        self._check_dims()
+        self._check_losses()
         self.image_size = parse_image_size(opts.image_size)
         self.mean, self.std = self.store.image_normalisation
         self.train_rows = self.store.split_rows("train")
         if len(self.train_rows) == 0:
             raise ValueError(f"{self.store.path}: no readable training image in the store")
+        if opts.train != "text":
+            self.records.check_image_root()
+        self.select_split = self._selection_split()
 
         torch.manual_seed(opts.seed)  # the same initial weights on every rank
-        self.students = create_students(opts.backbone if opts.train != "text" else None,
-                                        opts.tbackbone if opts.train != "image" else None, self.feature_dim,
-                                        self.image_size, opts.max_seq_length, opts.text_width).to(self.device)
+        self.students = opts.build_students(self.feature_dim).to(self.device)
         self.model = self._wrap(self.students)
         self.optimizer = make_optimizer(self.students, opts)
         self.autocast_dtype = amp_dtype(opts.amp, self.device)
@@ -134,8 +139,8 @@ class Trainer:
         self.memory = (CrossModalMemory(opts.memory_size, self.feature_dim, warmup_iters=opts.memory_warmup,
                                         device=self.device) if self.loss.uses_memory else None)
         self.meters = Meters()
-        self.iteration, self.skipped_steps, self.nonfinite_run = 0, 0, 0
-        self.skipped_images: dict[int, str] = {}
+        self.iteration, self.skipped_steps, self.nonfinite_run, self.empty_run = 0, 0, 0, 0
+        self.skipped_images = SkipReport()
         self.best: dict[str, Any] | None = None
         self.run_dir = (Path(resumed["path"]).parent if resumed else
                         run_dir(opts.log_dir, opts.backbone if opts.train != "text" else opts.tbackbone,
@@ -144,14 +149,34 @@ class Trainer:
             self._restore(resumed)
 
     # ------------------------------------------------------------------ setup
-    def _check_dims(self) -> None:
+    def _check_losses(self) -> None:
+        unused = self.loss.trained - self.loss.students_used
+        if unused:
+            student = unused.pop()
+            other = "image" if student == "text" else "text"
+            raise ValueError(f"no active loss term trains the {student} student: give one of its terms a weight "
+                             f"(e.g. --{'dist_img' if student == 'image' else 'dist_cap'}_weight 1) or train only "
+                             f"the other one (--train {other})")
         if self.feature_dim == self.store.dim:
             return
-        direct = [t for t in self.loss.terms if t in ("dist_img", "dist_cap", "s_neg")]
-        if direct:
-            raise ValueError(f"--feature_dim {self.feature_dim} differs from the teacher's {self.store.dim}, but "
-                             f"{', '.join(direct)} compare student and teacher embeddings directly: set their "
-                             f"weights to 0 (relation terms work across dimensions) or drop --feature_dim")
+        # Student and teacher embeddings meet directly in these terms, and in every cross-modal term when
+        # the teacher stands in for an untrained student: they need the teacher's width.
+        direct = [t for t in self.loss.terms if t in ("dist_img", "dist_cap")]
+        if self.opts.train != "both" or direct:
+            raise ValueError(f"--feature_dim {self.feature_dim} differs from the teacher's {self.store.dim}: that "
+                             f"works only with --train both and relation terms alone (set --dist_img_weight 0 "
+                             f"--dist_cap_weight 0); drop --feature_dim to learn the teacher's space")
+
+    def _selection_split(self) -> str:
+        """Where best.pt is chosen: the file's val split when it has one (never choose on test), else the
+        held-out identities. Both must hold two identities at least (verification needs negatives)."""
+        split = "val" if len(self.store.split_rows("val")) else "eval"
+        for name in {split, "eval"}:
+            ids = np.unique(self.store.image_pid[self.store.split_rows(name)])
+            if len(ids) < 2:
+                raise ValueError(f"{self.store.path}: the {name} split has {len(ids)} readable identities; scoring "
+                                 f"needs two at least (hold out more with --eval_ids when extracting)")
+        return split
 
     def _wrap(self, students: torch.nn.Module) -> torch.nn.Module:
         model: torch.nn.Module = students
@@ -228,8 +253,10 @@ class Trainer:
         lr = warmup_cosine(self.iteration, o.lr, o.max_iters, o.warmup_iters, o.min_lr_ratio)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.skipped_images.update(batch["skipped"])
+        self.skipped_images.add(batch["skipped"])
         rows = batch["rows"]
+        if not self._all_ranks(len(rows) > 0):  # every image of a batch unreadable, here or on another rank
+            return self._skip(empty=True)
         t_img, t_cap = (t.to(dev, non_blocking=True) for t in teacher_targets(self.store, rows, batch["captions"]))
         pid = torch.from_numpy(self.records.pids[rows.numpy()]).to(dev)
         images = (normalize_batch(batch["images"].to(dev, non_blocking=True), self.mean, self.std)
@@ -241,12 +268,12 @@ class Trainer:
         with autocast:
             out = self.model(images, batch["chars"].to(dev), batch["mask"].to(dev))
         losses = self.loss(out.get("image"), out.get("text"), t_img, t_cap, pid, self.memory)
-        if not self._all_ranks(len(rows) > 0 and bool(torch.isfinite(losses["total"]))):
+        if not self._all_ranks(bool(torch.isfinite(losses["total"]))):
             with torch.no_grad():
                 for b, saved in zip(self.students.buffers(), buffers):
                     b.copy_(saved)
-            return self._skip()
-        self.nonfinite_run = 0
+            return self._skip(empty=False)
+        self.nonfinite_run = self.empty_run = 0
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total"]).backward()
         if o.clip_grad > 0:
@@ -262,13 +289,21 @@ class Trainer:
         self.meters.update(values)
         return values | {"lr": lr}
 
-    def _skip(self) -> None:
+    def _skip(self, empty: bool) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.skipped_steps += 1
-        self.nonfinite_run += 1
         self.iteration += 1
-        log.warning("iteration %d: non-finite loss (or an empty batch) on some rank; step skipped (%d so far)",
-                    self.iteration, self.skipped_steps)
+        if empty:
+            self.empty_run += 1
+            log.warning("iteration %d: no readable image in the batch on some rank; step skipped (%d so far)",
+                        self.iteration, self.skipped_steps)
+            if self.empty_run >= self.opts.max_nonfinite:
+                raise RuntimeError(f"{self.empty_run} batches in a row without one readable image: are the images "
+                                   f"still under {self.records.image_root}? {self.skipped_images.summary(3)}")
+            return None
+        self.nonfinite_run += 1
+        log.warning("iteration %d: non-finite loss on some rank; step skipped (%d so far)", self.iteration,
+                    self.skipped_steps)
         if self.nonfinite_run >= self.opts.max_nonfinite:
             raise NonFiniteLossError(
                 f"{self.nonfinite_run} non-finite losses in a row at iteration {self.iteration}: training diverged. "
@@ -277,13 +312,14 @@ class Trainer:
         return None
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, cases: tuple[str, ...] | None = None) -> dict[str, dict]:
-        """Scores on the held-out split (rank 0 only); returns case -> metrics summary."""
+    def evaluate(self, cases: tuple[str, ...] | None = None, split: str = "eval") -> dict[str, dict]:
+        """Scores on `split` (rank 0 only); returns case -> metrics summary."""
         o = self.opts
         transform = ImageTransform(self.image_size, o.resize, self.mean)
         result = evaluate_students(self.students.image, self.students.text, self.records, self.store, transform,
                                    self.mean, self.std, o.max_seq_length, self.device,
-                                   cases=cases or (self.main_case,), num_workers=min(o.num_workers, 2))
+                                   cases=cases or (self.main_case,), split=split,
+                                   num_workers=min(o.num_workers, 2))
         return result.summaries()
 
     @property
@@ -292,19 +328,29 @@ class Trainer:
 
     def _evaluate_and_keep_best(self, writer: SummaryWriter | None, cases: tuple[str, ...] | None = None
                                 ) -> dict[str, dict]:
-        """Evaluate `cases` (default: the main one), log the main case and save best.pt when its EER is lowest."""
-        summaries = self.evaluate(cases)
+        """Evaluate `cases` (default: the main one) on the selection split, log the main case, and save
+        best.pt when its EER is the lowest so far."""
+        summaries = self.evaluate(cases, self.select_split)
         summary = summaries[self.main_case]
-        log.info("eval at iteration %d (%s): EER %.4f%%  Rank-1 %.3f%%  mAP %.3f%%", self.iteration, self.main_case,
-                 100 * summary["eer"], 100 * summary["rank1"], 100 * summary["mAP"])
+        log.info("eval at iteration %d (%s, %s split): EER %.4f%%  Rank-1 %.3f%%  mAP %.3f%%", self.iteration,
+                 self.main_case, self.select_split, 100 * summary["eer"], 100 * summary["rank1"],
+                 100 * summary["mAP"])
         if writer:
             for key in ("eer", "rank1", "rank5", "mAP", "mINP"):
                 writer.add_scalar(f"eval/{key}", summary[key], self.iteration)
         if self.best is None or summary["eer"] < self.best["eer"]:
-            self.best = {"iteration": self.iteration, "case": self.main_case,
+            self.best = {"iteration": self.iteration, "case": self.main_case, "split": self.select_split,
                          **{k: summary[k] for k in ("eer", "rank1", "mAP")}}
             self.save(BEST_NAME)
         return summaries
+
+    def _final_evaluation(self, writer: SummaryWriter | None) -> dict[str, dict]:
+        """best.pt's last chance on the selection split, then every case on the held-out (test) split."""
+        cases = cases_for(self.opts.train, self.feature_dim == self.store.dim)
+        if self.select_split == "eval":
+            return self._evaluate_and_keep_best(writer, cases)
+        self._evaluate_and_keep_best(writer)
+        return self.evaluate(cases, "eval")
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainResult:
@@ -355,15 +401,15 @@ class Trainer:
                 self._evaluate_and_keep_best(writer)
             if it % o.save_every == 0 or it == o.max_iters:
                 if main:
+                    last = self.save()  # before the final evaluation: nothing trained is lost if it fails
                     if it == o.max_iters:
-                        final = self._evaluate_and_keep_best(writer, CASES_BY_TRAIN[o.train])
-                    last = self.save()
+                        final = self._final_evaluation(writer)
                 barrier()
         bar.close()
         if main and last is None:  # nothing left to train: evaluate and keep what the resumed run holds
-            final, last = self.evaluate(CASES_BY_TRAIN[o.train]), self.save()
-        if self.skipped_images:
-            log.warning("%d training images were unreadable and skipped", len(self.skipped_images))
+            last, final = self.save(), self.evaluate(cases_for(o.train, self.feature_dim == self.store.dim))
+        if len(self.skipped_images):
+            log.warning("training %s", self.skipped_images.summary())
         return last, final
 
 

@@ -3,6 +3,7 @@ the ranks hold identical parameters and one shared memory.
 
     torchrun --nproc_per_node=2 tests/ddp_steps.py REPORT.json <main.py options>
 """
+import faulthandler
 import json
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ def gathered(t: torch.Tensor) -> list[torch.Tensor]:
 
 
 def main() -> None:
+    faulthandler.enable()  # a native abort prints where each thread was
     report, argv = Path(sys.argv[1]), sys.argv[2:]
     trainer = Trainer(TrainOptions(**vars(main_cmd.build_parser().parse_args(argv))))
     batches = iter(trainer.loader())
@@ -42,6 +44,7 @@ def main() -> None:
                       "memory_filled": trainer.memory.image.filled})
     if dist.get_rank() == 0:
         report.write_text(json.dumps(steps))
+    del trainer, batches  # DDP's reducer goes while the process group is alive (person.distributed.cleanup)
     cleanup()
 
 

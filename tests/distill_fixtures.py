@@ -23,12 +23,13 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
 
 
-def make_setup(root: Path, ids: int = 12, images_per_id: int = 2, seed: int = 0,
-               broken: int | None = None) -> tuple[Path, Path]:
-    """(dataset JSON, store path) under `root`; `broken` = a record row whose JPEG is garbage (marked
-    unreadable in the store, as extraction would)."""
-    json_path = write_dataset(root / "data", ids, images_per_id, seed, "synthpedes", workers=1)
+def make_setup(root: Path, ids: int = 12, images_per_id: int = 2, seed: int = 0, broken: bool = False,
+               fmt: str = "synthpedes") -> tuple[Path, Path, int | None]:
+    """(dataset JSON, store path, broken row) under `root`. With `broken`, the first training image's JPEG
+    is garbage and marked unreadable in the store, as extraction would."""
+    json_path = write_dataset(root / "data", ids, images_per_id, seed, fmt, workers=1)
     records = load_records(json_path)
+    broken = int(records.split_indices("train")[0]) if broken else None
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(records.num_ids, DIM))
     images = _unit(centres[records.pids] + 0.5 * rng.normal(size=(len(records), DIM)))
@@ -48,4 +49,4 @@ def make_setup(root: Path, ids: int = 12, images_per_id: int = 2, seed: int = 0,
             writer.write(unit, images[unit.start:unit.stop], status[unit.start:unit.stop], part)
         else:
             writer.write(unit, captions[unit.start:unit.stop])
-    return json_path, store
+    return json_path, store, broken

@@ -15,6 +15,7 @@ import torch
 import evaluation_model
 import main as main_cmd
 from person.checkpoint import load_checkpoint
+from person.evaluate import evaluate_checkpoint
 from person.schedule import warmup_cosine
 from person.store import StoreMismatchError
 from person.trainer import NonFiniteLossError, Trainer
@@ -30,12 +31,11 @@ SMALL = ["--backbone", "backbone.tiny.TinyNet", "--tbackbone", "tbackbone.char.L
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("distill")
-    json_path, store = make_setup(root, broken=5)
-    return root, json_path, store
+    return make_setup(root, broken=True)
 
 
 def args(setup, run_dir, *extra):
-    _, json_path, store = setup
+    json_path, store, _ = setup
     return ["--data", str(json_path), "--embedding_path", str(store), "--log_dir", str(run_dir), "--run_name", "r",
             *SMALL, *extra]
 
@@ -67,10 +67,11 @@ def test_run_logs_every_active_term_checkpoints_and_evaluates(setup, tmp_path):
 
 
 def test_store_alone_names_its_dataset_and_split(setup, tmp_path):
-    _, json_path, store = setup
+    json_path, store, broken = setup
     trainer = Trainer(TrainOptions(embedding_path=str(store), log_dir=str(tmp_path)))
     assert trainer.records.source == json_path and trainer.records.split_rule == "ids-2-seed-0"
-    assert 5 not in trainer.train_rows and len(trainer.train_rows) > 0  # the broken image is left out
+    assert trainer.records.splits[broken] == 0  # a training image...
+    assert broken not in trainer.train_rows and len(trainer.train_rows) > 0  # ...left out: it is unreadable
 
 
 def _python(argv, **kw):
@@ -120,13 +121,16 @@ def test_resume_refuses_changed_options_and_allows_longer_runs(setup, tmp_path):
     assert result.iteration == 3 and (folder / "3.pt").exists()
 
 
-def test_train_text_only_reads_no_image(setup, tmp_path):
-    root, json_path, store = setup
+def test_train_text_only_reads_no_image(setup, tmp_path, monkeypatch):
+    def no_image(*_):
+        raise AssertionError("a text-only run opened an image")
+    monkeypatch.setattr("person.data.load_pixels", no_image)
+    monkeypatch.setattr("person.data.load_image", no_image)
+    monkeypatch.setattr("person.evaluate.embed_images", no_image)
     result = main_cmd.main(args(setup, tmp_path, "--train", "text", "--max_iters", "2", "--eval_every", "0"))
     state = load_checkpoint(result.last_checkpoint)
     assert state["model"] and all(k.startswith("text.") for k in state["model"])
     assert set(result.final) == {"teacher", "student_text_teacher_image"}
-    assert result.skipped_images == 0  # the broken image was never opened
 
 
 def test_train_image_only(setup, tmp_path):
@@ -154,7 +158,13 @@ def test_bad_options_are_clear_errors(setup, tmp_path):
     with pytest.raises(ValueError, match="--feature_dim 8 differs from the teacher's 16"):
         main_cmd.main(args(setup, tmp_path, "--feature_dim", "8"))
     with pytest.raises(ValueError, match="is a folder: pass --data"):
-        main_cmd.main(["--embedding_path", str(setup[2].parent), "--log_dir", str(tmp_path)])
+        main_cmd.main(["--embedding_path", str(setup[1].parent), "--log_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="works only with --train both and relation terms alone"):
+        main_cmd.main(args(setup, tmp_path, "--feature_dim", "8", "--train", "image", "--dist_img_weight", "0"))
+    with pytest.raises(ValueError, match="no active loss term trains the text student"):
+        main_cmd.main(args(setup, tmp_path, "--dist_cap_weight", "0", "--dist_rel_weight", "0"))
+    with pytest.raises(ValueError, match="--save_every must be at least 1"):
+        main_cmd.main(args(setup, tmp_path, "--save_every", "0"))
     with pytest.raises(StoreMismatchError, match="another dataset"):
         main_cmd.main(args(setup, tmp_path, "--eval_ids", "3"))
     with pytest.raises(ValueError, match="--amp fp16 needs a CUDA GPU"):
@@ -216,3 +226,36 @@ def test_gradient_clipping_is_really_applied(setup, tmp_path):
     clipped, free = step_norm("0.001"), step_norm("0")
     assert clipped == pytest.approx(1.9e-3, rel=1e-3)
     assert free > 100 * clipped
+
+
+def test_batches_without_a_readable_image_are_skipped_then_stop(setup, tmp_path):
+    from person.train_data import DistillCollate
+    opts = main_cmd.build_parser().parse_args(args(setup, tmp_path, "--max_nonfinite", "2"))
+    trainer = Trainer(TrainOptions(**vars(opts)))
+    unreadable = DistillCollate(48)([{"row": 0, "error": "x.jpg: corrupt image", "caption": 0, "text": "a man"}])
+    assert trainer.train_step(unreadable) is None and trainer.skipped_steps == 1 and trainer.iteration == 1
+    with pytest.raises(RuntimeError, match="2 batches in a row without one readable image"):
+        trainer.train_step(unreadable)
+
+
+def test_keep_last_prunes_old_checkpoints(setup, tmp_path):
+    main_cmd.main(args(setup, tmp_path, "--max_iters", "4", "--save_every", "1", "--keep_last", "2",
+                       "--eval_every", "0"))
+    assert sorted(p.name for p in run_folder(tmp_path).glob("*.pt")) == ["3.pt", "4.pt", "best.pt"]
+
+
+def test_best_is_chosen_on_val_and_the_final_report_is_on_test(tmp_path):
+    json_path, store, _ = make_setup(tmp_path / "cuhk", ids=30, fmt="cuhk-pedes")
+    result = main_cmd.main(["--embedding_path", str(store), "--log_dir", str(tmp_path), "--run_name", "r", *SMALL,
+                            "--max_iters", "2", "--eval_every", "1"])
+    assert result.best["split"] == "val"
+    _, on_test = evaluate_checkpoint(result.last_checkpoint, top_k=0)
+    _, on_val = evaluate_checkpoint(result.last_checkpoint, split="val", top_k=0)
+    assert on_test.summaries()["student"]["eer"] == result.final["student"]["eer"]  # the final report: test
+    assert not set(on_test.split.rows) & set(on_val.split.rows)
+
+
+def test_evaluating_a_case_the_checkpoint_cannot_run_is_a_clear_error(setup, tmp_path):
+    result = main_cmd.main(args(setup, tmp_path, "--train", "image", "--max_iters", "1", "--eval_every", "0"))
+    with pytest.raises(ValueError, match="need a student this checkpoint does not have .it has the image student"):
+        evaluation_model.main([str(result.last_checkpoint), "--cases", "student"])
