@@ -11,6 +11,11 @@ the training log prints (DESIGN.md, "Losses"):
   one small temperature before a row-wise and column-wise softmax (the teacher's person similarities
   span only ~0..0.25; tau = 0.02 turns that into a usable distribution), and the KL divergence is taken,
   so the term is exactly 0 when the matrices agree.
+- `mix_rel`: the same, with each trained student matched against the teacher's *other* modality
+  (student images x teacher captions, teacher images x student captions). The teacher's side is fixed, so
+  each student gets a steady target from the start instead of chasing the other, still untrained one;
+  it trains exactly the mixed search a teacher-enrolled gallery needs. With one student it equals
+  `dist_rel` (the teacher already stands in for the other).
 - `rel_img`, `rel_cap`: the same within one modality, self-similarities (always 1) left out.
 - `rkda`: the RKD angle loss (Park et al., CVPR 2019) within each modality, averaged over the two.
 - `id_img`, `id_cap`, `id_img_cap`: XBM's contrastive loss (Wang et al., CVPR 2020) of the batch against
@@ -30,7 +35,7 @@ import torch.nn.functional as F
 
 from person.memory import CrossModalMemory
 
-TERMS = ("dist_img", "dist_cap", "dist_rel", "rel_img", "rel_cap", "rkda", "id_img", "id_cap", "id_img_cap",
+TERMS = ("dist_img", "dist_cap", "dist_rel", "mix_rel", "rel_img", "rel_cap", "rkda", "id_img", "id_cap", "id_img_cap",
          "d_pos", "s_neg")
 
 
@@ -106,6 +111,7 @@ class LossWeights:
     dist_img: float = 1.0
     dist_cap: float = 1.0
     dist_rel: float = 1.0
+    mix_rel: float = 0.0
     rel_img: float = 0.0
     rel_cap: float = 0.0
     rkda: float = 0.0
@@ -127,7 +133,8 @@ class DistillLoss:
     images against teacher captions), and terms of the missing modality alone are left out.
     """
 
-    _NEEDS = {"dist_img": {"image"}, "dist_cap": {"text"}, "dist_rel": {"image", "text"}, "rel_img": {"image"},
+    _NEEDS = {"dist_img": {"image"}, "dist_cap": {"text"}, "dist_rel": {"image", "text"},
+              "mix_rel": {"image", "text"}, "rel_img": {"image"},
               "rel_cap": {"text"}, "rkda": {"image", "text"}, "id_img": {"image"}, "id_cap": {"text"},
               "id_img_cap": {"image", "text"}, "d_pos": {"image", "text"}, "s_neg": {"image", "text"}}
 
@@ -169,6 +176,13 @@ class DistillLoss:
             return cosine_distill(s_cap, t_cap)
         if term == "dist_rel":
             return relation_kl(s_img @ s_cap.T, t_img @ t_cap.T, tau)
+        if term == "mix_rel":
+            t_sim = t_img @ t_cap.T
+            # A student the run does not train is its teacher already (s_img is t_img): its half would be
+            # dist_rel again, so only the trained students' halves count.
+            halves = ([relation_kl(s_img @ t_cap.T, t_sim, tau)] if "image" in self.trained else []) + \
+                     ([relation_kl(t_img @ s_cap.T, t_sim, tau)] if "text" in self.trained else [])
+            return sum(halves) / len(halves)
         if term == "rel_img":
             return relation_kl(s_img @ s_img.T, t_img @ t_img.T, tau, skip_diagonal=True)
         if term == "rel_cap":

@@ -119,8 +119,8 @@ class CrossModalMemory:
 
     Warm-up follows the original XBM: before `warmup_iters` steps nothing is enqueued and the memory
     is not read, because embeddings from the first iterations drift fast and would be stale negatives
-    and positives; the memory fills from the first step after warm-up. `steps` (the number of
-    `update` calls, i.e. training iterations) is saved with the contents, so warm-up survives a resume.
+    and positives; the memory fills from the first step after warm-up. `steps` (the number of `update` calls: steps
+    taken, so a skipped step does not count) is saved with the contents, so warm-up survives a resume.
     """
 
     def __init__(self, size: int, dim: int, dtype: torch.dtype = torch.float32, warmup_iters: int = 0,

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from person.backbone.registry import available, resolve
+from person.images import DEFAULT_IMAGE_SIZE
 from person.text import DEFAULT_MAX_SEQ_LENGTH
 
 IMAGE_PACKAGE = "person.backbone"
 TEXT_PACKAGE = "person.tbackbone"
-DEFAULT_IMAGE_SIZE = (224, 112)
 
 
 def create_image_student(name: str, feature_dim: int, image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,

@@ -42,6 +42,14 @@ class RecordError(ValueError):
     """A dataset file or one of its records is malformed; the message names the file, record and field."""
 
 
+def split_code(split: str) -> int:
+    """The int8 code of a split name as records and stores hold it; "eval" means the test split."""
+    name = EVAL_SPLIT if split == "eval" else split
+    if name not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS + ('eval',))}")
+    return SPLITS.index(name)
+
+
 @dataclass
 class RecordSet:
     """Normalised records, one row per image, stored column-wise.
@@ -74,10 +82,7 @@ class RecordSet:
 
     def split_indices(self, split: str) -> np.ndarray:
         """Row indexes of a split; "eval" is an alias of the test split / held-out identities."""
-        name = EVAL_SPLIT if split == "eval" else split
-        if name not in SPLITS:
-            raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS + ('eval',))}")
-        return np.flatnonzero(self.splits == SPLITS.index(name))
+        return np.flatnonzero(self.splits == split_code(split))
 
     def split_counts(self) -> dict[str, dict[str, int]]:
         out = {}

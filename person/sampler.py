@@ -1,9 +1,10 @@
 """Identity-balanced batches (P identities x K items), reproducible and split across torchrun ranks.
 
 Every batch is a pure function of (seed, global batch number): a run resumed at batch n gets the
-batches an uninterrupted run gets, whatever the loader prefetched before the kill. An epoch visits
-every identity once; its global batches are dealt round-robin to ranks (rank r takes r, r+W, ...),
-so ranks never share a batch.
+batches an uninterrupted run gets, whatever the loader prefetched before the kill. An epoch is one
+seeded permutation of the identities cut into batches of P, each identity at most once; the identities
+left over when the count is not a multiple of P x ranks wait for a later epoch's permutation. Its
+global batches are dealt round-robin to ranks (rank r takes r, r+W, ...), so ranks never share a batch.
 """
 from __future__ import annotations
 

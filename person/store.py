@@ -62,7 +62,7 @@ import numpy as np
 import zarr
 from numpy.typing import DTypeLike
 
-from person.records import EVAL_SPLIT, SPLITS, DatasetOptions, RecordSet, load_records, split_kwargs_of
+from person.records import DatasetOptions, RecordSet, load_records, split_code, split_kwargs_of
 
 if TYPE_CHECKING:
     from person.teachers import Teacher
@@ -636,10 +636,7 @@ class FeatureStore:
 
     def split_rows(self, split: str) -> np.ndarray:
         """Image rows of a split ("train"/"val"/"test", "eval" = the test split), unreadable ones left out."""
-        name = EVAL_SPLIT if split == "eval" else split
-        if name not in SPLITS:
-            raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS + ('eval',))}")
-        return np.flatnonzero((self.image_split == SPLITS.index(name)) & self.image_ok)
+        return np.flatnonzero((self.image_split == split_code(split)) & self.image_ok)
 
     def skipped(self) -> list[tuple[int, str, str]]:
         """(row, path, reason) of every unreadable image."""

@@ -55,6 +55,8 @@ class TrainOptions(DatasetOptions):
     dist_img_weight: float = option(_DEFAULT_WEIGHTS.dist_img, "image embedding distillation (1 - cos)")
     dist_cap_weight: float = option(_DEFAULT_WEIGHTS.dist_cap, "caption embedding distillation (1 - cos)")
     dist_rel_weight: float = option(_DEFAULT_WEIGHTS.dist_rel, "cross-modal similarity-matrix distillation")
+    mix_rel_weight: float = option(_DEFAULT_WEIGHTS.mix_rel, "each student's similarities to the teacher's other "
+                                   "modality follow the teacher's own")
     rel_img_weight: float = option(_DEFAULT_WEIGHTS.rel_img, "image x image relation distillation")
     rel_cap_weight: float = option(_DEFAULT_WEIGHTS.rel_cap, "caption x caption relation distillation")
     rkda_weight: float = option(_DEFAULT_WEIGHTS.rkda, "RKD angle loss within each modality")

@@ -148,14 +148,15 @@ def done_units(path):
 
 def run_and_kill(argv, path, after_units):
     driver = SLOW_DRIVER.format(root=str(ROOT), tools=str(TOOL.parent))
+    # Its own process group, so the kill takes its loader workers too (as a crash would), leaving no orphan.
     proc = subprocess.Popen([sys.executable, "-c", driver, *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         while done_units(path) < after_units:
             assert proc.poll() is None, "the run ended before it could be killed"
             time.sleep(0.02)
     finally:
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     return done_units(path)
 

@@ -111,9 +111,10 @@ def test_pair_terms():
 def test_distill_terms_are_zero_when_student_equals_teacher():
     img, cap = rand_unit(6, 16, 4), rand_unit(6, 16, 5)
     pid = torch.tensor([0, 0, 1, 1, 2, 2])
-    loss = DistillLoss(LossWeights(dist_img=1, dist_cap=1, dist_rel=1, rel_img=1, rel_cap=1, rkda=1, s_neg=1))
+    loss = DistillLoss(LossWeights(dist_img=1, dist_cap=1, dist_rel=1, mix_rel=1, rel_img=1, rel_cap=1, rkda=1,
+                                   s_neg=1))
     out = loss(img, cap, img, cap, pid)
-    for term in ("dist_img", "dist_cap", "dist_rel", "rel_img", "rel_cap", "rkda", "s_neg"):
+    for term in ("dist_img", "dist_cap", "dist_rel", "mix_rel", "rel_img", "rel_cap", "rkda", "s_neg"):
         assert out[term].item() == pytest.approx(0.0, abs=1e-9), term
 
 
@@ -132,6 +133,26 @@ def test_weights_total_and_skipped_terms():
     with pytest.raises(ValueError, match="no loss term is active for --train text"):
         DistillLoss(LossWeights(dist_img=1, dist_cap=0, dist_rel=0), train="text")
     assert set(TERMS) == set(LossWeights.__dataclass_fields__)
+
+
+def test_mix_rel_matches_each_trained_student_against_the_teachers_other_modality():
+    img, cap, t_img, t_cap = (rand_unit(5, 8, s) for s in range(10, 14))
+    pid = torch.arange(5)
+    t_sim = t_img @ t_cap.T
+    image_half = relation_kl(img @ t_cap.T, t_sim, 0.05).item()
+    text_half = relation_kl(t_img @ cap.T, t_sim, 0.05).item()
+    assert image_half > 0 and text_half > 0
+    weights = LossWeights(dist_img=0, dist_cap=0, dist_rel=0, mix_rel=1)
+    both = DistillLoss(weights, temperature=0.05)(img, cap, t_img, t_cap, pid)
+    assert set(both) == {"mix_rel", "total"}
+    assert both["mix_rel"].item() == pytest.approx(0.5 * (image_half + text_half))
+    # The student-student matrix plays no part: only the teacher's side pairs with each student.
+    assert DistillLoss(weights, temperature=0.05)(img, t_cap, t_img, t_cap, pid)["mix_rel"].item() == \
+        pytest.approx(0.5 * image_half)
+    # With one student, it is that student's half, which is dist_rel with the teacher standing in.
+    text_only = DistillLoss(LossWeights(dist_img=0, dist_cap=0, dist_rel=1, mix_rel=1), temperature=0.05, train="text")
+    out = text_only(None, cap, t_img, t_cap, pid)
+    assert out["mix_rel"].item() == pytest.approx(text_half) and out["dist_rel"].item() == pytest.approx(text_half)
 
 
 def test_memory_rows_join_the_contrastive_terms_once_active():

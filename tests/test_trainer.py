@@ -86,12 +86,12 @@ def test_resume_after_kill_continues_exactly(setup, tmp_path):
     straight = _python(args(setup, tmp_path / "a", *common))
     assert straight.wait(300) == 0, straight.stdout.read()
 
-    killed = _python(args(setup, tmp_path / "b", *common))
+    killed = _python(args(setup, tmp_path / "b", *common), start_new_session=True)  # the kill takes its workers too
     third = run_folder(tmp_path / "b") / "3.pt"
     deadline = time.time() + 300
     while not third.exists() and killed.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    killed.send_signal(signal.SIGKILL)
+    os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
     assert third.exists() and not (run_folder(tmp_path / "b") / "6.pt").exists()
 

@@ -11,8 +11,8 @@ from torch import nn
 
 from person.backbone.layers import ConvBN, EmbeddingHead, ImageBackbone, feature_map_size, make_divisible
 from person.backbone.registry import register
+from person.images import DEFAULT_IMAGE_SIZE
 
-DEFAULT_IMAGE_SIZE = (224, 112)
 # (expansion, channels, repeats, first stride) as in MobileFaceNet's Table 1.
 _STAGES = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1))
 

@@ -10,8 +10,8 @@ from torch import nn
 
 from person.backbone.layers import ConvBN, EmbeddingHead, ImageBackbone
 from person.backbone.registry import register
+from person.images import DEFAULT_IMAGE_SIZE
 
-DEFAULT_IMAGE_SIZE = (224, 112)
 _WIDTHS = (64, 128, 256, 512)
 
 

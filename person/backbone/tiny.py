@@ -10,8 +10,8 @@ from torch import nn
 
 from person.backbone.layers import ConvBN, EmbeddingHead, ImageBackbone
 from person.backbone.registry import register
+from person.images import DEFAULT_IMAGE_SIZE
 
-DEFAULT_IMAGE_SIZE = (224, 112)
 # (output channels, stride) of each depthwise-separable layer after the 16-channel stride-2 stem.
 _LAYERS = ((32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (256, 1), (256, 1))
 
