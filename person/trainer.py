@@ -161,11 +161,12 @@ class Trainer:
             return
         # Student and teacher embeddings meet directly in these terms, and in every cross-modal term when
         # the teacher stands in for an untrained student: they need the teacher's width.
-        direct = [t for t in self.loss.terms if t in ("dist_img", "dist_cap")]
+        direct = [t for t in self.loss.terms if t in ("dist_img", "dist_cap", "mix_rel")]
         if self.opts.train != "both" or direct:
             raise ValueError(f"--feature_dim {self.feature_dim} differs from the teacher's {self.store.dim}: that "
                              f"works only with --train both and relation terms alone (set --dist_img_weight 0 "
-                             f"--dist_cap_weight 0); drop --feature_dim to learn the teacher's space")
+                             f"--dist_cap_weight 0 --mix_rel_weight 0); drop --feature_dim to learn the "
+                             f"teacher's space")
 
     def _selection_split(self) -> str:
         """Where best.pt is chosen: the file's val split when it has one (never choose on test), else the

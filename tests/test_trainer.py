@@ -161,6 +161,9 @@ def test_bad_options_are_clear_errors(setup, tmp_path):
         main_cmd.main(["--embedding_path", str(setup[1].parent), "--log_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="works only with --train both and relation terms alone"):
         main_cmd.main(args(setup, tmp_path, "--feature_dim", "8", "--train", "image", "--dist_img_weight", "0"))
+    with pytest.raises(ValueError, match="--mix_rel_weight 0"):  # mix_rel meets the teacher's embeddings too
+        main_cmd.main(args(setup, tmp_path, "--feature_dim", "8", "--dist_img_weight", "0", "--dist_cap_weight", "0",
+                           "--mix_rel_weight", "1"))
     with pytest.raises(ValueError, match="no active loss term trains the text student"):
         main_cmd.main(args(setup, tmp_path, "--dist_cap_weight", "0", "--dist_rel_weight", "0"))
     with pytest.raises(ValueError, match="--save_every must be at least 1"):
