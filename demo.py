@@ -24,6 +24,7 @@ from person import report  # noqa: E402
 from person.checkpoint import last_checkpoint  # noqa: E402
 from person.evaluate import checkpoint_summary, evaluate_checkpoint, teacher_evaluation  # noqa: E402
 from person.extract import extract  # noqa: E402
+from person.options import run_command  # noqa: E402
 from person.records import load_records  # noqa: E402
 from person.store import StoreIncompleteError, open_store, resolve_store_path  # noqa: E402
 from person.synthetic.writer import JSON_NAME, write_dataset  # noqa: E402
@@ -140,7 +141,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"demo.py: error: {e}")
+    run_command(main, "demo.py")

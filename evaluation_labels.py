@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
 
 from person import metrics, report  # noqa: E402
 from person.evaluate import eval_split  # noqa: E402
+from person.options import run_command  # noqa: E402
 from person.store import FIELDS, open_store  # noqa: E402
 
 REQUIRED = ("image_emb", "image_pid", "caption_emb")
@@ -133,7 +134,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as e:  # bad input: the message says what and how to fix it
-        sys.exit(f"evaluation_labels.py: error: {e}")
+    run_command(main, "evaluation_labels.py")

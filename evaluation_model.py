@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 
 from person import report  # noqa: E402
 from person.evaluate import CASES, checkpoint_summary, evaluate_checkpoint  # noqa: E402
+from person.options import run_command  # noqa: E402
 from person.records import DatasetOptions  # noqa: E402
 
 
@@ -66,7 +67,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as e:  # bad input: the message names the thing and the fix
-        sys.exit(f"evaluation_model.py: error: {e}")
+    run_command(main, "evaluation_model.py")

@@ -20,8 +20,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from person.distributed import cleanup  # noqa: E402
-from person.images import ImageReadError  # noqa: E402
-from person.options import add_options, from_namespace, given_options  # noqa: E402
+from person.options import add_options, from_namespace, given_options, run_command  # noqa: E402
 from person.trainer import TrainResult, train  # noqa: E402
 from person.train_options import TrainOptions  # noqa: E402
 
@@ -50,7 +49,4 @@ def main(argv: list[str] | None = None) -> TrainResult:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError, ImageReadError) as e:  # bad input: the message names it and the fix
-        sys.exit(f"main.py: error: {e}")
+    run_command(main, "main.py")

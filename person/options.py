@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -80,3 +81,14 @@ def given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[s
         raise ValueError("given_options needs a parser made with allow_abbrev=False")
     written = {token.split("=", 1)[0] for token in argv if token.startswith("-")}
     return {a.dest for a in parser._actions if written & set(a.option_strings)}
+
+
+def run_command(main: Callable[[], Any], prog: str) -> None:
+    """Run a command's `main()`; bad input (a missing file, a malformed value or record, an unreadable image
+    in strict mode) ends it with its message, which names the thing and the fix, instead of a traceback."""
+    from person.images import ImageReadError  # here: importing options (records do) must not load torch and OpenCV
+    try:
+        main()
+    except (FileNotFoundError, ValueError, ImageReadError) as e:
+        sys.exit(f"{prog}: error: {e}")
+

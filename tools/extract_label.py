@@ -21,8 +21,7 @@ if str(ROOT) not in sys.path:
 from person.data import SkipReport  # noqa: E402
 from person.distributed import cleanup, init_distributed  # noqa: E402
 from person.extract import DEFAULT_BATCH_SIZE, ExtractSummary, extract  # noqa: E402
-from person.images import ImageReadError  # noqa: E402
-from person.options import add_options, from_namespace, option  # noqa: E402
+from person.options import add_options, from_namespace, option, run_command  # noqa: E402
 from person.records import DatasetOptions  # noqa: E402
 from person.store import DEFAULT_CHUNK_ROWS, FORMATS as STORE_FORMATS  # noqa: E402
 from person.teachers import load_teacher  # noqa: E402
@@ -87,7 +86,4 @@ def main(argv: list[str] | None = None) -> ExtractSummary:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (FileNotFoundError, ValueError, ImageReadError) as e:  # bad input: the message says what and the fix
-        sys.exit(f"extract_label.py: error: {e}")
+    run_command(main, "extract_label.py")
