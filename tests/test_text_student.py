@@ -100,6 +100,16 @@ def test_eval_is_deterministic(name):
         assert torch.equal(m(chars, mask), m(chars, mask))
 
 
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_stem_takes_any_length_at_any_stride(stride):
+    m = model("tbackbone.char.L1", stem_stride=stride)
+    assert m.stem.kernel_size == (2 * stride + 1,) and m.stem.stride == (stride,)
+    for text in ["a", "ab", "abc", "abcd", "abcde", "一位穿红色"]:  # lengths around every multiple of the stride
+        with torch.no_grad():
+            tight, padded = m(*encode([text], len(text))), m(*encode([text], MAX_LEN))
+        torch.testing.assert_close(tight, padded, atol=1e-5, rtol=1e-5)
+
+
 def test_width_option():
     m = model("tbackbone.char.L2", width=128)
     assert m.byte_table().shape == (1024, 128) and m.blocks[0].attn.heads == 2
@@ -157,6 +167,8 @@ def test_bad_inputs_are_clear_errors():
         m(torch.zeros(2, 5, 4, dtype=torch.uint8), torch.ones(2, 6, dtype=torch.bool))
     with pytest.raises(ValueError, match="feature_dim must be a positive int"):
         create_text_student("tbackbone.char.L3", 0)
+    with pytest.raises(ValueError, match="stem_stride must be a positive int"):
+        create_text_student("tbackbone.char.L3", DIM, stem_stride=0)
 
 
 @pytest.mark.parametrize("bad, reason", [
