@@ -1,8 +1,9 @@
 """Distillation losses, one function per term, and `DistillLoss`, which weighs them into a dict.
 
-Every term works on L2-normalised embeddings [B, D]: `s_img`, `s_cap` (students), `t_img`, `t_cap`
-(the teacher's cached ones) and `pid` [B] (identities; caption b describes image b). Names are the ones
-the training log prints (DESIGN.md, "Losses"):
+Every term works on L2-normalised embeddings: `s_img`, `t_img` [B, D] (student, teacher), `s_cap`, `t_cap`
+[C, D], and identities `pid` [B] of the images and `cap_pid` [C] of the captions (C = B and cap_pid = pid,
+caption b describing image b, unless a batch brings several captions per image). Names are the ones the
+training log prints (DESIGN.md, "Losses"):
 
 - `dist_img`, `dist_cap`: 1 - cos(student, teacher) per item. They pin the student to the teacher's own
   space (relation terms alone leave it free up to a rotation), which is what lets a gallery enrolled by
@@ -93,11 +94,11 @@ def contrastive(anchor: torch.Tensor, anchor_pid: torch.Tensor, ref: torch.Tenso
 
 
 def pair_terms(s_img: torch.Tensor, s_cap: torch.Tensor, t_img: torch.Tensor, t_cap: torch.Tensor,
-               pid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+               pid: torch.Tensor, cap_pid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(d_pos, s_neg): mean 1 - cos over same-identity image/caption pairs, and mean excess of the
     student's over the teacher's similarity over different-identity pairs (0 where it is not higher)."""
     sim = s_img @ s_cap.T
-    same = pid[:, None] == pid[None, :]
+    same = pid[:, None] == (pid if cap_pid is None else cap_pid)[None, :]
     d_pos = (1.0 - sim[same]).mean()
     with torch.no_grad():
         t_sim = t_img @ t_cap.T
@@ -159,16 +160,22 @@ class DistillLoss:
         return any(t.startswith("id_") for t in self.terms)
 
     def __call__(self, s_img: torch.Tensor | None, s_cap: torch.Tensor | None, t_img: torch.Tensor, t_cap: torch.Tensor,
-                 pid: torch.Tensor, memory: CrossModalMemory | None = None) -> dict[str, torch.Tensor]:
+                 pid: torch.Tensor, memory: CrossModalMemory | None = None,
+                 cap_pid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """`cap_pid`: the captions' identities when there are not exactly one caption per image (default pid)."""
         s_img = t_img if s_img is None else s_img
         s_cap = t_cap if s_cap is None else s_cap
+        cap_pid = pid if cap_pid is None else cap_pid
+        if len(cap_pid) != len(s_cap) or len(pid) != len(s_img):
+            raise ValueError(f"{len(s_img)} images with {len(pid)} identities, {len(s_cap)} captions with "
+                             f"{len(cap_pid)}: give cap_pid when captions are not one per image")
         out: dict[str, torch.Tensor] = {}
         for term in self.terms:
-            out[term] = self._term(term, s_img, s_cap, t_img, t_cap, pid, memory)
+            out[term] = self._term(term, s_img, s_cap, t_img, t_cap, pid, cap_pid, memory)
         out["total"] = sum(getattr(self.weights, t) * out[t] for t in self.terms)
         return out
 
-    def _term(self, term: str, s_img, s_cap, t_img, t_cap, pid, memory) -> torch.Tensor:
+    def _term(self, term: str, s_img, s_cap, t_img, t_cap, pid, cap_pid, memory) -> torch.Tensor:
         tau = self.temperature
         if term == "dist_img":
             return cosine_distill(s_img, t_img)
@@ -190,25 +197,25 @@ class DistillLoss:
         if term == "rkda":
             return 0.5 * (rkd_angle(s_img, t_img) + rkd_angle(s_cap, t_cap))
         if term in ("d_pos", "s_neg"):
-            return pair_terms(s_img, s_cap, t_img, t_cap, pid)[0 if term == "d_pos" else 1]
-        return self._memory_term(term, s_img, s_cap, pid, memory)
+            return pair_terms(s_img, s_cap, t_img, t_cap, pid, cap_pid)[0 if term == "d_pos" else 1]
+        return self._memory_term(term, s_img, s_cap, pid, cap_pid, memory)
 
-    def _memory_term(self, term: str, s_img, s_cap, pid, memory) -> torch.Tensor:
+    def _memory_term(self, term: str, s_img, s_cap, pid, cap_pid, memory) -> torch.Tensor:
         """Contrast the batch against itself and, once the memory is active, against the memory's rows."""
-        def refs(batch: torch.Tensor, ring) -> tuple[torch.Tensor, torch.Tensor]:
+        def refs(batch: torch.Tensor, batch_pid: torch.Tensor, ring) -> tuple[torch.Tensor, torch.Tensor]:
             if memory is None or not memory.active:
-                return batch, pid
+                return batch, batch_pid
             emb, labels = ring.get()
-            return torch.cat([batch, emb.to(batch.dtype)]), torch.cat([pid, labels])
+            return torch.cat([batch, emb.to(batch.dtype)]), torch.cat([batch_pid, labels])
 
-        own = torch.arange(len(pid), device=pid.device)  # an anchor's own row comes first in its refs
+        def own(batch: torch.Tensor) -> torch.Tensor:  # an anchor's own row comes first in its refs
+            return torch.arange(len(batch), device=batch.device)
+
+        img_ref, img_ref_pid = refs(s_img, pid, memory.image if memory else None)
+        cap_ref, cap_ref_pid = refs(s_cap, cap_pid, memory.text if memory else None)
         if term == "id_img":
-            ref, ref_pid = refs(s_img, memory.image if memory else None)
-            return contrastive(s_img, pid, ref, ref_pid, self.margin, own)
+            return contrastive(s_img, pid, img_ref, img_ref_pid, self.margin, own(s_img))
         if term == "id_cap":
-            ref, ref_pid = refs(s_cap, memory.text if memory else None)
-            return contrastive(s_cap, pid, ref, ref_pid, self.margin, own)
-        img_ref, img_pid = refs(s_img, memory.image if memory else None)
-        cap_ref, cap_pid = refs(s_cap, memory.text if memory else None)
-        return 0.5 * (contrastive(s_img, pid, cap_ref, cap_pid, self.margin)
-                      + contrastive(s_cap, pid, img_ref, img_pid, self.margin))
+            return contrastive(s_cap, cap_pid, cap_ref, cap_ref_pid, self.margin, own(s_cap))
+        return 0.5 * (contrastive(s_img, pid, cap_ref, cap_ref_pid, self.margin)
+                      + contrastive(s_cap, cap_pid, img_ref, img_ref_pid, self.margin))

@@ -1,8 +1,8 @@
-"""Training batches: images, one caption per image, and the teacher's cached embeddings of both.
+"""Training batches: images, N captions per image, and the teacher's cached embeddings of both.
 
 The identity sampler (person.sampler) yields `(row, aug_seed)` items. In a loader worker each item
-becomes its augmented image (person.data.ImageDataset) and one of its captions, picked by the same
-seed, so a batch is a pure function of (seed, batch number) and a resumed run sees the batches an
+becomes its augmented image (person.data.ImageDataset) and N of its captions (`--captions_per_image`,
+distinct, fewer when the record has fewer), picked by the same seed, so a batch is a pure function of (seed, batch number) and a resumed run sees the batches an
 uninterrupted one sees. The teacher's rows are looked up in the main process (`teacher_targets`),
 where the feature store lives; a store opened before the loader forks is never shared with workers.
 
@@ -26,17 +26,21 @@ from person.text import encode_batch
 
 
 class DistillDataset(Dataset):
-    """`(row, aug_seed)` -> {"row", "image" (uint8 CHW, absent without images), "caption" (store row), "text"}.
+    """`(row, aug_seed)` -> {"row", "image" (uint8 CHW, absent without images), "captions" (store rows),
+    "texts"}.
 
     `fields="captions"` picks only among a record's `captions`; `"all"` also among its prompt captions.
+    Each item brings `per_image` distinct captions, or all of them when the record has fewer.
     With `transform=None` no image is read (a text-only run).
     """
 
     def __init__(self, records: RecordSet, caption_offsets: np.ndarray, transform: ImageTransform | None,
-                 fields: str = "all", strict: bool = False) -> None:
+                 fields: str = "all", strict: bool = False, per_image: int = 1) -> None:
         if fields not in ("all", "captions"):
             raise ValueError(f"caption fields {fields!r}: use all or captions")
-        self.records, self.offsets, self.fields = records, caption_offsets, fields
+        if per_image < 1:
+            raise ValueError(f"captions per image must be >= 1, got {per_image}")
+        self.records, self.offsets, self.fields, self.per_image = records, caption_offsets, fields, per_image
         self.images = None if transform is None else ImageDataset(records, transform, strict, transform.size)
 
     def __len__(self) -> int:
@@ -50,14 +54,16 @@ class DistillDataset(Dataset):
         row, aug_seed = item
         out = {"row": int(row)} if self.images is None else self.images[item]
         # A separate stream from the image's (person.data seeds the augmentation with aug_seed itself).
-        j = int(np.random.default_rng([aug_seed, 1]).integers(self.caption_choices(row)))
+        choices = self.caption_choices(row)
+        picks = np.random.default_rng([aug_seed, 1]).choice(choices, size=min(self.per_image, choices), replace=False)
         texts = self.records.captions[row] + self.records.prompt_captions[row]
-        out.update(caption=int(self.offsets[row]) + j, text=texts[j])
+        out.update(captions=[int(self.offsets[row]) + int(j) for j in picks], texts=[texts[j] for j in picks])
         return out
 
 
 class DistillCollate:
-    """Stack a batch: uint8 images, caption bytes + mask, rows; unreadable images dropped with their captions."""
+    """Stack a batch: uint8 images, rows, and every caption's bytes + mask, store row and `caption_owner` (the
+    position of its image in the batch); unreadable images are dropped with their captions."""
 
     def __init__(self, max_seq_length: int) -> None:
         self.max_seq_length = max_seq_length
@@ -67,8 +73,9 @@ class DistillCollate:
         out = collate_images(batch) if with_images else {
             "rows": torch.tensor([b["row"] for b in batch], dtype=torch.long), "images": None, "skipped": []}
         good = [b for b in batch if "error" not in b]
-        chars, mask = encode_batch([b["text"] for b in good], self.max_seq_length)
-        out.update(captions=torch.tensor([b["caption"] for b in good], dtype=torch.long),
+        chars, mask = encode_batch([t for b in good for t in b["texts"]], self.max_seq_length)
+        out.update(captions=torch.tensor([c for b in good for c in b["captions"]], dtype=torch.long),
+                   caption_owner=torch.tensor([i for i, b in enumerate(good) for _ in b["captions"]], dtype=torch.long),
                    chars=torch.from_numpy(chars), mask=torch.from_numpy(mask))
         return out
 

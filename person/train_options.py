@@ -25,6 +25,8 @@ class TrainOptions(DatasetOptions):
                                                "folder holding it")
     caption_fields: str = option("all", "captions a student trains on: all (captions and prompt_caption) or "
                                         "captions", choices=("all", "captions"))
+    captions_per_image: int = option(1, "captions each image brings to a batch (all of them when it has fewer): the "
+                                        "text student sees N times the images' batch, for little more time")
     strict_images: bool = option(False, "stop on an unreadable image instead of skipping and counting it")
     # students
     backbone: str = option("backbone.mf3.ANet2", "image student, by dotted path")
@@ -84,7 +86,7 @@ class TrainOptions(DatasetOptions):
     def validate(self) -> None:
         """Clear errors for values no run can use (argparse checks only the types)."""
         for name in ("p", "k", "max_iters", "log_every", "save_every", "memory_size", "max_nonfinite",
-                     "max_seq_length", "text_width"):
+                     "max_seq_length", "text_width", "captions_per_image"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         for name in ("eval_every", "warmup_iters", "memory_warmup", "keep_last", "num_workers", "clip_grad",

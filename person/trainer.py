@@ -199,7 +199,7 @@ class Trainer:
         transform = (ImageTransform(self.image_size, o.resize, self.mean, train=True)
                      if self.students.image is not None else None)
         dataset = DistillDataset(self.records, self.store.caption_offsets, transform, o.caption_fields,
-                                 o.strict_images)
+                                 o.strict_images, o.captions_per_image)
         sampler = IdentityBatchSampler(self.records.pids, self.train_rows, o.p, o.k, o.seed, self.info.rank,
                                        self.info.world_size, start=self.iteration)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=o.num_workers,
@@ -260,6 +260,7 @@ class Trainer:
             return self._skip(empty=True)
         t_img, t_cap = (t.to(dev, non_blocking=True) for t in teacher_targets(self.store, rows, batch["captions"]))
         pid = torch.from_numpy(self.records.pids[rows.numpy()]).to(dev)
+        cap_pid = pid[batch["caption_owner"].to(dev)]
         images = (normalize_batch(batch["images"].to(dev, non_blocking=True), self.mean, self.std)
                   if batch["images"] is not None and len(rows) else None)
         autocast = (torch.autocast(dev.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext())
@@ -268,7 +269,7 @@ class Trainer:
         buffers = [b.detach().clone() for b in self.students.buffers()]
         with autocast:
             out = self.model(images, batch["chars"].to(dev), batch["mask"].to(dev))
-        losses = self.loss(out.get("image"), out.get("text"), t_img, t_cap, pid, self.memory)
+        losses = self.loss(out.get("image"), out.get("text"), t_img, t_cap, pid, self.memory, cap_pid)
         if not self._all_ranks(bool(torch.isfinite(losses["total"]))):
             with torch.no_grad():
                 for b, saved in zip(self.students.buffers(), buffers):
@@ -283,8 +284,9 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.memory is not None:
-            labels = gather_for_memory(pid)
-            self.memory.update(*(((gather_for_memory(out[m]), labels) if m in out else None) for m in ("image", "text")))
+            labels = {"image": pid, "text": cap_pid}
+            self.memory.update(*(((gather_for_memory(out[m]), gather_for_memory(labels[m])) if m in out else None)
+                                 for m in ("image", "text")))
         self.iteration += 1
         values = {k: float(v.detach()) for k, v in losses.items()}
         self.meters.update(values)

@@ -170,3 +170,27 @@ def test_memory_rows_join_the_contrastive_terms_once_active():
     expected = contrastive(img, pid, ref, torch.cat([pid, pid]), -1.0, torch.arange(2))
     assert after["id_img"].item() == pytest.approx(expected.item())
     assert after["id_img"].item() != pytest.approx(before["id_img"].item())
+
+
+def test_several_captions_per_image_use_the_captions_identities():
+    s_img = unit([1, 0], [0, 1])
+    s_cap = unit([1, 0], [1, 1], [0, 1])  # captions 0 and 1 describe image 0 (identity 7), caption 2 image 1 (8)
+    pid, cap_pid = torch.tensor([7, 8]), torch.tensor([7, 7, 8])
+    t_img, t_cap = unit([1, 0], [1, 0]), unit([1, 0], [1, 0], [1, 0])  # the teacher sees every pair at 1
+    d_pos, s_neg = pair_terms(s_img, s_cap, t_img, t_cap, pid, cap_pid)
+    # same-identity pairs: (0,0)=1, (0,1)=.7071, (1,2)=1; others are negatives, below the teacher's 1
+    assert d_pos.item() == pytest.approx((0 + (1 - math.sqrt(0.5)) + 0) / 3) and s_neg.item() == 0.0
+    loss = DistillLoss(LossWeights(dist_img=1, dist_cap=1, dist_rel=1, mix_rel=1, rel_cap=1, rkda=1, id_cap=1,
+                                   id_img_cap=1, d_pos=1, s_neg=1), margin=0.5)
+    out = loss(s_img, s_cap, t_img, t_cap, pid, cap_pid=cap_pid)
+    assert out["d_pos"].item() == pytest.approx(d_pos.item())
+    assert out["dist_cap"].item() == pytest.approx(cosine_distill(s_cap, t_cap).item())
+    assert out["dist_rel"].item() == pytest.approx(relation_kl(s_img @ s_cap.T, t_img @ t_cap.T, 0.02).item())
+    # Caption 1's positive is caption 0 (same identity); caption 2 has none and its negatives sit at .7071, 0.
+    own = torch.arange(3)
+    assert out["id_cap"].item() == pytest.approx(contrastive(s_cap, cap_pid, s_cap, cap_pid, 0.5, own).item())
+    assert out["id_cap"].item() == pytest.approx((2 * (1 - math.sqrt(0.5)) + 2 * math.sqrt(0.5)) / 3)
+    cross = 0.5 * (contrastive(s_img, pid, s_cap, cap_pid, 0.5) + contrastive(s_cap, cap_pid, s_img, pid, 0.5))
+    assert out["id_img_cap"].item() == pytest.approx(cross.item())
+    with pytest.raises(ValueError, match="give cap_pid when captions are not one per image"):
+        loss(s_img, s_cap, t_img, t_cap, pid)

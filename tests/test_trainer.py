@@ -235,7 +235,7 @@ def test_batches_without_a_readable_image_are_skipped_then_stop(setup, tmp_path)
     from person.train_data import DistillCollate
     opts = main_cmd.build_parser().parse_args(args(setup, tmp_path, "--max_nonfinite", "2"))
     trainer = Trainer(TrainOptions(**vars(opts)))
-    unreadable = DistillCollate(48)([{"row": 0, "error": "x.jpg: corrupt image", "caption": 0, "text": "a man"}])
+    unreadable = DistillCollate(48)([{"row": 0, "error": "x.jpg: corrupt image", "captions": [0], "texts": ["a man"]}])
     assert trainer.train_step(unreadable) is None and trainer.skipped_steps == 1 and trainer.iteration == 1
     with pytest.raises(RuntimeError, match="2 batches in a row without one readable image"):
         trainer.train_step(unreadable)
@@ -262,3 +262,22 @@ def test_evaluating_a_case_the_checkpoint_cannot_run_is_a_clear_error(setup, tmp
     result = main_cmd.main(args(setup, tmp_path, "--train", "image", "--max_iters", "1", "--eval_every", "0"))
     with pytest.raises(ValueError, match="need a student this checkpoint does not have .it has the image student"):
         evaluation_model.main([str(result.last_checkpoint), "--cases", "student"])
+
+
+def test_several_captions_per_image_train_the_text_student_on_all_of_them(setup, tmp_path):
+    opts = main_cmd.build_parser().parse_args(args(setup, tmp_path, "--captions_per_image", "3", "--id_cap_weight", "1",
+                                                   "--d_pos_weight", "1", "--memory_warmup", "0"))
+    trainer = Trainer(TrainOptions(**vars(opts)))
+    batch = next(iter(trainer.loader()))
+    owner = batch["caption_owner"]
+    assert len(batch["captions"]) == len(owner) > len(batch["rows"])  # every demo record has 2 or more captions
+    store = trainer.store
+    assert (torch.from_numpy(store.caption_image[batch["captions"].numpy()]) == batch["rows"][owner]).all()
+    values = trainer.train_step(batch)
+    assert values is not None and {"dist_cap", "id_cap", "d_pos"} <= set(values)
+    # The memory holds one row per caption, labelled with its image's identity.
+    emb, labels = trainer.memory.text.get()
+    assert len(emb) == len(owner) and trainer.memory.image.filled == len(batch["rows"])
+    assert labels.tolist() == trainer.records.pids[batch["rows"][owner].numpy()].tolist()
+    with pytest.raises(ValueError, match="--captions_per_image must be at least 1, got 0"):
+        TrainOptions(**(vars(opts) | {"captions_per_image": 0})).validate()
