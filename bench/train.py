@@ -53,7 +53,8 @@ def throughput(args: argparse.Namespace, work: Path) -> list[str]:
     teacher = load_teacher(DEMO_TEACHER, device=args.device)
     store = extract(records, teacher, work / "store.h5", workers=args.workers).store
     opts = TrainOptions(data=str(json_path), embedding_path=str(store), backbone=args.backbone,
-                        tbackbone=args.tbackbone, text_width=args.text_width, image_size=args.image_size,
+                        tbackbone=args.tbackbone, text_width=args.text_width, text_stride=args.text_stride,
+                        image_size=args.image_size,
                         p=args.p, k=args.k, num_workers=args.workers, device=args.device, max_iters=10 ** 6,
                         eval_every=0, log_dir=str(work / "logs"))
     trainer = Trainer(opts)
@@ -74,7 +75,7 @@ def throughput(args: argparse.Namespace, work: Path) -> list[str]:
     real, mem = statistics.median(loaded), statistics.median(cached)
     batch = args.p * args.k
     return [
-        f"{args.backbone} + {args.tbackbone} (width {args.text_width}) at {args.image_size}, batch {batch} "
+        f"{args.backbone} + {args.tbackbone} (width {args.text_width}, stride {args.text_stride}) at {args.image_size}, batch {batch} "
         f"({args.p} ids x {args.k}), {args.workers} loader workers, device {args.device}; "
         f"{args.ids} ids x 4 images; median of {args.rounds} rounds of {args.steps} steps.",
         "",
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--backbone", default="backbone.mf3.ANet2")
     p.add_argument("--tbackbone", default="tbackbone.char.L3")
     p.add_argument("--text-width", type=int, default=256)
+    p.add_argument("--text-stride", type=int, default=2)
     p.add_argument("--image-size", default="224x112")
     p.add_argument("--p", type=int, default=32)
     p.add_argument("--k", type=int, default=2)
@@ -150,8 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.sizes_only:
         with tempfile.TemporaryDirectory() as tmp:
             out += throughput(args, Path(tmp)) + [""]
-    out += ["Students and teachers (MACs of Conv2d and Linear layers for one sample; attention score "
-            "products not counted):", ""] + sizes()
+    out += ["Students and teachers (MACs of convolution and Linear layers for one sample, text students at "
+            "their default stem stride 2; attention score products not counted):", ""] + sizes()
     print("\n".join(out))
 
 

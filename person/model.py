@@ -75,8 +75,10 @@ class Students(nn.Module):
 
 def create_students(backbone: str | None, tbackbone: str | None, feature_dim: int,
                     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
-                    max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH, text_width: int = 256) -> Students:
+                    max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH, text_width: int = 256, text_stride: int = 2
+                    ) -> Students:
     """Both students by name (None leaves one out), output `feature_dim` (the teacher's by default)."""
     image = create_image_student(backbone, feature_dim, image_size) if backbone else None
-    text = create_text_student(tbackbone, feature_dim, max_seq_length, width=text_width) if tbackbone else None
+    text = (create_text_student(tbackbone, feature_dim, max_seq_length, width=text_width, stem_stride=text_stride)
+            if tbackbone else None)
     return Students(image, text)

@@ -32,6 +32,7 @@ class TrainOptions(DatasetOptions):
     backbone: str = option("backbone.mf3.ANet2", "image student, by dotted path")
     tbackbone: str = option("tbackbone.char.L3", "text student, by dotted path")
     text_width: int = option(256, "character-vector width E of the text student")
+    text_stride: int = option(2, "the text student's n-gram stem reads L characters as ceil(L / stride) positions")
     image_size: str = option("224x112", "student input, HxW")
     resize: str = option("stretch", "fit images to HxW by stretching or by padding", choices=("stretch", "pad"))
     feature_dim: int | None = option(None, "output dimension (default: the teacher's, read from the store)")
@@ -86,7 +87,8 @@ class TrainOptions(DatasetOptions):
     def validate(self) -> None:
         """Clear errors for values no run can use (argparse checks only the types)."""
         for name in ("p", "k", "max_iters", "log_every", "save_every", "memory_size", "max_nonfinite",
-                     "max_seq_length", "text_width", "captions_per_image"):
+                     "max_seq_length", "text_width", "text_stride",
+                     "captions_per_image"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         for name in ("eval_every", "warmup_iters", "memory_warmup", "keep_last", "num_workers", "clip_grad",
@@ -100,7 +102,8 @@ class TrainOptions(DatasetOptions):
         """The students this run trains (only the image or the text one with --train image|text)."""
         return create_students(self.backbone if self.train != "text" else None,
                                self.tbackbone if self.train != "image" else None, feature_dim,
-                               parse_image_size(self.image_size), self.max_seq_length, self.text_width)
+                               parse_image_size(self.image_size), self.max_seq_length, self.text_width,
+                               self.text_stride)
 
     def loss_weights(self) -> LossWeights:
         return LossWeights(**{t: getattr(self, f"{t}_weight") for t in TERMS})

@@ -188,3 +188,9 @@ def test_bad_arguments_are_clear_errors():
         create_image_student("backbone.tiny.TinyNet", 0)
     with pytest.raises(ValueError, match="image_size must be"):
         create_image_student("backbone.tiny.TinyNet", DIM, "224x112")
+
+
+def test_count_macs_counts_1d_convolutions():
+    net = nn.Sequential(nn.Conv1d(4, 6, 5, stride=2, padding=2), nn.Flatten(), nn.Linear(6 * 5, 3))
+    # 10 positions at stride 2 -> 5; each of the 6 x 5 outputs takes 4 x 5 MACs; linear: 3 outputs x 30
+    assert count_macs(net, torch.zeros(1, 4, 10)) == 30 * 20 + 3 * 30

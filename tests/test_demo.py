@@ -2,6 +2,8 @@
 second run skips what is there."""
 import json
 
+import pytest
+
 import demo
 from person.metrics import FAR_LEVELS
 from tests.tiny_teachers import build_tiny_siglip
@@ -12,7 +14,7 @@ KEYS = {"eer", "eer_threshold", "frr_at_far", "threshold_at_far", "rank1", "rank
 
 def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys):
     teacher = build_tiny_siglip(tmp_path / "teacher")
-    argv = ["--workdir", str(tmp_path / "w"), "--ids", "70", "--teacher", str(teacher), "--max-iters", "2"]
+    argv = ["--workdir", str(tmp_path / "w"), "--ids", "80", "--teacher", str(teacher), "--max-iters", "2"]
     first = demo.main(argv)
     out = capsys.readouterr().out
     teacher_json = json.loads((tmp_path / "w" / "reports" / "teacher.json").read_text())
@@ -30,3 +32,9 @@ def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys):
     again = capsys.readouterr().out
     for step in ("[data]", "[extract]", "[train]"):
         assert any(line.startswith(step) and "skipped" in line for line in again.splitlines()), step
+
+
+def test_too_few_identities_for_the_demo_batches_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"training identities cannot fill the demo's batches of 64 identities: "
+                                         r"draw more with --ids"):
+        demo.main(["--workdir", str(tmp_path / "w"), "--ids", "20", "--max-iters", "1"])
