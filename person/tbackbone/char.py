@@ -166,7 +166,7 @@ class L2(CharTransformer):
 
 @register
 class L3(CharTransformer):
-    """3 layers: the default text student (~2.8M parameters at E=256, feature_dim 512)."""
+    """3 layers: the default text student (~3.1M parameters at E=256, feature_dim 512)."""
 
     depth = 3
 
