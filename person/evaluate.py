@@ -172,11 +172,10 @@ def evaluate_students(image_model: torch.nn.Module | None, text_model: torch.nn.
         raise ValueError(f"case(s) {', '.join(missing)} need a student this checkpoint does not have (it has the "
                          f"{present} student); choose among "
                          f"{', '.join(c for c in CASES if c not in missing)}")
-    runnable = list(cases)
     data = eval_split(store, split)
     skips = SkipReport()
     emb: dict[tuple[str, str], np.ndarray] = {}
-    if have["image"] and any("student" == _SOURCES[c][0] for c in runnable):
+    if have["image"] and any("student" == _SOURCES[c][0] for c in cases):
         student_images, skips = embed_images(image_model, records, data.rows, transform, mean, std, device,
                                              num_workers=num_workers)
         if len(skips):
@@ -184,12 +183,12 @@ def evaluate_students(image_model: torch.nn.Module | None, text_model: torch.nn.
             gone = np.flatnonzero(np.isnan(student_images[:, 0]))
             data, student_images = data.without_images(gone), np.delete(student_images, gone, axis=0)
         emb["student", "image"] = student_images
-    if have["text"] and any("student" == _SOURCES[c][1] for c in runnable):
+    if have["text"] and any("student" == _SOURCES[c][1] for c in cases):
         emb["student", "text"] = embed_texts(text_model, data.caption_texts, max_seq_length, device)
     emb["teacher", "image"] = store.images(data.rows)
     emb["teacher", "text"] = store.captions(data.caption_rows)
     results = {}
-    for case in runnable:
+    for case in cases:
         img_src, txt_src = _SOURCES[case]
         results[case] = metrics.evaluate(emb[img_src, "image"], data.pids, emb[txt_src, "text"], data.caption_pids,
                                          top_k=top_k, device=device)

@@ -211,11 +211,13 @@ class DistillLoss:
         def own(batch: torch.Tensor) -> torch.Tensor:  # an anchor's own row comes first in its refs
             return torch.arange(len(batch), device=batch.device)
 
+        if term == "id_img":  # only the ring a term reads is joined to the batch (a copy of the memory)
+            ref, ref_pid = refs(s_img, pid, memory.image if memory else None)
+            return contrastive(s_img, pid, ref, ref_pid, self.margin, own(s_img))
+        if term == "id_cap":
+            ref, ref_pid = refs(s_cap, cap_pid, memory.text if memory else None)
+            return contrastive(s_cap, cap_pid, ref, ref_pid, self.margin, own(s_cap))
         img_ref, img_ref_pid = refs(s_img, pid, memory.image if memory else None)
         cap_ref, cap_ref_pid = refs(s_cap, cap_pid, memory.text if memory else None)
-        if term == "id_img":
-            return contrastive(s_img, pid, img_ref, img_ref_pid, self.margin, own(s_img))
-        if term == "id_cap":
-            return contrastive(s_cap, cap_pid, cap_ref, cap_ref_pid, self.margin, own(s_cap))
         return 0.5 * (contrastive(s_img, pid, cap_ref, cap_ref_pid, self.margin)
                       + contrastive(s_cap, cap_pid, img_ref, img_ref_pid, self.margin))

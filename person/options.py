@@ -91,4 +91,3 @@ def run_command(main: Callable[[], Any], prog: str) -> None:
         main()
     except (FileNotFoundError, ValueError, ImageReadError) as e:
         sys.exit(f"{prog}: error: {e}")
-

@@ -329,6 +329,11 @@ class Trainer:
     def main_case(self) -> str:
         return MAIN_CASE[self.opts.train]
 
+    @property
+    def final_cases(self) -> tuple[str, ...]:
+        """Every case the run's students can be scored on (mixed ones only in the teacher's space)."""
+        return cases_for(self.opts.train, self.feature_dim == self.store.dim)
+
     def _evaluate_and_keep_best(self, writer: SummaryWriter | None, cases: tuple[str, ...] | None = None
                                 ) -> dict[str, dict]:
         """Evaluate `cases` (default: the main one) on the selection split, log the main case, and save
@@ -349,7 +354,7 @@ class Trainer:
 
     def _final_evaluation(self, writer: SummaryWriter | None) -> dict[str, dict]:
         """best.pt's last chance on the selection split, then every case on the held-out (test) split."""
-        cases = cases_for(self.opts.train, self.feature_dim == self.store.dim)
+        cases = self.final_cases
         if self.select_split == "eval":
             return self._evaluate_and_keep_best(writer, cases)
         self._evaluate_and_keep_best(writer)
@@ -410,7 +415,7 @@ class Trainer:
                 barrier()
         bar.close()
         if main and last is None:  # nothing left to train: evaluate and keep what the resumed run holds
-            last, final = self.save(), self.evaluate(cases_for(o.train, self.feature_dim == self.store.dim))
+            last, final = self.save(), self.evaluate(self.final_cases)
         if len(self.skipped_images):
             log.warning("training %s", self.skipped_images.summary())
         return last, final
