@@ -2,7 +2,8 @@
 
 1. Steps/s of `Trainer.train_step` fed by the real loader (decode + augment in DataLoader workers, store
    lookups, caption encoding) against the same steps on batches already in memory, in the same run: the
-   ratio says whether loading is the bottleneck (1.0 = it costs nothing). Data: a drawn demo-like set,
+   ratio says whether loading is the bottleneck (1.0 = it costs nothing); and the in-memory steps again with
+   the image student in channels-last layout (`--channels_last`). Data: a drawn demo-like set,
    its store extracted with the shipped demo teacher (tools/demo_teacher) through the real path.
 2. Parameters and multiply-accumulates (Conv2d + Linear, person.flops) of every registered student beside
    the teachers': the shipped demo teacher and the real architectures (SigLIP2 so400m/16 at 512 px and
@@ -12,6 +13,7 @@ Usage: python bench/train.py [--ids 300] [--steps 15] [--rounds 3] [--device cpu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import platform
 import statistics
@@ -58,31 +60,40 @@ def throughput(args: argparse.Namespace, work: Path) -> list[str]:
                         p=args.p, k=args.k, num_workers=args.workers, device=args.device, max_iters=10 ** 6,
                         eval_every=0, log_dir=str(work / "logs"))
     trainer = Trainer(opts)
+    layout = Trainer(dataclasses.replace(opts, channels_last=True))  # the same students, other memory layout
     batches = iter(trainer.loader())
     for _ in range(3):  # warm-up: workers started, kernels chosen
-        trainer.train_step(next(batches))
-    loaded, cached = [], []
+        batch = next(batches)
+        trainer.train_step(batch)
+        layout.train_step(batch)
+
+    def steps_per_s(t: Trainer, held: list) -> float:
+        start = time.perf_counter()
+        for b in held:
+            t.train_step(b)
+        return len(held) / (time.perf_counter() - start)
+
+    loaded, cached, channels_last = [], [], []
     for _ in range(args.rounds):
-        t = time.perf_counter()
+        start = time.perf_counter()
         for _ in range(args.steps):
             trainer.train_step(next(batches))
-        loaded.append(args.steps / (time.perf_counter() - t))
+        loaded.append(args.steps / (time.perf_counter() - start))
         held = [next(batches) for _ in range(args.steps)]
-        t = time.perf_counter()
-        for batch in held:
-            trainer.train_step(batch)
-        cached.append(args.steps / (time.perf_counter() - t))
-    real, mem = statistics.median(loaded), statistics.median(cached)
+        cached.append(steps_per_s(trainer, held))
+        channels_last.append(steps_per_s(layout, held))
+    real, mem, last = (statistics.median(x) for x in (loaded, cached, channels_last))
     batch = args.p * args.k
     return [
-        f"{args.backbone} + {args.tbackbone} (width {args.text_width}, stride {args.text_stride}) at {args.image_size}, batch {batch} "
-        f"({args.p} ids x {args.k}), {args.workers} loader workers, device {args.device}; "
+        f"{args.backbone} + {args.tbackbone} (width {args.text_width}, stride {args.text_stride}) at {args.image_size}, "
+        f"batch {batch} ({args.p} ids x {args.k}), {args.workers} loader workers, device {args.device}; "
         f"{args.ids} ids x 4 images; median of {args.rounds} rounds of {args.steps} steps.",
         "",
         "| feed | steps/s | images/s | vs in memory |",
         "|---|---|---|---|",
         f"| batches already in memory (reference) | {mem:.2f} | {mem * batch:.0f} | 1.00 |",
         f"| real loader (decode, augment, store, captions) | {real:.2f} | {real * batch:.0f} | {real / mem:.2f} |",
+        f"| in memory, `--channels_last` | {last:.2f} | {last * batch:.0f} | {last / mem:.2f} |",
     ]
 
 

@@ -51,6 +51,8 @@ class TrainOptions(DatasetOptions):
     amp: str = option("auto", "mixed precision: auto (bf16 on CUDA, none on CPU), none, bf16, fp16 (CUDA)",
                       choices=("auto", "none", "bf16", "fp16"))
     compile: bool = option(False, "torch.compile the students")
+    channels_last: bool = option(False, "the image student and its batches in channels-last memory layout (faster "
+                                        "convolutions with oneDNN on CPU and with tensor cores on CUDA)")
     sync_bn: bool = option(True, "SyncBatchNorm across GPU ranks under torchrun (CPU ranks keep per-rank batch statistics)")
     seed: int = option(0, "seed of weights, batches and augmentation")
     max_nonfinite: int = option(20, "stop after this many non-finite losses in a row (each one skips its step)")
@@ -109,9 +111,9 @@ class TrainOptions(DatasetOptions):
         return LossWeights(**{t: getattr(self, f"{t}_weight") for t in TERMS})
 
 
-# Options that may differ when a run is resumed: how it is watched, where its files are, and how far it
-# goes. (A larger --max_iters stretches the cosine schedule from the resumed iteration on: the rate
-# rises again from where it had decayed to, as in any schedule restart.)
+# Options that may differ when a run is resumed: how it is watched, where its files are, where and in which
+# memory layout it runs, and how far it goes. (A larger --max_iters stretches the cosine schedule from the
+# resumed iteration on: the rate rises again from where it had decayed to, as in any schedule restart.)
 RESUMABLE_CHANGES = frozenset({"resume", "max_iters", "log_every", "save_every", "eval_every", "keep_last",
-                               "num_workers", "device", "log_dir", "max_nonfinite", "data", "image_root",
-                               "embedding_path"})
+                               "num_workers", "device", "channels_last", "log_dir", "max_nonfinite", "data",
+                               "image_root", "embedding_path"})

@@ -132,6 +132,8 @@ class Trainer:
 
         torch.manual_seed(opts.seed)  # the same initial weights on every rank
         self.students = opts.build_students(self.feature_dim).to(self.device)
+        if opts.channels_last and self.students.image is not None:
+            self.students.image.to(memory_format=torch.channels_last)
         self.model = self._wrap(self.students)
         self.optimizer = make_optimizer(self.students, opts)
         self.autocast_dtype = amp_dtype(opts.amp, self.device)
@@ -263,6 +265,8 @@ class Trainer:
         cap_pid = pid[batch["caption_owner"].to(dev)]
         images = (normalize_batch(batch["images"].to(dev, non_blocking=True), self.mean, self.std)
                   if batch["images"] is not None and len(rows) else None)
+        if images is not None and o.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         autocast = (torch.autocast(dev.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext())
         # BatchNorm statistics move in the forward; a skipped step must leave them as they were (a NaN
         # batch would otherwise poison them for good). They are a few KB: copying them is free.

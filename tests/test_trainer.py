@@ -281,3 +281,25 @@ def test_several_captions_per_image_train_the_text_student_on_all_of_them(setup,
     assert labels.tolist() == trainer.records.pids[batch["rows"][owner].numpy()].tolist()
     with pytest.raises(ValueError, match="--captions_per_image must be at least 1, got 0"):
         TrainOptions(**(vars(opts) | {"captions_per_image": 0})).validate()
+
+
+def test_channels_last_trains_the_same_image_student(setup, tmp_path):
+    def trainer(*extra: str) -> Trainer:
+        # SGD: Adam's first step is lr * sign(gradient), which rounding flips where a gradient is ~0
+        sgd = ("--optimizer", "sgd", "--lr", "0.1", "--weight_decay", "0", "--warmup_iters", "0")
+        return Trainer(TrainOptions(**vars(main_cmd.build_parser().parse_args(args(setup, tmp_path, *sgd, *extra)))))
+
+    plain, fast = trainer(), trainer("--channels_last")
+    convs = [p for p in fast.students.image.parameters() if p.dim() == 4]
+    # (1x1 and one-channel depthwise kernels are both layouts at once; the 3x3 ones tell them apart)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert any(not p.is_contiguous() for p in convs)
+    before = torch.cat([p.detach().flatten() for p in plain.students.parameters()])
+    batch = next(iter(plain.loader()))
+    a, b = plain.train_step(batch), fast.train_step(batch)
+    assert a.keys() == b.keys() and all(b[k] == pytest.approx(a[k], rel=1e-4) for k in a)
+    # The same step up to float rounding, which BatchNorm's backward (sums of many cancelling terms) and
+    # this untrained run's large first gradients amplify to ~0.2% of the update; a misread layout moves
+    # the weights somewhere else entirely.
+    moved = [torch.cat([p.detach().flatten() for p in t.students.parameters()]) - before for t in (plain, fast)]
+    assert float((moved[1] - moved[0]).norm() / moved[0].norm()) < 1e-2
