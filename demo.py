@@ -56,7 +56,8 @@ DEMO_TRAINING = dict(backbone="backbone.mf3.ANet2_w050", tbackbone="tbackbone.ch
 
 
 def step_data(workdir: Path, ids: int) -> Path:
-    """The demo set: `ids` identities x 4 images in SYNTH-PEDES format, 20% Chinese captions."""
+    """The demo set: `ids` identities x 4 images in SYNTH-PEDES format, 20% Chinese captions; refused when
+    its training identities cannot fill one batch."""
     json_path = workdir / "data" / JSON_NAME["synthpedes"]
     if json_path.is_file():
         print(f"[data] {json_path} is there; skipped")
@@ -65,9 +66,13 @@ def step_data(workdir: Path, ids: int) -> Path:
         write_dataset(workdir / "data", ids, DEMO_IMAGES_PER_ID, DEMO_SEED, "synthpedes")
         print(f"[data] drew {ids} x {DEMO_IMAGES_PER_ID} pedestrians in {time.perf_counter() - start:.1f} s")
     records = load_records(json_path)
+    counts = records.split_counts()
     print(f"[data] {json_path}: {len(records)} images of {records.num_ids} identities; " +
           "; ".join(f"{split}: {c['ids']} ids, {c['images']} images, {c['captions']} captions"
-                    for split, c in records.split_counts().items()))
+                    for split, c in counts.items()))
+    if counts["train"]["ids"] < DEMO_TRAINING["p"]:
+        raise ValueError(f"{json_path}: {counts['train']['ids']} training identities cannot fill the demo's batches "
+                         f"of {DEMO_TRAINING['p']} identities: draw more with --ids in a new --workdir")
     return json_path
 
 
@@ -140,10 +145,6 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = {} if args.max_iters is None else {"max_iters": args.max_iters, "eval_every": 0,
                                                    "save_every": args.max_iters}
     json_path = step_data(args.workdir, args.ids)
-    train_ids = load_records(json_path).split_counts()["train"]["ids"]
-    if train_ids < DEMO_TRAINING["p"]:
-        raise ValueError(f"{json_path}: {train_ids} training identities cannot fill the demo's batches of "
-                         f"{DEMO_TRAINING['p']} identities: draw more with --ids in a new --workdir")
     store_path = step_extract(args.workdir, json_path, args.teacher)
     teacher = step_teacher_report(args.workdir, store_path)
     checkpoint = step_train(args.workdir, store_path, overrides)

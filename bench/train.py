@@ -63,9 +63,9 @@ def throughput(args: argparse.Namespace, work: Path) -> list[str]:
     layout = Trainer(dataclasses.replace(opts, channels_last=True))  # the same students, other memory layout
     batches = iter(trainer.loader())
     for _ in range(3):  # warm-up: workers started, kernels chosen
-        batch = next(batches)
-        trainer.train_step(batch)
-        layout.train_step(batch)
+        warm = next(batches)
+        trainer.train_step(warm)
+        layout.train_step(warm)
 
     def steps_per_s(t: Trainer, held: list) -> float:
         start = time.perf_counter()

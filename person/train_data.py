@@ -2,9 +2,10 @@
 
 The identity sampler (person.sampler) yields `(row, aug_seed)` items. In a loader worker each item
 becomes its augmented image (person.data.ImageDataset) and N of its captions (`--captions_per_image`,
-distinct, fewer when the record has fewer), picked by the same seed, so a batch is a pure function of (seed, batch number) and a resumed run sees the batches an
-uninterrupted one sees. The teacher's rows are looked up in the main process (`teacher_targets`),
-where the feature store lives; a store opened before the loader forks is never shared with workers.
+distinct, fewer when the record has fewer), picked by the same seed, so a batch is a pure function of
+(seed, batch number) and a resumed run sees the batches an uninterrupted one sees. The teacher's rows
+are looked up in the main process (`teacher_targets`), where the feature store lives; a store opened
+before the loader forks is never shared with workers.
 
 A caption of record `row` is number j of `captions[row] + prompt_captions[row]`; its row in the store
 is `caption_offsets[row] + j` (the store's caption order, person.store).

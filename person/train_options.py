@@ -89,8 +89,7 @@ class TrainOptions(DatasetOptions):
     def validate(self) -> None:
         """Clear errors for values no run can use (argparse checks only the types)."""
         for name in ("p", "k", "max_iters", "log_every", "save_every", "memory_size", "max_nonfinite",
-                     "max_seq_length", "text_width", "text_stride",
-                     "captions_per_image"):
+                     "max_seq_length", "text_width", "text_stride", "captions_per_image"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         for name in ("eval_every", "warmup_iters", "memory_warmup", "keep_last", "num_workers", "clip_grad",

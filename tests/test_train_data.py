@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from person.records import load_records
 from person.store import FIELDS, open_store
 from person.train_data import DistillCollate, DistillDataset
 from tests.distill_fixtures import make_setup
@@ -10,7 +11,6 @@ from tests.distill_fixtures import make_setup
 def test_caption_rows_match_their_text_for_every_field_choice(tmp_path):
     json_path, store_path, _ = make_setup(tmp_path, ids=6)
     with open_store(store_path) as store:
-        from person.records import load_records
         records = load_records(json_path)
         for fields, allowed in (("all", set(range(len(FIELDS)))), ("captions", {FIELDS.index("captions")})):
             data = DistillDataset(records, store.caption_offsets, None, fields)
@@ -30,7 +30,6 @@ def test_caption_rows_match_their_text_for_every_field_choice(tmp_path):
 def test_several_captions_per_image_are_distinct_and_capped_by_what_the_record_has(tmp_path):
     json_path, store_path, _ = make_setup(tmp_path, ids=6)
     with open_store(store_path) as store:
-        from person.records import load_records
         records = load_records(json_path)
         one, three = (DistillDataset(records, store.caption_offsets, None, "all", per_image=n) for n in (1, 3))
         many = DistillDataset(records, store.caption_offsets, None, "all", per_image=50)
