@@ -10,27 +10,23 @@ WORKDIR/reports/student.json (the metrics keys of evaluation_labels.py / evaluat
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from person import report  # noqa: E402
-from person.checkpoint import last_checkpoint  # noqa: E402
-from person.evaluate import checkpoint_summary, evaluate_checkpoint, teacher_evaluation  # noqa: E402
-from person.extract import extract  # noqa: E402
-from person.options import run_command  # noqa: E402
-from person.records import load_records  # noqa: E402
-from person.store import StoreIncompleteError, open_store, resolve_store_path  # noqa: E402
-from person.synthetic.writer import JSON_NAME, write_dataset  # noqa: E402
-from person.teachers import load_teacher  # noqa: E402
-from person.trainer import Trainer  # noqa: E402
-from person.train_options import TrainOptions  # noqa: E402
+from person.data.records import load_records
+from person.data.synthetic.writer import JSON_NAME, write_dataset
+from person.eval import report
+from person.eval.evaluate import checkpoint_summary, evaluate_checkpoint, teacher_evaluation
+from person.models.checkpoint import last_checkpoint
+from person.options import run_command
+from person.teacher.extract import extract
+from person.teacher.hf import load_teacher
+from person.teacher.store import StoreIncompleteError, open_store, resolve_store_path
+from person.train.options import TrainOptions
+from person.train.trainer import Trainer
 
 DEMO_TEACHER = ROOT / "tools" / "demo_teacher"
 DEMO_IDS, DEMO_IMAGES_PER_ID, DEMO_SEED = 1000, 4, 0

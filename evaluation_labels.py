@@ -17,20 +17,17 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from person import metrics, report  # noqa: E402
-from person.evaluate import eval_split  # noqa: E402
-from person.options import run_command  # noqa: E402
-from person.store import FIELDS, open_store  # noqa: E402
+from person.eval import metrics
+from person.eval import report
+from person.eval.evaluate import eval_split
+from person.options import run_command
+from person.teacher.store import FIELDS, open_store
 
 REQUIRED = ("image_emb", "image_pid", "caption_emb")
 OPTIONAL = ("caption_pid", "caption_image", "image_path", "caption_text")

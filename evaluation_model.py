@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from person import report  # noqa: E402
-from person.evaluate import CASES, checkpoint_summary, evaluate_checkpoint  # noqa: E402
-from person.options import run_command  # noqa: E402
-from person.records import DatasetOptions  # noqa: E402
+from person.data.records import DatasetOptions
+from person.eval import report
+from person.eval.evaluate import CASES, checkpoint_summary, evaluate_checkpoint
+from person.options import run_command
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

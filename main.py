@@ -13,16 +13,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from person.distributed import cleanup  # noqa: E402
-from person.options import add_options, from_namespace, given_options, run_command  # noqa: E402
-from person.trainer import TrainResult, train  # noqa: E402
-from person.train_options import TrainOptions  # noqa: E402
+from person.distributed import cleanup
+from person.options import add_options, from_namespace, given_options, run_command
+from person.train.options import TrainOptions
+from person.train.trainer import TrainResult, train
 
 
 def build_parser() -> argparse.ArgumentParser:

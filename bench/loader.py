@@ -23,7 +23,6 @@ import os
 import platform
 import pstats
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,14 +34,11 @@ import torch
 from PIL import Image, features
 from torch.utils.data import DataLoader, Dataset
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from person.data import ImageDataset, collate_images  # noqa: E402
-from person.images import DEFAULT_IMAGE_SIZE, ImageTransform, load_image, load_pixels, normalize_batch  # noqa: E402
-from person.records import RecordSet, load_records  # noqa: E402
-from person.synthetic.writer import write_dataset  # noqa: E402
+from person.data.datasets import ImageDataset, collate_images
+from person.data.images import DEFAULT_IMAGE_SIZE, ImageTransform, load_image, load_pixels, normalize_batch
+from person.data.records import RecordSet, load_records
+from person.data.synthetic.writer import write_dataset
 
 Item = tuple[int, int]  # (row, augmentation seed), as IdentityBatchSampler yields them
 

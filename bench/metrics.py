@@ -2,7 +2,7 @@
 
 1. Seed size (5000 images x 2500 captions = 12.5M pairs, 5000 positives), in this process:
    - reference: `sklearn.metrics.roc_curve(drop_intermediate=False)` on the precomputed scores, plus
-     reading the EER and FAR thresholds off it (the same definitions as person.metrics);
+     reading the EER and FAR thresholds off it (the same definitions as person.eval.metrics);
    - ours: `metrics.verification` from the same scores, and from the embeddings (scoring included),
      beside the float32 matmul alone: the floor of the from-embeddings time;
    - `retrieval` and `evaluate` from the embeddings.
@@ -29,10 +29,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from person import metrics  # noqa: E402
+from person.eval import metrics
 
 
 def embeddings(n_images: int, n_captions: int, n_ids: int, dim: int, seed: int = 0):
@@ -55,7 +53,7 @@ def embeddings(n_images: int, n_captions: int, n_ids: int, dim: int, seed: int =
 
 
 def sklearn_verification(scores: np.ndarray, mask: np.ndarray) -> dict:
-    """EER and FAR thresholds read off sklearn's ROC with person.metrics' definitions."""
+    """EER and FAR thresholds read off sklearn's ROC with person.eval.metrics' definitions."""
     from sklearn.metrics import roc_curve
 
     fpr, tpr, thr = roc_curve(mask.ravel(), scores.ravel(), drop_intermediate=False)
@@ -157,10 +155,9 @@ def cpu_model() -> str:
 
 
 CHILD = """
-import resource, sys, time
-sys.path.insert(0, {root!r})
+import resource, time
 from bench.metrics import embeddings
-from person import metrics
+from person.eval import metrics
 img, ipid, cap, cpid = embeddings({n}, {n}, {n} // 2, {dim})
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
@@ -180,8 +177,9 @@ def large(args) -> list[str]:
             "", "| what | seconds | peak RSS | inputs | positives | negatives | EER |",
             "|---|---|---|---|---|---|---|"]
     for what in ("verification", "evaluate"):
-        code = CHILD.format(root=str(ROOT), n=args.big, dim=args.dim, what=what, device=args.device)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        code = CHILD.format(n=args.big, dim=args.dim, what=what, device=args.device)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             cwd=ROOT).stdout  # `-c` imports from the working directory: bench.metrics
         secs, base, peak, pos, neg, eer = out.split()
         label = "`verification`" if what == "verification" else "`evaluate` (verification + retrieval)"
         rows.append(f"| {label} | {float(secs):.1f} | {int(peak) / 1024:.0f} MB | {int(base) / 1024:.0f} MB "

@@ -3,7 +3,7 @@
 Writes a synthetic N-record synthpedes-dataset.json (default 1M records, 3 captions + a prompt caption
 each, like the real file), then loads it in fresh subprocesses so each peak RSS is its own:
   - reference: `json.load` (holds the raw text while parsing, then every record as a dict)
-  - ours: `person.records.load_records` (ijson stream into column-wise records)
+  - ours: `person.data.records.load_records` (ijson stream into column-wise records)
 Usage: python bench/records.py [--records 1000000] [--keep DIR]
 """
 from __future__ import annotations
@@ -17,11 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = {
     "json.load": "import json; recs = json.load(open(PATH, encoding='utf-8')); n = len(recs)",
-    "load_records": "from person.records import load_records; n = len(load_records(PATH))",
+    "load_records": "from person.data.records import load_records; n = len(load_records(PATH))",
 }
 
 
@@ -43,7 +42,7 @@ def write_json(path: Path, n: int) -> None:
 
 
 def measure(name: str, path: Path) -> tuple[float, float]:
-    code = (f"import resource, sys, time; sys.path.insert(0, {str(ROOT)!r}); PATH = {str(path)!r}; "
+    code = (f"import resource, time; PATH = {str(path)!r}; "
             f"t = time.perf_counter(); {CHILD[name]}; dt = time.perf_counter() - t; "
             f"print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, n)")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()

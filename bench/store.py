@@ -6,10 +6,10 @@
     fp32 conversion) and as the stored float16 (dtype=np.float16; the memmap's bare gather). Rounds are
     interleaved and the best round of each source is kept (the machine may be shared). The files sit in
     the page cache, so this measures the reader's own cost, not the disk.
-(b) Extraction overhead: person.extract.extract() wall time against the teacher's bare forward passes on
+(b) Extraction overhead: person.teacher.extract.extract() wall time against the teacher's bare forward passes on
     the same batches (inputs decoded, resized and tokenised beforehand). The teacher is a SiglipModel
     with google/siglip2-base-patch16-224's sizes (randomly initialised; vocabulary 256000), 224 px,
-    saved with the tiny SentencePiece tokenizer of tests/tiny_teachers.py and loaded through
+    saved with the demo teacher's SentencePiece tokenizer (tools/demo_teacher) and loaded through
     load_teacher. The overhead is measured inside each extraction (the time its teacher spends in the
     model's forward, against its wall time: no outside load can skew that), and against separate bare
     passes alternating with the extractions for a few rounds (fastest vs fastest; on a shared machine
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,14 +31,13 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from person import store as S  # noqa: E402
-from person.extract import extract  # noqa: E402
-from person.images import load_image  # noqa: E402
-from person.records import RecordSet, load_records  # noqa: E402
-from person.synthetic import write_dataset  # noqa: E402
-from person.teachers import load_teacher  # noqa: E402
+from person.data.images import load_image
+from person.data.records import RecordSet, load_records
+from person.data.synthetic import write_dataset
+from person.teacher import store as S
+from person.teacher.extract import extract
+from person.teacher.hf import load_teacher
 
 DIM = 1152  # so400m / MEXMA width: the SYNTH-PEDES store the reader is for
 READ_BATCH = 256
@@ -143,11 +141,10 @@ def bench_reads(folder: Path, gb: float, rounds: int = 7, batches: int = 200) ->
 # ---------------------------------------------------------------- (b) extraction overhead
 
 def build_base_teacher(folder: Path) -> Path:
-    """SiglipModel with google/siglip2-base-patch16-224's sizes, random weights, 224 px, a tiny tokenizer."""
-    from tiny_teachers import build_tiny_siglip
+    """SiglipModel with google/siglip2-base-patch16-224's sizes, random weights, 224 px, the demo teacher's
+    SentencePiece tokenizer (the vocabulary size is SigLIP2's all the same)."""
     from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel, SiglipProcessor, SiglipTokenizer
-    build_tiny_siglip(folder)  # its tokenizer; config, weights and processor are replaced below
-    tokenizer = SiglipTokenizer.from_pretrained(folder)
+    tokenizer = SiglipTokenizer.from_pretrained(ROOT / "tools" / "demo_teacher")
     config = SiglipConfig(
         text_config={**SIGLIP2_BASE, "vocab_size": 256000, "max_position_embeddings": 64,
                      "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None,
@@ -219,14 +216,14 @@ def bench_extraction(folder: Path, images: int, batch_size: int, workers: int, r
     return [
         "### (b) Extraction overhead",
         f"Teacher: SiglipModel with google/siglip2-base-patch16-224's sizes ({params:.0f}M parameters, random "
-        f"weights), 224 px, float32 on CPU. {len(records)} images ({records.format} drawn by person.synthetic) "
+        f"weights), 224 px, float32 on CPU. {len(records)} images ({records.format} drawn by person.data.synthetic) "
         f"and {len(texts)} captions, batch {batch_size}, {workers} decoding workers, h5 store; {rounds} rounds of "
         f"(bare forward, extraction) (setup: {setup:.0f} s).", "",
         "| seconds | min | median | rounds |", "|---|---|---|---|",
         row("bare forward, inputs prepared beforehand", bare),
         row("extract() wall time: store creation, decoding, preprocessing, tokenising, forward, writes", wall),
         row("forward time inside that extraction", inside), "",
-        f"Overhead = extraction wall time over the forward time on the same batches. Measured inside each "
+        "Overhead = extraction wall time over the forward time on the same batches. Measured inside each "
         f"extraction (immune to other load on the machine): **"
         + " / ".join(f"{100 * (w / i - 1):+.1f}%" for w, i in zip(wall, inside)) + "** (goal <= 10%). "
         f"Against the separate bare passes, fastest vs fastest: {100 * (min(wall) / min(bare) - 1):+.1f}%; "

@@ -5,7 +5,7 @@
    ratio says whether loading is the bottleneck (1.0 = it costs nothing); and the in-memory steps again with
    the image student in channels-last layout (`--channels_last`). Data: a drawn demo-like set,
    its store extracted with the shipped demo teacher (tools/demo_teacher) through the real path.
-2. Parameters and multiply-accumulates (Conv2d + Linear, person.flops) of every registered student beside
+2. Parameters and multiply-accumulates (Conv2d + Linear, person.models.flops) of every registered student beside
    the teachers': the shipped demo teacher and the real architectures (SigLIP2 so400m/16 at 512 px and
    MEXMA's XLM-R-large text tower), built on the meta device (no weights, no memory).
 Usage: python bench/train.py [--ids 300] [--steps 15] [--rounds 3] [--device cpu] [--workers 2]
@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,17 +25,15 @@ import torch
 from transformers import SiglipConfig, SiglipModel, XLMRobertaConfig, XLMRobertaModel
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from person.extract import extract  # noqa: E402
-from person.flops import count_macs  # noqa: E402
-from person.model import create_image_student, create_text_student, image_students, text_students  # noqa: E402
-from person.records import load_records  # noqa: E402
-from person.synthetic import write_dataset  # noqa: E402
-from person.teachers import load_teacher  # noqa: E402
-from person.trainer import Trainer  # noqa: E402
-from person.train_options import TrainOptions  # noqa: E402
+from person.data.records import load_records
+from person.data.synthetic import write_dataset
+from person.models.flops import count_macs
+from person.models.students import create_image_student, create_text_student, image_students, text_students
+from person.teacher.extract import extract
+from person.teacher.hf import load_teacher
+from person.train.options import TrainOptions
+from person.train.trainer import Trainer
 
 DEMO_TEACHER = ROOT / "tools" / "demo_teacher"
 CAPTION_CHARS = 110  # a typical English caption of the demo set, in characters

@@ -1,5 +1,10 @@
 """person: distil a vision-language teacher into tiny person-retrieval students.
 
 The library behind every command of the project (see DESIGN.md): it never parses sys.argv,
-never prints from deep inside and never reaches the network.
+never prints from deep inside and never reaches the network. One subpackage per pipeline stage,
+each importing only the stages before it:
+
+    data -> teacher -> models -> eval -> train -> (demo, export, runtime, gallery: next)
+
+`options` (typed options, the commands' bad-input exit), `errors` and `distributed` are shared by all.
 """

@@ -14,6 +14,8 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from person.errors import PersonError
+
 T = TypeVar("T")
 
 
@@ -86,8 +88,7 @@ def given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[s
 def run_command(main: Callable[[], Any], prog: str) -> None:
     """Run a command's `main()`; bad input (a missing file, a malformed value or record, an unreadable image
     in strict mode) ends it with its message, which names the thing and the fix, instead of a traceback."""
-    from person.images import ImageReadError  # here: importing options (records do) must not load torch and OpenCV
     try:
         main()
-    except (FileNotFoundError, ValueError, ImageReadError) as e:
+    except (FileNotFoundError, ValueError, PersonError) as e:
         sys.exit(f"{prog}: error: {e}")

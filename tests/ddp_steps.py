@@ -11,12 +11,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import main as main_cmd  # noqa: E402
-from person.distributed import cleanup  # noqa: E402
-from person.trainer import Trainer  # noqa: E402
-from person.train_options import TrainOptions  # noqa: E402
+import main as main_cmd
+from person.distributed import cleanup
+from person.train.options import TrainOptions
+from person.train.trainer import Trainer
 
 
 def gathered(t: torch.Tensor) -> list[torch.Tensor]:

@@ -2,7 +2,7 @@
 
 The embeddings come from a fixed rule, not a model: each identity has a random unit centre, its images
 and captions are noisy copies of it. So training tests need no teacher, run in seconds, and still have
-something learnable. The store is written through person.store's real writer.
+something learnable. The store is written through person.teacher.store's real writer.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from person.records import load_records
-from person.store import StoreWriter, caption_layout
-from person.synthetic import write_dataset
+from person.data.records import load_records
+from person.data.synthetic import write_dataset
+from person.teacher.store import StoreWriter, caption_layout
 
 DIM = 16
 IDENTITY = {"teacher": "made-up", "kind": "siglip", "config_hash": "0" * 64, "dim": DIM, "dtype": "float32",

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from person.backbone.layers import fuse_bn
-from person.backbone.registry import UnknownModelError
-from person.flops import count_macs
-from person.model import create_image_student, image_students
+from person.models.backbone.layers import fuse_bn
+from person.models.flops import count_macs
+from person.models.registry import UnknownModelError
+from person.models.students import create_image_student, image_students
 
 NAMES = image_students()  # discovered: a new model file is tested with no new test code
 DIM = 64
@@ -152,12 +152,12 @@ def test_count_macs_exact_on_a_known_net():
 
 
 @pytest.mark.parametrize("bad, reason", [
-    ("backbone.mf3.ANet3", "module 'person.backbone.mf3' has no 'ANet3'"),
-    ("backbone.nope.Net", "no module 'person.backbone.nope'"),
+    ("backbone.mf3.ANet3", "module 'person.models.backbone.mf3' has no 'ANet3'"),
+    ("backbone.nope.Net", "no module 'person.models.backbone.nope'"),
     ("ANet2", "expected a dotted path such as backbone.mf3.ANet2"),
     ("tbackbone.char.L3", "not a registered image backbone"),
     ("backbone.layers.ConvBN", "not a registered image backbone"),
-    ("person.text.encode_chars", "not an nn.Module class"),
+    ("person.data.text.encode_chars", "not an nn.Module class"),
 ])
 def test_wrong_name_is_a_clear_error(bad, reason):
     with pytest.raises(UnknownModelError) as e:
@@ -167,7 +167,7 @@ def test_wrong_name_is_a_clear_error(bad, reason):
 
 
 def test_fully_qualified_and_plugged_in_names(tmp_path, monkeypatch):
-    assert type(create_image_student("person.backbone.mf3.ANet2", DIM)).__name__ == "ANet2"
+    assert type(create_image_student("person.models.backbone.mf3.ANet2", DIM)).__name__ == "ANet2"
     (tmp_path / "my_nets.py").write_text(
         "from torch import nn\n"
         "class Pool(nn.Module):\n"

@@ -2,13 +2,17 @@
 import argparse
 import dataclasses
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from person.checkpoint import last_checkpoint, load_checkpoint, run_dir, save_checkpoint
+from person.models.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint, students_from_checkpoint
+from person.models.students import StudentSpec
 from person.options import add_options, from_dict, from_namespace, option, to_dict
-from person.schedule import warmup_cosine
+from person.train.runs import run_dir
+from person.train.schedule import warmup_cosine
 
 
 def test_save_load_round_trip_and_last(tmp_path):
@@ -74,3 +78,37 @@ def test_warmup_cosine_values():
     assert lrs[0] == 0.5 and lrs[1] == 1.0 and lrs[2] == 1.0
     assert lrs[6] == pytest.approx(0.5) and lrs[10] == pytest.approx(0.0)
     assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def test_a_checkpoint_from_before_the_layout_move_still_loads():
+    """Written by the old flat `person` package: its dotted names (`backbone.tiny.TinyNet`) resolve in the new
+    tree, its students are rebuilt from the saved options, and they give the outputs they gave then."""
+    state = load_checkpoint(FIXTURES / "checkpoint_v1.pt")
+    assert "students" not in state and state["options"]["backbone"] == "backbone.tiny.TinyNet"
+    spec, students = students_from_checkpoint(state)
+    assert spec == StudentSpec(16, "backbone.tiny.TinyNet", "tbackbone.char.L1", (32, 16), "stretch", 128, 32, 2)
+    assert spec.trained == "both"
+    expected = np.load(FIXTURES / "checkpoint_v1_outputs.npz")
+    with torch.no_grad():
+        out = students(torch.from_numpy(expected["images"]), torch.from_numpy(expected["chars"]),
+                       torch.from_numpy(expected["mask"]))
+    np.testing.assert_allclose(out["image"].numpy(), expected["image"], atol=1e-6)
+    np.testing.assert_allclose(out["text"].numpy(), expected["text"], atol=1e-6)
+
+
+def test_student_spec_round_trips_and_names_what_is_wrong():
+    spec = StudentSpec(8, None, "tbackbone.char.L2", (96, 48), max_seq_length=64, text_width=64)
+    assert StudentSpec.from_dict(spec.to_dict()) == spec and spec.trained == "text"
+    assert spec.to_dict()["image_size"] == [96, 48]
+    with pytest.raises(ValueError, match="fields this version does not know: colour"):
+        StudentSpec.from_dict({**spec.to_dict(), "colour": 1})
+    with pytest.raises(ValueError, match="needs an image student"):
+        StudentSpec(8)
+    with pytest.raises(ValueError, match="resize 'crop'"):
+        StudentSpec(8, "backbone.tiny.TinyNet", resize="crop")
+    torch.manual_seed(0)
+    students = spec.build()
+    assert students.image is None and students.text.max_seq_length == 64 and students.text.width == 64

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from person.images import ImageReadError
+from person.data.images import ImageReadError
 from person.options import run_command
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import demo
-from person.metrics import FAR_LEVELS
+from person.eval.metrics import FAR_LEVELS
 from tests.tiny_teachers import build_tiny_siglip
 
 KEYS = {"eer", "eer_threshold", "frr_at_far", "threshold_at_far", "rank1", "rank5", "rank10", "mAP", "mINP",

@@ -13,13 +13,15 @@ import pytest
 import torch
 from PIL import Image
 
-from person.demo_teacher import (DemoTeacherConfig, build_model, embed, encode_captions, held_out_report,
-                                 image_processor, label_sigmoid_loss, load_training_set, make_batch, partial_caption,
-                                 positives, reserved_combinations, save_teacher, train, train_tokenizer)
-from person.records import load_records
-from person.synthetic import ATTRIBUTE_KEYS, write_dataset
-from person.synthetic.oracle import TruthError, attribute_codes, evaluate_oracle, key_mask, match_scores, read_truth
-from person.teachers import load_teacher
+from person.data.records import load_records
+from person.data.synthetic import ATTRIBUTE_KEYS, write_dataset
+from person.data.synthetic.oracle import TruthError, attribute_codes, key_mask, match_scores, oracle_scores, read_truth
+from person.demo.teacher_recipe import (held_out_report, label_sigmoid_loss, load_training_set, make_batch,
+                                        partial_caption, positives, reserved_combinations, train)
+from person.eval.metrics import evaluate_from_scores
+from person.teacher.demo_model import (DemoTeacherConfig, build_model, embed, encode_captions, image_processor,
+                                       save_teacher, train_tokenizer)
+from person.teacher.hf import load_teacher
 from tools import train_demo_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -183,7 +185,8 @@ def test_oracle_scores_share_of_named_attributes():
         [0.0, 0.0, 0.0, 1.0],   # woman with a backpack: C only
         [1.0, 1.0, 1.0, 1.0],   # names nothing
     ], dtype=np.float32))
-    ev = evaluate_oracle(truth, [0, 1, 2, 3])
+    oracle, image_pid, caption_pid, _ = oracle_scores(truth, [0, 1, 2, 3])
+    ev = evaluate_from_scores(oracle, image_pid, caption_pid)
     assert ev.retrieval.cmc[1] == 1.0  # each caption's top image is its own identity's (ties: gallery order)
     # at threshold 1: FRR 0, FAR 1/10 (C too wears red over blue: caption 2 cannot tell C from A)
     assert ev.verification.eer == pytest.approx(0.05)

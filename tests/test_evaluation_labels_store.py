@@ -6,13 +6,13 @@ import pytest
 
 import evaluation_labels
 import tiny_teachers
-from person import metrics as M
-from person import report
-from person import store as S
-from person.extract import extract
-from person.records import load_records
-from person.synthetic import write_dataset
-from person.teachers import load_teacher
+from person.data.records import load_records
+from person.data.synthetic import write_dataset
+from person.eval import metrics as M
+from person.eval import report
+from person.teacher import store as S
+from person.teacher.extract import extract
+from person.teacher.hf import load_teacher
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""person.extract and tools/extract_label.py: every teacher kind through the real path, unreadable images,
+"""person.teacher.extract and tools/extract_label.py: every teacher kind through the real path, unreadable images,
 resume after SIGKILL and 2-rank torchrun both ending with the bytes of one uninterrupted run."""
 import os
 import signal
@@ -14,17 +14,16 @@ import torch
 import zarr
 
 import tiny_teachers
-from person import store as S
-from person.images import ImageReadError, load_image
-from person.records import load_records
-from person.synthetic import write_dataset
-from person.teachers import KINDS, load_teacher
+from person.data.images import ImageReadError, load_image
+from person.data.records import load_records
+from person.data.synthetic import write_dataset
+from person.teacher import store as S
+from person.teacher.hf import KINDS, load_teacher
 from test_store import all_arrays
+from tools import extract_label
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "extract_label.py"
-sys.path.insert(0, str(TOOL.parent))
-import extract_label  # noqa: E402
 
 CHUNK, BATCH = 3, 2  # 7 image chunks and 20 caption chunks of the 20-image set; batches split chunks unevenly
 BAD_ROW = 4
@@ -122,7 +121,7 @@ def test_resuming_with_another_batch_size_is_refused(dataset, teachers, referenc
 SLOW_DRIVER = """
 import sys, time
 sys.path[:0] = [{root!r}, {tools!r}]
-from person.teachers import Teacher
+from person.teacher.hf import Teacher
 def slow(encode):
     def call(self, items):
         time.sleep(0.15)

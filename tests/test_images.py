@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from person.data import ImageDataset, SkipReport, collate_images
-from person.images import (ImageReadError, ImageTransform, load_image, load_pixels, normalize_batch,
-                           parse_image_size, plain_jpeg_size)
-from person.records import load_records
+from person.data.datasets import ImageDataset, SkipReport, collate_images
+from person.data.images import (ImageReadError, ImageTransform, load_image, load_pixels, normalize_batch,
+                                parse_image_size, plain_jpeg_size)
+from person.data.records import load_records
 
 
 def solid(path, size=(50, 100), colour=(200, 30, 40), fmt="JPEG"):

@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from person.losses import (TERMS, DistillLoss, LossWeights, contrastive, cosine_distill, pair_terms, relation_kl,
-                           rkd_angle, rkd_angles)
-from person.memory import CrossModalMemory
+from person.train.losses import (TERMS, DistillLoss, LossWeights, contrastive, cosine_distill, pair_terms, relation_kl,
+                                 rkd_angle, rkd_angles)
+from person.train.memory import CrossModalMemory
 
 
 def unit(*rows):

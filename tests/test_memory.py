@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from person.memory import CrossModalMemory, XBMemory, gather_with_offset
+from person.train.memory import CrossModalMemory, XBMemory, gather_with_offset
 
 
 def rows(start, n, dim=2):

@@ -1,4 +1,4 @@
-"""person.metrics: exact verification (EER, FAR levels) and IRRA retrieval, strip-wise = in-memory."""
+"""person.eval.metrics: exact verification (EER, FAR levels) and IRRA retrieval, strip-wise = in-memory."""
 import json
 import math
 from fractions import Fraction
@@ -8,7 +8,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_curve
 
-from person import metrics as M
+from person.eval import metrics as M
+from person.eval.metrics import passes, ranking, scoring
 
 LEVELS = M.FAR_LEVELS
 
@@ -243,11 +244,11 @@ def test_roc_points_are_exact_and_ordered():
 
 def test_keys_preserve_float_order():
     values = np.float32([-np.inf, -1.0, -1e-30, -0.0, 0.0, 1e-45, 0.3, 1.0, 1.0000001, np.inf])
-    keys = M._keys_np(values)
+    keys = scoring._keys_np(values)
     assert np.all(np.diff(keys[[0, 1, 2, 4, 5, 6, 7, 8, 9]]) > 0)
     assert keys[3] == keys[4]  # -0.0 and 0.0 are one value
-    assert np.array_equal(M._key_floats(keys), values.astype(np.float64))
-    assert np.array_equal(M._keys(torch.from_numpy(values.copy())).numpy(), keys)
+    assert np.array_equal(scoring._key_floats(keys), values.astype(np.float64))
+    assert np.array_equal(scoring._keys(torch.from_numpy(values.copy())).numpy(), keys)
 
 
 # ---------------------------------------------------------------- verification: bad input
@@ -366,7 +367,7 @@ def test_counted_and_sorted_ranks_agree_and_match_irra(monkeypatch, n_ids):
     scores[5] = 0.25  # one query with every gallery score tied
     results = []
     for up_to in (0, 10**9):  # always sort, always count
-        monkeypatch.setattr(M, "_COUNT_RANKS_UP_TO", up_to)
+        monkeypatch.setattr(ranking, "_COUNT_RANKS_UP_TO", up_to)
         results.append([M.retrieval_from_scores(scores, caption_pid, image_pid, block_pairs=bp)
                         for bp in (1, 700, 10**6)])
     assert all(r == results[0][0] for rs in results for r in rs)
@@ -430,9 +431,9 @@ def test_scores_that_change_between_passes_are_caught():
         calls.append(c0)
         return torch.from_numpy(scores[c0:c1] + np.float32(0.01 * (len(calls) > 4)))
 
-    strips = M._strips(20, 30, 150)
+    strips = scoring._strips(20, 30, 150)
     pid = torch.from_numpy(rng.integers(0, 4, 30)), torch.from_numpy(rng.integers(0, 4, 20))
     with pytest.raises(RuntimeError, match="scores changed between the two passes"):
-        M._evaluate_strips(drifting, strips, pid[1], pid[0], (), 15, cache=False, progress=False)
+        passes._evaluate_strips(drifting, strips, pid[1], pid[0], (), 15, cache=False, progress=False)
     with pytest.raises(M.MetricInputError, match="block_pairs must be between 1 and"):
         M.verification_from_scores(scores, pid[0], pid[1], block_pairs=0)

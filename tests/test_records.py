@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from person.records import (SPLITS, RecordError, default_eval_ids, find_dataset_json, load_records,
-                            normalise_caption)
+from person.data.records import (SPLITS, RecordError, default_eval_ids, find_dataset_json, load_records,
+                                 normalise_caption)
 
 
 def write(path, records):

@@ -1,12 +1,12 @@
-"""person.report and evaluation_labels.py: the seed's table character for character, JSON, ROC, top lists."""
+"""person.eval.report and evaluation_labels.py: the seed's table character for character, JSON, ROC, top lists."""
 import json
 
 import numpy as np
 import pytest
 
 import evaluation_labels
-from person import metrics as M
-from person import report
+from person.eval import metrics as M
+from person.eval import report
 
 SEED_TABLE = """\
         EER      FAR=1e-3  FAR=1e-4  FAR=1e-5  FAR=1e-6  FAR=0

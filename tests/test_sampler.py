@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from person.sampler import IdentityBatchSampler
+from person.data.sampler import IdentityBatchSampler
 
 
 def pids_fixture():

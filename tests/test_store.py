@@ -1,4 +1,4 @@
-"""person.store: layout, reading in RAM and from the file, both formats alike, refusals, kill-safe writes."""
+"""person.teacher.store: layout, reading in RAM and from the file, both formats alike, refusals, kill-safe writes."""
 import hashlib
 import json
 
@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from person import store as S
-from person.records import load_records
-from person.synthetic import write_dataset
+from person.data.records import load_records
+from person.data.synthetic import write_dataset
+from person.teacher import store as S
 
 IDENTITY = {"teacher": "org/fake-teacher", "kind": "siglip", "config_hash": "c0ffee", "dim": 8, "dtype": "float32",
             "preprocessing": {"pad_to_square": False, "size": {"height": 32, "width": 32}}}

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from person.synthetic import ATTRIBUTE_KEYS, GROUPS, make_caption, render_person, sample_identities, write_dataset
-from person.synthetic.attributes import vocabulary
-from person.synthetic.captions import (GROUP_WORDS, attribute_string, is_chinese, keyed_caption,
-                                       keyed_image_captions, make_image_captions, mentionable, prompt_caption,
-                                       tokenize)
-from person.synthetic.writer import _roughen, assign_splits
+from person.data.synthetic import ATTRIBUTE_KEYS, GROUPS, make_caption, render_person, sample_identities, write_dataset
+from person.data.synthetic.attributes import vocabulary
+from person.data.synthetic.captions import (GROUP_WORDS, attribute_string, is_chinese, keyed_caption,
+                                            keyed_image_captions, make_image_captions, mentionable, prompt_caption,
+                                            tokenize)
+from person.data.synthetic.writer import _roughen, assign_splits
 from tools import make_demo_data
 
 PART_GROUPS = ("hair", "hat", "upper", "lower", "shoes", "bag")

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 from transformers import AutoImageProcessor, AutoModel, AutoProcessor, AutoTokenizer
 
-from person.teachers import (KINDS, TeacherFormatError, TeacherNotFoundError, load_teacher, resolve_dtype)
+from person.teacher.hf import KINDS, TeacherFormatError, TeacherNotFoundError, load_teacher, resolve_dtype
 from tests.tiny_teachers import BUILDERS, build_tiny_siglip2_naflex
 
 ENGLISH = ["a man in a red jacket and blue jeans", "she has long black hair and holds a phone"]
@@ -124,7 +124,7 @@ def test_text_length_follows_the_family(tiny, kind):
 
 def test_siglip_keeps_right_padding_when_the_tokenizer_says_left(tmp_path, caplog):
     right = load_teacher(str(build_tiny_siglip2_naflex(tmp_path / "right")))
-    with caplog.at_level(logging.WARNING, logger="person.teachers.teacher"):
+    with caplog.at_level(logging.WARNING, logger="person.teacher.hf.teacher"):
         left = load_teacher(str(build_tiny_siglip2_naflex(tmp_path / "left", padding_side="left")))
     assert "pads on the left" in caplog.text
     assert left.identity()["preprocessing"]["text_padding_side"] == "right"

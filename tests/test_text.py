@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from person.text import decode_chars, encode_batch, encode_chars
+from person.data.text import decode_chars, encode_batch, encode_chars
 
 
 def reference(text):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from person.backbone.registry import UnknownModelError
-from person.model import create_text_student, text_students
+from person.models.registry import UnknownModelError
+from person.models.students import create_text_student, text_students
 
 NAMES = text_students()  # discovered: a new model file is tested with no new test code
 DIM, MAX_LEN = 48, 32
@@ -172,7 +172,7 @@ def test_bad_inputs_are_clear_errors():
 
 
 @pytest.mark.parametrize("bad, reason", [
-    ("tbackbone.char.L5", "module 'person.tbackbone.char' has no 'L5'"),
+    ("tbackbone.char.L5", "module 'person.models.tbackbone.char' has no 'L5'"),
     ("backbone.mf3.ANet2", "not a registered text backbone"),
     ("L3", "expected a dotted path such as tbackbone.char.L3"),
 ])

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from person.records import load_records
-from person.store import FIELDS, open_store
-from person.train_data import DistillCollate, DistillDataset
+from person.data.records import load_records
+from person.teacher.store import FIELDS, open_store
+from person.train.batches import DistillCollate, DistillDataset
 from tests.distill_fixtures import make_setup
 
 

@@ -14,12 +14,12 @@ import torch
 
 import evaluation_model
 import main as main_cmd
-from person.checkpoint import load_checkpoint
-from person.evaluate import evaluate_checkpoint
-from person.schedule import warmup_cosine
-from person.store import StoreMismatchError
-from person.trainer import NonFiniteLossError, Trainer
-from person.train_options import TrainOptions
+from person.eval.evaluate import evaluate_checkpoint
+from person.models.checkpoint import load_checkpoint
+from person.teacher.store import StoreMismatchError
+from person.train.options import TrainOptions
+from person.train.schedule import warmup_cosine
+from person.train.trainer import NonFiniteLossError, Trainer
 from tests.distill_fixtures import DIM, make_setup
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +60,10 @@ def test_run_logs_every_active_term_checkpoints_and_evaluates(setup, tmp_path):
     assert saved["max_iters"] == 4 and saved["rkda_weight"] == 0.5
     state = load_checkpoint(folder / "4.pt")
     assert state["iteration"] == 4 and state["feature_dim"] == DIM and state["options"] == saved
+    assert state["students"] == {"feature_dim": DIM, "backbone": saved["backbone"], "tbackbone": saved["tbackbone"],
+                                 "image_size": [int(v) for v in saved["image_size"].split("x")], "resize": "stretch",
+                                 "max_seq_length": saved["max_seq_length"], "text_width": saved["text_width"],
+                                 "text_stride": saved["text_stride"]}
     assert state["memory"]["image"]["filled"] == 3 * 8  # warm-up 1: filled by iterations 2, 3, 4
     assert set(result.final) == {"student", "teacher", "student_text_teacher_image", "teacher_text_student_image"}
     for summary in result.final.values():
@@ -124,9 +128,9 @@ def test_resume_refuses_changed_options_and_allows_longer_runs(setup, tmp_path):
 def test_train_text_only_reads_no_image(setup, tmp_path, monkeypatch):
     def no_image(*_):
         raise AssertionError("a text-only run opened an image")
-    monkeypatch.setattr("person.data.load_pixels", no_image)
-    monkeypatch.setattr("person.data.load_image", no_image)
-    monkeypatch.setattr("person.evaluate.embed_images", no_image)
+    monkeypatch.setattr("person.data.datasets.load_pixels", no_image)
+    monkeypatch.setattr("person.data.datasets.load_image", no_image)
+    monkeypatch.setattr("person.eval.evaluate.embed_images", no_image)
     result = main_cmd.main(args(setup, tmp_path, "--train", "text", "--max_iters", "2", "--eval_every", "0"))
     state = load_checkpoint(result.last_checkpoint)
     assert state["model"] and all(k.startswith("text.") for k in state["model"])
@@ -232,7 +236,7 @@ def test_gradient_clipping_is_really_applied(setup, tmp_path):
 
 
 def test_batches_without_a_readable_image_are_skipped_then_stop(setup, tmp_path):
-    from person.train_data import DistillCollate
+    from person.train.batches import DistillCollate
     opts = main_cmd.build_parser().parse_args(args(setup, tmp_path, "--max_nonfinite", "2"))
     trainer = Trainer(TrainOptions(**vars(opts)))
     unreadable = DistillCollate(48)([{"row": 0, "error": "x.jpg: corrupt image", "captions": [0], "texts": ["a man"]}])

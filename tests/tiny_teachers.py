@@ -180,7 +180,7 @@ def build_tiny_siglip2_naflex(path: str | Path, seed: int = SEED, padding_side: 
 
 
 # The remote code of the MEXMA-SigLIP2 mimic: the real repo's code as far as it could be inferred
-# (person/teachers/mexma.py says from where): MexmaSigLIP(PreTrainedModel) with text_model (XLM-R,
+# (person/teacher/hf/mexma.py says from where): MexmaSigLIP(PreTrainedModel) with text_model (XLM-R,
 # no pooler, CLS token), text_projector (no bias) into the vision width, vision_model (SigLIP vision
 # transformer pooled by its attention head), logit_scale / logit_bias, encode_images(pixel_values,
 # normalize) and encode_texts(input_ids, attention_mask, normalize). Deliberate differences: the

@@ -1,4 +1,4 @@
-"""Embed every image and caption of a dataset with a teacher, into one feature store (person/store.py).
+"""Embed every image and caption of a dataset with a teacher, into one feature store (person/teacher/store/).
 
     python tools/extract_label.py --data demo/synth --teacher DIR_OR_HUB_ID --embedding_path embeddings
     torchrun --nproc_per_node=N tools/extract_label.py ...   (same arguments; one store, as a single run makes)
@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from person.data import SkipReport  # noqa: E402
-from person.distributed import cleanup, init_distributed  # noqa: E402
-from person.extract import DEFAULT_BATCH_SIZE, ExtractSummary, extract  # noqa: E402
-from person.options import add_options, from_namespace, option, run_command  # noqa: E402
-from person.records import DatasetOptions  # noqa: E402
-from person.store import DEFAULT_CHUNK_ROWS, FORMATS as STORE_FORMATS  # noqa: E402
-from person.teachers import load_teacher  # noqa: E402
+from person.data.datasets import SkipReport
+from person.data.records import DatasetOptions
+from person.distributed import cleanup, init_distributed
+from person.options import add_options, from_namespace, option, run_command
+from person.teacher.extract import DEFAULT_BATCH_SIZE, ExtractSummary, extract
+from person.teacher.hf import load_teacher
+from person.teacher.store import DEFAULT_CHUNK_ROWS, FORMATS as STORE_FORMATS
 
 
 @dataclass

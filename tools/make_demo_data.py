@@ -9,12 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from person.synthetic.captions import DEFAULT_CHINESE_SHARE  # noqa: E402
-from person.synthetic.writer import FORMATS, dataset_summary, default_workers, write_dataset  # noqa: E402
+from person.data.synthetic.captions import DEFAULT_CHINESE_SHARE
+from person.data.synthetic.writer import FORMATS, dataset_summary, default_workers, write_dataset
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -5,8 +5,9 @@
 The defaults are the shipped teacher's recipe (tools/demo_teacher/README.md).
 
 Draws the demo set, a validation set and the teacher's own training set into --work, trains a small
-SigLIP from scratch (person/demo_teacher.py), saves it as a Hugging Face directory with a model card,
-and prints its figures beside the attribute oracle's. Every DemoTeacherConfig field is an option.
+SigLIP from scratch (the model: person/teacher/demo_model.py; the recipe: person/demo/teacher_recipe.py),
+saves it as a Hugging Face directory with a model card, and prints its figures beside the attribute
+oracle's. Every DemoTeacherConfig field is an option.
 """
 from __future__ import annotations
 
@@ -15,21 +16,19 @@ import os
 # The machine is shared: OpenMP threads that spin while waiting for a busy core made steps ~5x slower.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import shlex  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from dataclasses import fields  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import logging
+import shlex
+import sys
+import tempfile
+from dataclasses import fields
+from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from person.demo_teacher import DemoTeacherConfig, make_demo_teacher, model_card  # noqa: E402
+from person.demo.teacher_recipe import make_demo_teacher, model_card
+from person.teacher.demo_model import DemoTeacherConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

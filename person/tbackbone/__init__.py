@@ -1,4 +1,0 @@
-"""Text students, named by dotted path: `tbackbone.char.L3` (char-level transformer, 3 layers).
-
-Create one with `person.model.create_text_student`.
-"""

@@ -1,0 +1,221 @@
+"""Extraction: run the teacher over every image and caption of a dataset and write its feature store.
+
+Units. The work is cut into units (person.teacher.store.Unit): `chunk_rows` image rows, or `chunk_rows` caption
+rows, each written and marked done as one. A unit is computed in fixed batches: rows start, start+B, ...
+of the unit, whichever run (fresh or resumed) and whichever rank computes it. Float32 matmuls on CPU
+can round differently when a batch holds other rows, so fixing the batches is what makes a unit's bytes
+independent of where a run started and of the number of ranks. (The thread count does not change them.)
+
+Resuming. The store marks a unit done only after its rows are flushed (person.teacher.store says why a kill
+cannot tear a store), and a run computes the units not marked. So kill a run at any moment, run it
+again, and the finished store has the same bytes as an uninterrupted run. Resuming with another batch
+size or chunk size is refused, since those decide the bytes.
+
+torchrun. Rank 0 is the only writer: HDF5 has no parallel writes here, and one writer keeps both
+formats alike, with no shard files and no merge. Rank 0 reads the pending units and broadcasts them;
+rank r computes pending[r::N]; after each round (one unit per rank) the results are gathered to rank 0,
+which writes them. A round waits for its slowest rank; units are alike in size, image units first.
+
+Unreadable images are skipped: status unreadable, a zero embedding, the reason kept in the store. Their
+captions are still embedded (text needs no image, so caption units stay independent of image units);
+training and evaluation pick images with FeatureStore.split_rows (readable ones) and their captions
+through caption_offsets, which leaves both out.
+
+Images are decoded in DataLoader workers (person.data.datasets.ImageDataset turns an unreadable file into a
+skip) while the teacher runs in the main process.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as tdist
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from person.data.datasets import ImageDataset, collate_images
+from person.data.images import ImageReadError
+from person.data.records import RecordSet
+from person.distributed import DistInfo, barrier
+from person.teacher.hf import Teacher
+from person.teacher.store import (DEFAULT_CHUNK_ROWS, OK, UNREADABLE, FeatureStore, StoreWriter, Unit, caption_layout,
+                                  resolve_store_path)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    """What an extraction did; `*_rows_written` and `units_written` count this run only (not earlier runs)."""
+
+    store: Path
+    images: int
+    captions: int
+    unreadable: int
+    skipped: list[tuple[int, str, str]]  # (row, path, reason) of every unreadable image in the store
+    image_rows_written: int
+    caption_rows_written: int
+    units_written: int
+    units_total: int
+    seconds: float
+    store_bytes: int
+
+
+@dataclass
+class UnitResult:
+    unit: Unit
+    emb: np.ndarray                  # float16 [n, D]
+    status: np.ndarray | None = None  # uint8 [n], images only
+    reasons: dict[int, str] | None = None
+
+
+def _batches(unit: Unit, batch_size: int) -> list[range]:
+    """The unit's fixed batches: the same whoever computes the unit (see module docstring)."""
+    return [range(s, min(s + batch_size, unit.stop)) for s in range(unit.start, unit.stop, batch_size)]
+
+
+def _as_is(img: Image.Image) -> Image.Image:
+    return img  # the teacher's own processor prepares the pixels
+
+
+def _half(x: torch.Tensor) -> np.ndarray:
+    return x.to(torch.float16).numpy()
+
+
+def _image_unit(unit: Unit, batches: Iterator[dict[str, Any]], records: RecordSet, teacher: Teacher,
+                batch_size: int, strict: bool, tick: Callable[[int, int], None]) -> UnitResult:
+    n = unit.stop - unit.start
+    emb = np.zeros((n, teacher.dim), dtype=np.float16)
+    status = np.full(n, OK, dtype=np.uint8)
+    reasons: dict[int, str] = {}
+    for rows in _batches(unit, batch_size):
+        batch = next(batches)
+        for row, reason in batch["skipped"]:
+            if strict:
+                raise ImageReadError(f"{reason} (record {row}; drop --strict to skip unreadable images)")
+            status[row - unit.start] = UNREADABLE
+            reasons[row] = reason.removeprefix(f"{records.image_path(row)}: ")  # the store keeps the path
+        if batch["images"]:
+            emb[batch["rows"].numpy() - unit.start] = _half(teacher.encode_images(batch["images"]))
+        tick(len(rows), 0)
+    return UnitResult(unit, emb, status, reasons)
+
+
+def _caption_unit(unit: Unit, texts: Sequence[str], teacher: Teacher, batch_size: int,
+                  tick: Callable[[int, int], None]) -> UnitResult:
+    emb = np.zeros((unit.stop - unit.start, teacher.dim), dtype=np.float16)
+    for rows in _batches(unit, batch_size):
+        out = slice(rows.start - unit.start, rows.stop - unit.start)
+        emb[out] = _half(teacher.encode_texts(list(texts[rows.start:rows.stop])))
+        tick(0, len(rows))
+    return UnitResult(unit, emb)
+
+
+def _compute(units: list[Unit], records: RecordSet, teacher: Teacher, batch_size: int, workers: int,
+             strict: bool, tick: Callable[[int, int], None]) -> Iterator[UnitResult]:
+    """Results of `units` in order; one DataLoader decodes the images of all of them ahead of the teacher."""
+    image_batches = [list(rows) for u in units if u.kind == "image" for rows in _batches(u, batch_size)]
+    batches = iter(DataLoader(ImageDataset(records, _as_is), batch_sampler=image_batches, num_workers=workers,
+                              collate_fn=collate_images)) if image_batches else iter(())
+    texts = caption_layout(records).texts if any(u.kind == "caption" for u in units) else []
+    for unit in units:
+        if unit.kind == "image":
+            yield _image_unit(unit, batches, records, teacher, batch_size, strict, tick)
+        else:
+            yield _caption_unit(unit, texts, teacher, batch_size, tick)
+
+
+class _Progress:
+    """Rows done, with images/s and captions/s (a disabled bar still counts)."""
+
+    def __init__(self, total: int, show: bool) -> None:
+        self.bar = tqdm(total=total, unit="row", desc="extract", disable=not show, dynamic_ncols=True)
+        self.images = self.captions = 0
+        self.start = time.perf_counter()
+
+    def __call__(self, images: int, captions: int) -> None:
+        self.images += images
+        self.captions += captions
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(f"{self.images / seconds:.1f} images/s, {self.captions / seconds:.1f} captions/s",
+                                 refresh=False)
+        self.bar.update(images + captions)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _broadcast(value: Any, info: DistInfo) -> Any:
+    if not info.distributed:
+        return value
+    box = [value]
+    tdist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _gather(result: UnitResult | None, info: DistInfo) -> list[UnitResult | None]:
+    if not info.distributed:
+        return [result]
+    out = [None] * info.world_size if info.is_main else None
+    tdist.gather_object(result, out, dst=0)
+    return out or []
+
+
+def extract(records: RecordSet, teacher: Teacher, store_path: str | Path, *, format: str | None = None,
+            batch_size: int = DEFAULT_BATCH_SIZE, chunk_rows: int = DEFAULT_CHUNK_ROWS, workers: int = 2,
+            dist: DistInfo | None = None, progress: bool = False, strict: bool = False) -> ExtractSummary:
+    """Embed every image and caption of `records` with `teacher` into a store (created, or continued).
+
+    `store_path` is `--embedding_path` (person.teacher.store.resolve_store_path: a .h5/.zarr path, or a folder
+    that gets a name from the dataset and teacher). `dist` from person.distributed.init_distributed()
+    under torchrun (every rank calls this with the same arguments). `strict` raises on the first
+    unreadable image instead of skipping it. Returns the same summary on every rank.
+    """
+    info = dist or DistInfo()
+    start = time.perf_counter()
+    path = resolve_store_path(store_path, records, teacher, format)
+    writer = pending = None
+    if info.is_main:
+        writer = StoreWriter.open(path, records, teacher.identity(), chunk_rows=chunk_rows, batch_size=batch_size)
+        pending = writer.pending()
+        log.info("%s: %d of %d chunks to extract", path, len(pending), len(writer.units))
+    pending = _broadcast(pending, info)
+    counts = _Progress(sum(u.stop - u.start for u in pending), progress and info.is_main)
+    mine = pending[info.rank::info.world_size]
+    results = _compute(mine, records, teacher, batch_size, workers, strict, counts)
+    try:
+        for _ in range(-(-len(pending) // info.world_size)):
+            for rank, result in enumerate(_gather(next(results, None), info)):
+                if result is None or writer is None:
+                    continue
+                writer.write(result.unit, result.emb, result.status, result.reasons)
+                if rank != info.rank:  # rank 0 ticked its own rows batch by batch
+                    n = result.unit.stop - result.unit.start
+                    images = n if result.unit.kind == "image" else 0
+                    counts(images, n - images)
+    finally:
+        counts.close()
+    barrier()
+    summary = None
+    if info.is_main:
+        summary = _summary(path, pending, len(writer.units), time.perf_counter() - start)
+    return _broadcast(summary, info)
+
+
+def _summary(path: Path, written: list[Unit], units_total: int, seconds: float) -> ExtractSummary:
+    with FeatureStore(path, in_memory=False) as store:
+        skipped = store.skipped()
+        return ExtractSummary(
+            store=path, images=store.num_images, captions=store.num_captions, unreadable=len(skipped),
+            skipped=skipped, image_rows_written=sum(u.stop - u.start for u in written if u.kind == "image"),
+            caption_rows_written=sum(u.stop - u.start for u in written if u.kind == "caption"),
+            units_written=len(written), units_total=units_total, seconds=seconds, store_bytes=store.size_bytes())

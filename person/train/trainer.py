@@ -1,0 +1,447 @@
+"""The training loop: distil the cached teacher into the students, on one process or under torchrun.
+
+`Trainer(opts)` builds everything from `TrainOptions` (records, feature store, students, optimiser,
+memory, loader) or restores it from a checkpoint (`--resume`); `fit()` runs to `max_iters`, logging,
+evaluating, checkpointing; `train_step(batch)` is one iteration (tests drive it directly).
+
+What makes a resumed run continue exactly: the batches are a pure function of (seed, batch number),
+the learning rate a pure function of the iteration, and the checkpoint holds the weights, optimiser,
+scaler, long memory, meters and RNG state. Under DDP every rank draws its own batches, the gradients
+are averaged, and a step is skipped on every rank or on none (a non-finite loss anywhere skips it).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from person.data.datasets import SkipReport
+from person.data.images import ImageTransform, normalize_batch, parse_image_size
+from person.data.sampler import IdentityBatchSampler
+from person.distributed import DistInfo, barrier, init_distributed
+from person.eval.evaluate import MAIN_CASE, cases_for, evaluate_students
+from person.models.checkpoint import load_checkpoint, save_checkpoint
+from person.options import from_dict, to_dict
+from person.teacher import store as feature_store
+from person.train.batches import DistillCollate, DistillDataset, teacher_targets
+from person.train.losses import DistillLoss
+from person.train.memory import CrossModalMemory, gather_for_memory
+from person.train.meters import Meters
+from person.train.options import RESUMABLE_CHANGES, TrainOptions
+from person.train.runs import run_dir
+from person.train.schedule import warmup_cosine
+
+log = logging.getLogger(__name__)
+
+BEST_NAME = "best.pt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many non-finite losses in a row: the run is diverging."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iteration: int
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    best: dict[str, Any] | None
+    final: dict[str, dict] | None  # evaluation case -> metrics summary, from the end of training
+    skipped_steps: int
+    skipped_images: int
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full fp32."""
+    if amp == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("--amp fp16 needs a CUDA GPU; on CPU use --amp bf16 or --amp none")
+    return {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def resolve_resume(opts: TrainOptions, given: set[str]) -> tuple[TrainOptions, dict[str, Any] | None]:
+    """With --resume: the run's saved options (plus the few that may change) and its checkpoint state."""
+    if not opts.resume:
+        return opts, None
+    state = load_checkpoint(opts.resume)
+    saved = from_dict(TrainOptions, state["options"])
+    changed = sorted(k for k in given - RESUMABLE_CHANGES if getattr(opts, k) != getattr(saved, k))
+    if changed:
+        diffs = ", ".join(f"--{k} {getattr(opts, k)!r} (run: {getattr(saved, k)!r})" for k in changed)
+        raise ValueError(f"--resume {opts.resume} continues a run with its own options, but {diffs} differ: drop "
+                         f"them to continue the run, or start a new run without --resume")
+    keep = {k: getattr(opts, k) for k in given & RESUMABLE_CHANGES}
+    return replace(saved, **(keep | {"resume": opts.resume})), state
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No decay on norms, biases, embedding tables and position vectors (decay would shrink them to 0)."""
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (plain if p.ndim < 2 or "embedding" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: torch.nn.Module, opts: TrainOptions) -> torch.optim.Optimizer:
+    groups = _param_groups(model, opts.weight_decay)
+    if opts.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=opts.lr)
+    if opts.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=opts.lr)
+    return torch.optim.SGD(groups, lr=opts.lr, momentum=0.9, nesterov=True)
+
+
+class Trainer:
+    def __init__(self, opts: TrainOptions, given: set[str] | None = None, info: DistInfo | None = None) -> None:
+        opts, resumed = resolve_resume(opts, set(given or ()))
+        opts.validate()
+        self.opts, self.info = opts, info or init_distributed(opts.device)
+        self.device = self.info.device
+        # Each rank of a node holds its own copy in RAM: share the budget (beyond it, the page cache is shared).
+        self.store, self.records = feature_store.open_with_records(
+            opts.embedding_path, opts, max_ram_bytes=feature_store.default_ram_bytes() // _local_world_size())
+        if resumed:  # the run's students learned this teacher's space; another store must be from it too
+            feature_store.check_teacher(self.store.path, self.store.teacher_identity, resumed["teacher"])
+        self.mean, self.std = self.store.image_normalisation
+        self.train_rows = self.store.split_rows("train")
+        if len(self.train_rows) == 0:
+            raise ValueError(f"{self.store.path}: no readable training image in the store")
+        if opts.train != "text":
+            self.records.check_image_root()
+        self.select_split = self._selection_split()
+
+        self.feature_dim = opts.feature_dim or self.store.dim
+        self.image_size = parse_image_size(opts.image_size)
+        self.spec = opts.student_spec(self.feature_dim)
+        self.loss = DistillLoss(opts.loss_weights(), opts.rel_temperature, opts.id_margin, opts.train)
+        self._check_losses()
+        torch.manual_seed(opts.seed)  # the same initial weights on every rank
+        self.students = self.spec.build().to(self.device)
+        if opts.channels_last and self.students.image is not None:
+            self.students.image.to(memory_format=torch.channels_last)
+        self.model = self._wrap(self.students)
+        self.optimizer = make_optimizer(self.students, opts)
+        self.autocast_dtype = amp_dtype(opts.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+        self.memory = (CrossModalMemory(opts.memory_size, self.feature_dim, warmup_iters=opts.memory_warmup,
+                                        device=self.device) if self.loss.uses_memory else None)
+        self.meters = Meters()
+        self.iteration, self.skipped_steps, self.nonfinite_run, self.empty_run = 0, 0, 0, 0
+        self.skipped_images = SkipReport()
+        self.best: dict[str, Any] | None = None
+        self.run_dir = (Path(resumed["path"]).parent if resumed else
+                        run_dir(opts.log_dir, opts.backbone if opts.train != "text" else opts.tbackbone,
+                                self.image_size, self.feature_dim, opts.run_name or time.strftime("%Y%m%d-%H%M%S")))
+        if resumed:
+            self._restore(resumed)
+
+    # ------------------------------------------------------------------ setup
+    def _check_losses(self) -> None:
+        unused = self.loss.trained - self.loss.students_used
+        if unused:
+            student = unused.pop()
+            other = "image" if student == "text" else "text"
+            raise ValueError(f"no active loss term trains the {student} student: give one of its terms a weight "
+                             f"(e.g. --{'dist_img' if student == 'image' else 'dist_cap'}_weight 1) or train only "
+                             f"the other one (--train {other})")
+        if self.feature_dim == self.store.dim:
+            return
+        # Student and teacher embeddings meet directly in these terms, and in every cross-modal term when
+        # the teacher stands in for an untrained student: they need the teacher's width.
+        direct = [t for t in self.loss.terms if t in ("dist_img", "dist_cap", "mix_rel")]
+        if self.opts.train != "both" or direct:
+            raise ValueError(f"--feature_dim {self.feature_dim} differs from the teacher's {self.store.dim}: that "
+                             f"works only with --train both and relation terms alone (set --dist_img_weight 0 "
+                             f"--dist_cap_weight 0 --mix_rel_weight 0); drop --feature_dim to learn the "
+                             f"teacher's space")
+
+    def _selection_split(self) -> str:
+        """Where best.pt is chosen: the file's val split when it has one (never choose on test), else the
+        held-out identities. Both must hold two identities at least (verification needs negatives)."""
+        split = "val" if len(self.store.split_rows("val")) else "eval"
+        for name in {split, "eval"}:
+            ids = np.unique(self.store.image_pid[self.store.split_rows(name)])
+            if len(ids) < 2:
+                raise ValueError(f"{self.store.path}: the {name} split has {len(ids)} readable identities; scoring "
+                                 f"needs two at least (hold out more with --eval_ids when extracting)")
+        return split
+
+    def _wrap(self, students: torch.nn.Module) -> torch.nn.Module:
+        model: torch.nn.Module = students
+        if self.info.distributed:
+            # SyncBatchNorm runs on GPUs only; on CPU ranks normalise by their own batch and DDP's
+            # buffer broadcast keeps the running statistics identical (rank 0's) on every rank.
+            if self.opts.sync_bn and self.device.type == "cuda":
+                students = torch.nn.SyncBatchNorm.convert_sync_batchnorm(students)
+                self.students = students
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(students, device_ids=ids)
+        if self.opts.compile:
+            model = torch.compile(model)
+        return model
+
+    def loader(self) -> DataLoader:
+        """This rank's batches from the current iteration on (an endless iterator's source)."""
+        o = self.opts
+        transform = (ImageTransform(self.image_size, o.resize, self.mean, train=True)
+                     if self.students.image is not None else None)
+        dataset = DistillDataset(self.records, self.store.caption_offsets, transform, o.caption_fields,
+                                 o.strict_images, o.captions_per_image)
+        sampler = IdentityBatchSampler(self.records.pids, self.train_rows, o.p, o.k, o.seed, self.info.rank,
+                                       self.info.world_size, start=self.iteration)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=o.num_workers,
+                          collate_fn=DistillCollate(o.max_seq_length), pin_memory=self.device.type == "cuda",
+                          persistent_workers=o.num_workers > 0, prefetch_factor=4 if o.num_workers else None)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"iteration": self.iteration, "options": to_dict(self.opts), "feature_dim": self.feature_dim,
+                "students": self.spec.to_dict(),
+                "model": self.students.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "memory": self.memory.state_dict() if self.memory else None,
+                "meters": self.meters.state_dict(), "rng": rng, "best": self.best,
+                "skipped_steps": self.skipped_steps, "normalisation": {"mean": list(self.mean), "std": list(self.std)},
+                "teacher": self.store.teacher_identity, "dataset": self.store.dataset_info}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.students.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.memory is not None and state["memory"] is not None:
+            self.memory.load_state_dict(state["memory"])
+        self.meters.load_state_dict(state["meters"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.iteration, self.best, self.skipped_steps = state["iteration"], state["best"], state["skipped_steps"]
+        log.info("resumed %s at iteration %d", state["path"], self.iteration)
+
+    def save(self, name: str | None = None) -> Path:
+        path = save_checkpoint(self.state_dict(), self.run_dir / (name or f"{self.iteration}.pt"))
+        if name is None and self.opts.keep_last > 0:
+            numbered = sorted((int(p.stem), p) for p in self.run_dir.glob("*.pt") if p.stem.isdigit())
+            for _, old in numbered[:-self.opts.keep_last]:
+                old.unlink(missing_ok=True)
+        return path
+
+    # ------------------------------------------------------------------ one step
+    def _all_ranks(self, ok: bool) -> bool:
+        """True only if `ok` on every rank: a step is taken everywhere or nowhere."""
+        if not self.info.distributed:
+            return ok
+        flag = torch.tensor([1 if ok else 0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
+
+    def train_step(self, batch: dict[str, Any]) -> dict[str, float] | None:
+        """One iteration on `batch` (a DistillCollate batch); None when the step was skipped."""
+        o, dev = self.opts, self.device
+        lr = warmup_cosine(self.iteration, o.lr, o.max_iters, o.warmup_iters, o.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.skipped_images.add(batch["skipped"])
+        rows = batch["rows"]
+        if not self._all_ranks(len(rows) > 0):  # every image of a batch unreadable, here or on another rank
+            return self._skip(empty=True)
+        t_img, t_cap = (t.to(dev, non_blocking=True) for t in teacher_targets(self.store, rows, batch["captions"]))
+        pid = torch.from_numpy(self.records.pids[rows.numpy()]).to(dev)
+        cap_pid = pid[batch["caption_owner"].to(dev)]
+        images = (normalize_batch(batch["images"].to(dev, non_blocking=True), self.mean, self.std)
+                  if batch["images"] is not None and len(rows) else None)
+        if images is not None and o.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        autocast = (torch.autocast(dev.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext())
+        # BatchNorm statistics move in the forward; a skipped step must leave them as they were (a NaN
+        # batch would otherwise poison them for good). They are a few KB: copying them is free.
+        buffers = [b.detach().clone() for b in self.students.buffers()]
+        with autocast:
+            out = self.model(images, batch["chars"].to(dev), batch["mask"].to(dev))
+        losses = self.loss(out.get("image"), out.get("text"), t_img, t_cap, pid, self.memory, cap_pid)
+        if not self._all_ranks(bool(torch.isfinite(losses["total"]))):
+            with torch.no_grad():
+                for b, saved in zip(self.students.buffers(), buffers):
+                    b.copy_(saved)
+            return self._skip(empty=False)
+        self.nonfinite_run = self.empty_run = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["total"]).backward()
+        if o.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.students.parameters(), o.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.memory is not None:
+            labels = {"image": pid, "text": cap_pid}
+            self.memory.update(*(((gather_for_memory(out[m]), gather_for_memory(labels[m])) if m in out else None)
+                                 for m in ("image", "text")))
+        self.iteration += 1
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        self.meters.update(values)
+        return values | {"lr": lr}
+
+    def _skip(self, empty: bool) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self.iteration += 1
+        if empty:
+            self.empty_run += 1
+            log.warning("iteration %d: no readable image in the batch on some rank; step skipped (%d so far)",
+                        self.iteration, self.skipped_steps)
+            if self.empty_run >= self.opts.max_nonfinite:
+                raise RuntimeError(f"{self.empty_run} batches in a row without one readable image: are the images "
+                                   f"still under {self.records.image_root}? {self.skipped_images.summary(3)}")
+            return None
+        self.nonfinite_run += 1
+        log.warning("iteration %d: non-finite loss on some rank; step skipped (%d so far)", self.iteration,
+                    self.skipped_steps)
+        if self.nonfinite_run >= self.opts.max_nonfinite:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_run} non-finite losses in a row at iteration {self.iteration}: training diverged. "
+                f"Lower --lr (now {self.opts.lr}), keep --clip_grad on, try --amp none, or resume from an earlier "
+                f"checkpoint in {self.run_dir}")
+        return None
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, cases: tuple[str, ...] | None = None, split: str = "eval") -> dict[str, dict]:
+        """Scores on `split` (rank 0 only); returns case -> metrics summary."""
+        o = self.opts
+        transform = ImageTransform(self.image_size, o.resize, self.mean)
+        result = evaluate_students(self.students.image, self.students.text, self.records, self.store, transform,
+                                   self.mean, self.std, o.max_seq_length, self.device,
+                                   cases=cases or (self.main_case,), split=split,
+                                   num_workers=min(o.num_workers, 2))
+        return result.summaries()
+
+    @property
+    def main_case(self) -> str:
+        return MAIN_CASE[self.opts.train]
+
+    @property
+    def final_cases(self) -> tuple[str, ...]:
+        """Every case the run's students can be scored on (mixed ones only in the teacher's space)."""
+        return cases_for(self.opts.train, self.feature_dim == self.store.dim)
+
+    def _evaluate_and_keep_best(self, writer: SummaryWriter | None, cases: tuple[str, ...] | None = None
+                                ) -> dict[str, dict]:
+        """Evaluate `cases` (default: the main one) on the selection split, log the main case, and save
+        best.pt when its EER is the lowest so far."""
+        summaries = self.evaluate(cases, self.select_split)
+        summary = summaries[self.main_case]
+        log.info("eval at iteration %d (%s, %s split): EER %.4f%%  Rank-1 %.3f%%  mAP %.3f%%", self.iteration,
+                 self.main_case, self.select_split, 100 * summary["eer"], 100 * summary["rank1"],
+                 100 * summary["mAP"])
+        if writer:
+            for key in ("eer", "rank1", "rank5", "mAP", "mINP"):
+                writer.add_scalar(f"eval/{key}", summary[key], self.iteration)
+        if self.best is None or summary["eer"] < self.best["eer"]:
+            self.best = {"iteration": self.iteration, "case": self.main_case, "split": self.select_split,
+                         **{k: summary[k] for k in ("eer", "rank1", "mAP")}}
+            self.save(BEST_NAME)
+        return summaries
+
+    def _final_evaluation(self, writer: SummaryWriter | None) -> dict[str, dict]:
+        """best.pt's last chance on the selection split, then every case on the held-out (test) split."""
+        cases = self.final_cases
+        if self.select_split == "eval":
+            return self._evaluate_and_keep_best(writer, cases)
+        self._evaluate_and_keep_best(writer)
+        return self.evaluate(cases, "eval")
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> TrainResult:
+        o, main = self.opts, self.info.is_main
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "options.json").write_text(json.dumps(to_dict(o), indent=2) + "\n", encoding="utf-8")
+        writer = SummaryWriter(str(self.run_dir / "tb")) if main else None
+        handler = _file_log(self.run_dir / "train.log") if main else None
+        try:
+            with logging_redirect_tqdm():
+                last, final = self._loop(writer)
+        finally:
+            if writer:
+                writer.close()
+            if handler:
+                logging.getLogger("person").removeHandler(handler)
+                handler.close()
+        barrier()
+        return TrainResult(self.run_dir, self.iteration, last, self.run_dir / BEST_NAME if self.best else None,
+                           self.best, final, self.skipped_steps, len(self.skipped_images))
+
+    def _loop(self, writer: SummaryWriter | None) -> tuple[Path | None, dict[str, dict] | None]:
+        """Train to max_iters; returns the last checkpoint and (rank 0) the final evaluation of every case."""
+        o, main = self.opts, self.info.is_main
+        if main:
+            log.info("training %s from iteration %d to %d: %d train images, world size %d, device %s",
+                     self.run_dir, self.iteration, o.max_iters, len(self.train_rows), self.info.world_size,
+                     self.device)
+        batches = iter(self.loader()) if self.iteration < o.max_iters else iter(())
+        bar = tqdm(total=o.max_iters, initial=self.iteration, disable=not main, dynamic_ncols=True, unit="it")
+        seen, tick = 0, time.perf_counter()
+        last = final = None
+        while self.iteration < o.max_iters:
+            batch = next(batches)
+            values = self.train_step(batch)
+            seen += len(batch["rows"]) * self.info.world_size
+            bar.update(1)
+            it = self.iteration
+            if main and values is not None and (it % o.log_every == 0 or it == o.max_iters):
+                rate = seen / (time.perf_counter() - tick)
+                log.info(self.meters.line(it, values["lr"], rate))
+                for key, value in values.items():
+                    writer.add_scalar(f"train/{key}", value, it)
+                writer.add_scalar("train/images_per_s", rate, it)
+                seen, tick = 0, time.perf_counter()
+            if main and o.eval_every and it % o.eval_every == 0 and it < o.max_iters:
+                self._evaluate_and_keep_best(writer)
+            if it % o.save_every == 0 or it == o.max_iters:
+                if main:
+                    last = self.save()  # before the final evaluation: nothing trained is lost if it fails
+                    if it == o.max_iters:
+                        final = self._final_evaluation(writer)
+                barrier()
+        bar.close()
+        if main and last is None:  # nothing left to train: evaluate and keep what the resumed run holds
+            last, final = self.save(), self.evaluate(self.final_cases)
+        if len(self.skipped_images):
+            log.warning("training %s", self.skipped_images.summary())
+        return last, final
+
+
+def _file_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("person")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
+
+
+def _local_world_size() -> int:
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def train(opts: TrainOptions, given: set[str] | None = None) -> TrainResult:
+    """Train (or continue, with opts.resume) a run to opts.max_iters."""
+    return Trainer(opts, given).fit()
