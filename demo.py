@@ -1,11 +1,13 @@
 """The built-in demo, end to end on a CPU: synthetic pedestrians -> the shipped demo teacher's feature
-store -> the teacher's report -> distilled students -> the students' report, side by side.
+store -> the teacher's report -> distilled students -> the students' report -> their ONNX export (fp32 and
+int8) and its report, side by side.
 
     python demo.py [--workdir demo]
 
 Each step writes under the workdir and is skipped when its output is already there (a killed training
-run is resumed), so a second run only repeats what is missing. Reports: WORKDIR/reports/teacher.json and
-WORKDIR/reports/student.json (the metrics keys of evaluation_labels.py / evaluation_model.py).
+run is resumed), so a second run only repeats what is missing. Reports: WORKDIR/reports/teacher.json,
+student.json and export_fp32.json / export_int8.json (the metrics keys of evaluation_labels.py /
+evaluation_model.py); the export in WORKDIR/export/.
 """
 from __future__ import annotations
 
@@ -14,19 +16,24 @@ import logging
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-
+from person import files
 from person.data.records import load_records
 from person.data.synthetic.writer import JSON_NAME, write_dataset
 from person.eval import report
 from person.eval.evaluate import checkpoint_summary, evaluate_checkpoint, teacher_evaluation
+from person.export.evaluation import evaluate_export, export_summary
+from person.export.exporter import export_checkpoint
+from person.export.options import ExportOptions
 from person.models.checkpoint import last_checkpoint
 from person.options import run_command
+from person.runtime import ExportDirError, read_card
 from person.teacher.extract import extract
 from person.teacher.hf import load_teacher
 from person.teacher.store import StoreIncompleteError, open_store, resolve_store_path
 from person.train.options import TrainOptions
 from person.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parent
 
 DEMO_TEACHER = ROOT / "tools" / "demo_teacher"
 DEMO_IDS, DEMO_IMAGES_PER_ID, DEMO_SEED = 1000, 4, 0
@@ -103,16 +110,17 @@ def step_train(workdir: Path, store_path: Path, overrides: dict) -> Path:
     # One run per store (so per teacher): another teacher's students are not resumed.
     opts = TrainOptions(embedding_path=str(store_path), log_dir=str(workdir / "logs"),
                         run_name=f"demo-{store_path.stem}", **(DEMO_TRAINING | overrides))
-    trainer = Trainer(opts)
+    with open_store(store_path) as store:
+        folder = opts.run_folder(store.dim)
     try:
-        last = last_checkpoint(trainer.run_dir)
+        last = last_checkpoint(folder)
     except FileNotFoundError:
         last = None
     if last is not None and int(last.stem) >= opts.max_iters:
         print(f"[train] {last} is there; skipped")
         return last
-    if last is not None:
-        trainer = Trainer(TrainOptions(resume=str(last), max_iters=opts.max_iters), given={"resume", "max_iters"})
+    trainer = (Trainer(TrainOptions(resume=str(last), max_iters=opts.max_iters), given={"resume", "max_iters"})
+               if last is not None else Trainer(opts))
     start = time.perf_counter()
     result = trainer.fit()
     print(f"[train] {result.iteration} iterations in {(time.perf_counter() - start) / 60:.1f} min -> "
@@ -127,6 +135,38 @@ def step_student_report(workdir: Path, checkpoint: Path) -> dict:
     report.plot_roc(result.cases[summary["case"]].verification, report.roc_path(out), title="demo students")
     print(f"[students] {out}")
     return result.titled_summaries()
+
+
+def step_export(workdir: Path, store_path: Path, checkpoint: Path) -> Path:
+    """The students as ONNX (fp32 and int8) with their card, skipped when the export of this checkpoint is there."""
+    out = workdir / "export"
+    try:
+        if read_card(out)["checkpoint"]["sha256"] == files.sha256_file(checkpoint):
+            print(f"[export] {out} is there; skipped")
+            return out
+    except (ExportDirError, KeyError):
+        pass
+    with open_store(store_path) as store:  # int8 calibrates on 512 training images, or all of a smaller set
+        calibration = min(ExportOptions.calibration, len(store.split_rows("train")))
+    start = time.perf_counter()
+    result = export_checkpoint(checkpoint, out, ExportOptions(int8=True, calibration=calibration, overwrite=True))
+    sizes = ", ".join(f"{name} {info['bytes'] / 2**10:.0f} KiB" for name, info in result.card["files"].items())
+    print(f"[export] {out} in {time.perf_counter() - start:.1f} s: {sizes}")
+    for parity in result.parity:
+        print(f"[export] parity {parity.line()}")
+    return out
+
+
+def step_export_report(workdir: Path, export_dir: Path) -> dict:
+    """The exported models scored like the checkpoint (through onnxruntime): their pair, fp32 and int8."""
+    out = {}
+    for variant in ("fp32", "int8"):
+        card, result = evaluate_export(export_dir, variant)
+        summary = export_summary(export_dir, variant, card, result)
+        report.write_json(summary, workdir / "reports" / f"export_{variant}.json")
+        out[f"onnx {variant}"] = result.summaries()[summary["case"]]
+    print(f"[export] {workdir / 'reports'}/export_fp32.json, export_int8.json")
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -145,10 +185,13 @@ def main(argv: list[str] | None = None) -> dict:
     teacher = step_teacher_report(args.workdir, store_path)
     checkpoint = step_train(args.workdir, store_path, overrides)
     students = step_student_report(args.workdir, checkpoint)
+    exported = step_export_report(args.workdir, step_export(args.workdir, store_path, checkpoint))
     print("\nHeld-out identities (text queries against the image gallery):\n")
-    print(report.format_comparison({"teacher": teacher, **{c: s for c, s in students.items() if c != "teacher"}}))
-    print("(s.text>t.images: student text queries against a gallery the teacher enrolled; t.text>s.images: the reverse)")
-    return {"teacher": teacher, "students": students}
+    print(report.format_comparison({"teacher": teacher, **{c: s for c, s in students.items() if c != "teacher"},
+                                    **exported}))
+    print("(s.text>t.images: student text queries against a gallery the teacher enrolled; t.text>s.images: the "
+          "reverse; onnx fp32 / int8: the exported student pair through onnxruntime)")
+    return {"teacher": teacher, "students": students, "export": exported}
 
 
 if __name__ == "__main__":

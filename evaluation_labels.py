@@ -17,74 +17,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import zipfile
 from pathlib import Path
 
-import numpy as np
-
-
-from person.eval import metrics
-from person.eval import report
-from person.eval.evaluate import eval_split
-from person.options import run_command
-from person.teacher.store import FIELDS, open_store
-
-REQUIRED = ("image_emb", "image_pid", "caption_emb")
-OPTIONAL = ("caption_pid", "caption_image", "image_path", "caption_text")
-
-
-class FeatureFileError(ValueError):
-    """A features .npz that cannot be scored; the message names the file, the array and the fix."""
-
-
-def load_features(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of a features .npz, with caption_pid filled in from caption_image when absent."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such features file (an .npz with {', '.join(REQUIRED)}, caption_pid)")
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise FeatureFileError(f"{path}: not a readable .npz file ({e})") from e
-    with npz:
-        missing = [k for k in REQUIRED if k not in npz.files]
-        if "caption_pid" not in npz.files and "caption_image" not in npz.files:
-            missing.append("caption_pid (or caption_image)")
-        if missing:
-            raise FeatureFileError(f"{path}: missing array(s) {', '.join(missing)}; found {', '.join(npz.files)}")
-        out = {}
-        for key in REQUIRED + OPTIONAL:
-            if key in npz.files:
-                try:
-                    out[key] = npz[key]
-                except ValueError as e:  # object arrays need pickle, which we never load
-                    raise FeatureFileError(f"{path}: array {key} is stored as Python objects; save strings "
-                                           "as a unicode array, e.g. np.array(list_of_str)") from e
-    if "caption_pid" not in out:
-        ci = out["caption_image"]
-        if not np.issubdtype(ci.dtype, np.integer) or ci.ndim != 1 or len(ci) == 0 \
-                or ci.min() < 0 or ci.max() >= len(out["image_pid"]):
-            last = len(out["image_pid"]) - 1
-            raise FeatureFileError(f"{path}: caption_image must hold image row indexes 0..{last}, one per caption")
-        out["caption_pid"] = out["image_pid"][ci]
-    return out
-
-
-def store_features(path: str | Path, split: str = "eval", prompt_captions: bool = False) -> dict[str, np.ndarray]:
-    """The arrays `load_features` gives, for one split of a feature store."""
-    fields = (FIELDS.index("captions"),) + ((FIELDS.index("prompt_caption"),) if prompt_captions else ())
-    with open_store(path, in_memory=False) as store:  # a split's rows, not the whole store in RAM
-        data = eval_split(store, split, fields)
-        return {"image_emb": store.images(data.rows), "image_pid": data.pids,
-                "caption_emb": store.captions(data.caption_rows), "caption_pid": data.caption_pids,
-                "caption_image": data.caption_image, "image_path": np.array(data.paths),
-                "caption_text": np.array(data.caption_texts)}
-
-
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
+from person.eval import metrics, report
+from person.eval.features import l2_normalise, load_features, store_features
+from person.options import number, run_command
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -100,9 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--normalize", action="store_true",
                    help="L2-normalise the embeddings first (without it, unnormalised ones are an error)")
     p.add_argument("--device", type=str, default=None, help="torch device (default: cuda when available)")
-    p.add_argument("--block-pairs", type=int, default=metrics.DEFAULT_BLOCK_PAIRS,
+    p.add_argument("--block-pairs", type=number(int, at_least=1), default=metrics.DEFAULT_BLOCK_PAIRS,
                    help="scores computed per strip (memory: a few times 4 bytes each)")
-    p.add_argument("--top-k", type=int, default=15, help="how many worst pairs to list")
+    p.add_argument("--top-k", type=number(int, at_least=0), default=15, help="how many worst pairs to list")
     args = p.parse_args(argv)
     if args.features is not None and (args.split is not None or args.prompt_captions):
         p.error("--split and --prompt-captions apply to --embedding_path, not --features")

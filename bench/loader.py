@@ -36,7 +36,8 @@ from torch.utils.data import DataLoader, Dataset
 
 
 from person.data.datasets import ImageDataset, collate_images
-from person.data.images import DEFAULT_IMAGE_SIZE, ImageTransform, load_image, load_pixels, normalize_batch
+from person.data.datasets import normalize_batch
+from person.data.images import DEFAULT_IMAGE_SIZE, ImageTransform, load_image, load_pixels
 from person.data.records import RecordSet, load_records
 from person.data.synthetic.writer import write_dataset
 

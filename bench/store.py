@@ -224,7 +224,7 @@ def bench_extraction(folder: Path, images: int, batch_size: int, workers: int, r
         row("extract() wall time: store creation, decoding, preprocessing, tokenising, forward, writes", wall),
         row("forward time inside that extraction", inside), "",
         "Overhead = extraction wall time over the forward time on the same batches. Measured inside each "
-        f"extraction (immune to other load on the machine): **"
+        "extraction (immune to other load on the machine): **"
         + " / ".join(f"{100 * (w / i - 1):+.1f}%" for w, i in zip(wall, inside)) + "** (goal <= 10%). "
         f"Against the separate bare passes, fastest vs fastest: {100 * (min(wall) / min(bare) - 1):+.1f}%; "
         f"the load average was {load[0]:.1f} before and {os.getloadavg()[0]:.1f} after on {os.cpu_count()} cores, "

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from person.errors import PersonError
@@ -19,9 +20,52 @@ from person.errors import PersonError
 T = TypeVar("T")
 
 
-def option(default: Any, help: str, choices: Sequence[Any] | None = None, flag: str | None = None) -> Any:
-    """A dataclass field with its command-line help (and optional choices / extra flag spelling)."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "flag": flag})
+def option(default: Any, help: str, choices: Sequence[Any] | None = None, flag: str | None = None, *,
+           at_least: float | None = None, at_most: float | None = None, above: float | None = None) -> Any:
+    """A dataclass field with its command-line help, optional choices / extra flag spelling, and the range a
+    number must lie in (`at_least` / `at_most` inclusive, `above` exclusive); `check_values` enforces it."""
+    bounds = {"at_least": at_least, "at_most": at_most, "above": above}
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "flag": flag,
+                                                        **{k: v for k, v in bounds.items() if v is not None}})
+
+
+class OptionError(PersonError, ValueError):
+    """An option value no run can use; the message names the option, the value and the range."""
+
+
+def _range_text(meta: Mapping[str, Any]) -> str:
+    signs = {"at_least": ">=", "above": ">", "at_most": "<="}
+    return " and ".join(f"{sign} {meta[key]:g}" for key, sign in signs.items() if key in meta)
+
+
+def check_value(name: str, value: Any, meta: Mapping[str, Any]) -> None:
+    """Refuse a number that is not finite or lies outside the option's declared range."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise OptionError(f"--{name} must be a finite number, got {value}")
+    low, high, above = meta.get("at_least"), meta.get("at_most"), meta.get("above")
+    if (low is not None and value < low) or (high is not None and value > high) or \
+            (above is not None and value <= above):
+        raise OptionError(f"--{name} must be {_range_text(meta)}, got {value}")
+
+
+def check_values(opts: Any) -> None:
+    """Every numeric option of a dataclass instance finite and inside its declared range."""
+    for f in dataclasses.fields(opts):
+        check_value(f.name, getattr(opts, f.name), f.metadata)
+
+
+def number(type_: Callable[[str], float], **bounds: float) -> Callable[[str], float]:
+    """An argparse `type=` for a plain argument: parses with `type_` and checks the range as `option` does."""
+    def parse(text: str) -> float:
+        value = type_(text)
+        try:
+            check_value("value", value, bounds)
+        except OptionError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix("--value must be ")) from None
+        return value
+    return parse
 
 
 def _base_type(tp: Any) -> tuple[type, bool]:
@@ -56,9 +100,12 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] 
 
 
 def from_namespace(cls: type[T], ns: argparse.Namespace, **overrides: Any) -> T:
+    """The dataclass from parsed arguments, every number checked against its range."""
     values = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if hasattr(ns, f.name)}
     values.update(overrides)
-    return cls(**values)
+    opts = cls(**values)
+    check_values(opts)
+    return opts
 
 
 def to_dict(opts: Any) -> dict[str, Any]:

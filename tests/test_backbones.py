@@ -1,4 +1,6 @@
 """Image students: every registered backbone is built, run, trained a step and exported (timm-style loop)."""
+import sys
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -9,7 +11,7 @@ from torch import nn
 from person.models.backbone.layers import fuse_bn
 from person.models.flops import count_macs
 from person.models.registry import UnknownModelError
-from person.models.students import create_image_student, image_students
+from person.models.students import StudentContractError, create_image_student, image_students
 
 NAMES = image_students()  # discovered: a new model file is tested with no new test code
 DIM = 64
@@ -166,21 +168,59 @@ def test_wrong_name_is_a_clear_error(bad, reason):
     assert isinstance(e.value, ValueError)
 
 
+# A user's own image student, as a module file a test writes beside itself.
+USER_POOL = ("from torch import nn\n"
+             "class Pool(nn.Module):\n"
+             "    def __init__(self, feature_dim, image_size):\n"
+             "        super().__init__()\n"
+             "        self.net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, feature_dim))\n"
+             "    def forward(self, x):\n"
+             "        return self.net(x)\n")
+
+
 def test_fully_qualified_and_plugged_in_names(tmp_path, monkeypatch):
     assert type(create_image_student("person.models.backbone.mf3.ANet2", DIM)).__name__ == "ANet2"
-    (tmp_path / "my_nets.py").write_text(
-        "from torch import nn\n"
-        "class Pool(nn.Module):\n"
-        "    def __init__(self, feature_dim, image_size):\n"
-        "        super().__init__()\n"
-        "        self.net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, feature_dim))\n"
-        "    def forward(self, x):\n"
-        "        return self.net(x)\n")
-    (tmp_path / "broken_nets.py").write_text("import a_package_that_is_not_installed\n")
+    (tmp_path / "my_nets.py").write_text(USER_POOL)
+    (tmp_path / "broken_nets.py").write_text("import a_package_that_is_not_installed\nclass Net:\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert create_image_student("my_nets.Pool", 5)(images(2, SMALL)).shape == (2, 5)
     with pytest.raises(ModuleNotFoundError, match="a_package_that_is_not_installed"):  # not a "wrong name"
         create_image_student("broken_nets.Net", 5)
+    with pytest.raises(UnknownModelError, match="module 'broken_nets' has no 'Other'"):  # read, not imported
+        create_image_student("broken_nets.Other", 5)
+
+
+def test_a_mistyped_name_is_refused_before_its_module_runs(tmp_path, monkeypatch):
+    (tmp_path / "noisy.py").write_text("import sys\nsys.modules['noisy_ran'] = True\nclass Net:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name, message in (("noisy.Foo", "module 'noisy' has no 'Foo'"), ("this.Foo", "module 'this' has no 'Foo'")):
+        with pytest.raises(UnknownModelError, match=message):
+            create_image_student(name, DIM)
+    assert "noisy_ran" not in sys.modules and "this" not in sys.modules  # neither module's code ran
+
+
+def test_names_outside_the_project_need_the_caller_s_trust(tmp_path, monkeypatch):
+    (tmp_path / "my_pool.py").write_text(USER_POOL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UnknownModelError, match="outside the project.*--import-module my_pool"):
+        create_image_student("my_pool.Pool", 5, SMALL, trusted=())  # what a checkpoint's name gets by default
+    assert "my_pool" not in sys.modules
+    assert create_image_student("my_pool.Pool", 5, SMALL, trusted={"my_pool"})(images(2, SMALL)).shape == (2, 5)
+    assert type(create_image_student("backbone.tiny.TinyNet", 5, SMALL, trusted=())).__name__ == "TinyNet"
+
+
+@pytest.mark.parametrize("name, message", [
+    ("torch.nn.Linear", r"cannot be built .*unexpected keyword argument 'feature_dim'"),
+    ("torch.nn.Identity", r"gave \(2, 3, 128, 64\) for a \[2, 3, 128, 64\] input, expected a float \[2, 64\]"),
+])
+def test_a_class_that_is_not_an_image_student_is_refused_before_training(name, message):
+    with pytest.raises(StudentContractError, match=message):
+        create_image_student(name, DIM, SMALL)
+
+
+def test_an_image_size_that_cannot_be_allocated_is_a_clear_error():
+    with pytest.raises(StudentContractError, match=r"failed on a \[2, 3, 200000, 200000\] input"):
+        create_image_student("backbone.tiny.TinyNet", DIM, (200000, 200000))
 
 
 def test_bad_arguments_are_clear_errors():

@@ -27,10 +27,16 @@ def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys):
     assert student_json["cases"]["teacher"]["eer"] == teacher_json["eer"] == first["teacher"]["eer"]
     assert student_json["positives"] == teacher_json["positives"]
     assert "s.text>t.images" in out and (tmp_path / "w" / "reports" / "student_roc.png").exists()
+    # The export: fp32 and int8 beside the checkpoint; fp32 scores as the checkpoint does.
+    card = json.loads((tmp_path / "w" / "export" / "model.json").read_text())
+    assert card["checkpoint"]["iteration"] == 2 and set(card["image"]["variants"]) == {"int8"}
+    fp32 = json.loads((tmp_path / "w" / "reports" / "export_fp32.json").read_text())
+    assert abs(fp32["eer"] - student_json["eer"]) <= 0.0005 and fp32["variant"] == "fp32"
+    assert set(first["export"]) == {"onnx fp32", "onnx int8"} and "onnx int8" in out
 
     demo.main(argv)
     again = capsys.readouterr().out
-    for step in ("[data]", "[extract]", "[train]"):
+    for step in ("[data]", "[extract]", "[train]", "[export]"):
         assert any(line.startswith(step) and "skipped" in line for line in again.splitlines()), step
 
 

@@ -1,11 +1,22 @@
-"""Dataset readers: every format, normalisation, the split rule, and each bad-input error."""
+"""Dataset readers: every format, normalisation, the split rule, each bad-input error, paths that name one file
+or leave the image root, and the image caps the dataset options carry."""
+import argparse
 import json
+import os
+import subprocess
+import sys
+import types
 
+import ijson
 import numpy as np
 import pytest
 
-from person.data.records import (SPLITS, RecordError, default_eval_ids, find_dataset_json, load_records,
-                                 normalise_caption)
+from person.data import records as records_module
+from person.data.limits import ImageLimits
+from person.data.records import (SPLITS, DatasetOptions, RecordError, default_eval_ids, find_dataset_json,
+                                 image_path_key, load_records, normalise_caption)
+from person.errors import PersonError
+from person.options import add_options, from_namespace
 
 
 def write(path, records):
@@ -177,3 +188,106 @@ def test_check_image_root_names_the_fix(tmp_path):
     rs = load_records(write(tmp_path / "synthpedes-dataset.json", synth(2, 1)))
     with pytest.raises(FileNotFoundError, match="pass --image-root"):
         rs.check_image_root()
+
+
+@pytest.mark.parametrize("first, second", [
+    ("a/1.jpg", "./a/1.jpg"), ("./a/1.jpg", "a/1.jpg"), ("a/1.jpg", "a//1.jpg"), ("a/1.jpg", "a/./1.jpg"),
+    ("a/1.jpg", "a/b/../1.jpg"), ("a/1.jpg", "a\\1.jpg"),
+])
+def test_duplicates_are_found_by_the_normalised_path(tmp_path, first, second):
+    recs = synth(3, 1)
+    recs[0]["file_path"], recs[2]["file_path"] = first, second
+    path = write(tmp_path / "synthpedes-dataset.json", recs)
+    with pytest.raises(RecordError) as e:
+        load_records(path)
+    assert str(e.value) == (f"{path} record 2: duplicate 'file_path' {second!r} (also record 0, written {first!r}; "
+                            f"both name 'a/1.jpg'); each image must appear once")
+
+
+@pytest.mark.parametrize("rel, reason", [
+    ("/etc/passwd", "is an absolute path"), ("C:\\x.jpg", "is an absolute path"), ("c:x.jpg", "is an absolute path"),
+    ("\\\\server\\x", "is an absolute path"), ("//server/x", "is an absolute path"),
+    ("../../x.jpg", "leaves the image root (it normalises to '../../x.jpg')"),
+    ("a/../../x.jpg", "leaves the image root (it normalises to '../x.jpg')"),
+    ("..\\x.jpg", "leaves the image root (it normalises to '../x.jpg')"), ("..", "leaves the image root"),
+    ("a/..", "names the image root itself"), ("./", "names the image root itself"),
+    ("a/\x00.jpg", "holds a NUL character"),
+])
+def test_paths_that_leave_the_image_root_are_refused(tmp_path, rel, reason):
+    recs = synth(3, 1)
+    recs[1]["file_path"] = rel
+    path = write(tmp_path / "synthpedes-dataset.json", recs)
+    with pytest.raises(RecordError) as e:
+        load_records(path)
+    assert str(e.value).startswith(f"{path} record 1: 'file_path' {rel!r} {reason}")
+    rst = [{"id": 0, "img_path": rel, "captions": ["a"], "split": "train"}]
+    with pytest.raises(RecordError, match=r"record 0: 'img_path' "):  # the field as the format names it
+        load_records(write(tmp_path / "r" / "data_captions.json", rst))
+
+
+def test_paths_are_kept_as_written_and_the_fingerprint_as_before(tmp_path):
+    recs = [{"id": 100 + i, "file_path": f"Part1/{100 + i}/{j}.jpg", "captions": [f"person {i} view {j}", "x"],
+             "prompt_caption": [f"prompt {i}"], "attributes": ["man,black hair"]} for i in range(3) for j in range(2)]
+    recs[0]["captions"] = ["一个 穿红衣服的人", "  A man\r\nin  red.  "]
+    recs[1]["file_path"] = "Part 1/./行人 ä.jpg"
+    rs = load_records(write(tmp_path / "synthpedes-dataset.json", recs), eval_ids=1)
+    assert rs.paths[1] == "Part 1/./行人 ä.jpg" and image_path_key(rs.paths[1]) == "Part 1/行人 ä.jpg"
+    # The value the code before normalised paths gave: stores extracted then still match.
+    assert rs.fingerprint() == "c2b530060481d7e153cee3595695cccb3a3c24f643c39acf5054f9501cca29f4"
+
+
+def test_image_path_key_leaves_normal_paths_alone():
+    for rel in ("a/1.jpg", "Part1/..x/1.jpg", "a/.hidden.jpg", "a b/c:d.jpg", "...jpg"):
+        assert image_path_key(rel) is rel
+
+
+def test_record_errors_are_person_errors(tmp_path):
+    assert issubclass(RecordError, PersonError) and issubclass(RecordError, ValueError)
+
+
+def test_ids_must_fit_in_64_bits(tmp_path, monkeypatch):
+    text = '[{"id": 9223372036854775807, "file_path": "a.jpg", "captions": ["x"]}, ' \
+           '{"id": -9223372036854775807, "file_path": "b.jpg", "captions": ["y"]}]'
+    (tmp_path / "synthpedes-dataset.json").write_text(text)
+    rs = load_records(tmp_path / "synthpedes-dataset.json")
+    assert rs.orig_ids.tolist() == [2 ** 63 - 1, -(2 ** 63 - 1)]
+    (tmp_path / "synthpedes-dataset.json").write_text(text.replace("807", "808", 1))
+    with pytest.raises(RecordError, match="integer overflow"):  # the C parser's own words
+        load_records(tmp_path / "synthpedes-dataset.json")
+    # ijson's pure-Python backend (used where the C one is missing) reads any int: the record check refuses it.
+    monkeypatch.setattr(records_module, "ijson", types.SimpleNamespace(items=ijson.get_backend("python").items,
+                                                                JSONError=ijson.JSONError))
+    with pytest.raises(RecordError, match=r"record 0: 'id' 9223372036854775808 does not fit in 64 bits"):
+        load_records(tmp_path / "synthpedes-dataset.json")
+
+
+def test_one_identity_cannot_be_held_out(tmp_path):
+    path = write(tmp_path / "synthpedes-dataset.json", [synth(1, 2)[0], synth(1, 2)[1]])
+    with pytest.raises(RecordError, match=r"every record has identity 100; holding identities out .* at least 2"):
+        load_records(path)
+    assert len(load_records(path, eval_first_records=1)) == 2
+
+
+def test_dataset_options_carry_the_image_caps():
+    opts = DatasetOptions()
+    assert (opts.max_image_bytes, opts.max_image_pixels) == (64 * 1024 * 1024, 50_000_000)
+    assert opts.image_limits() == ImageLimits(64 * 1024 * 1024, 50_000_000)
+    parser = argparse.ArgumentParser()
+    add_options(parser, DatasetOptions)
+    ns = parser.parse_args(["--max_image_pixels", "1000", "--max-image-bytes", "2048"])
+    assert from_namespace(DatasetOptions, ns).image_limits() == ImageLimits(max_bytes=2048, max_pixels=1000)
+    with pytest.raises(ValueError, match="--max_image_pixels 0"):
+        DatasetOptions(max_image_pixels=0).image_limits()
+
+
+def test_records_import_neither_torch_nor_opencv():
+    code = "import sys, person.data.records; print(sorted({'torch', 'cv2'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_a_dataset_that_is_not_a_regular_file_is_refused(tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this system")
+    os.mkfifo(tmp_path / "data.json")
+    with pytest.raises(RecordError, match="is not a regular file"):
+        load_records(tmp_path / "data.json")

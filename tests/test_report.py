@@ -7,6 +7,7 @@ import pytest
 import evaluation_labels
 from person.eval import metrics as M
 from person.eval import report
+from person.eval.features import FeatureFileError
 
 SEED_TABLE = """\
         EER      FAR=1e-3  FAR=1e-4  FAR=1e-5  FAR=1e-6  FAR=0
@@ -115,13 +116,28 @@ def test_command_prints_the_report_and_writes_json_and_roc(tmp_path, capsys):
 def test_command_names_what_is_wrong_with_the_features_file(tmp_path):
     write_features(tmp_path / "f.npz", caption_image=None)
     missing = r"missing array\(s\) caption_pid \(or caption_image\)"
-    with pytest.raises(evaluation_labels.FeatureFileError, match=missing):
+    with pytest.raises(FeatureFileError, match=missing):
         evaluation_labels.main(["--features", str(tmp_path / "f.npz")])
     write_features(tmp_path / "g.npz", caption_text=np.array(["a", None], dtype=object))
-    with pytest.raises(evaluation_labels.FeatureFileError, match="caption_text is stored as Python objects"):
+    with pytest.raises(FeatureFileError, match="caption_text is stored as Python objects"):
         evaluation_labels.main(["--features", str(tmp_path / "g.npz")])
     with pytest.raises(FileNotFoundError, match="no such features file"):
         evaluation_labels.main(["--features", str(tmp_path / "none.npz")])
+
+
+@pytest.mark.parametrize("key, bad, message", [
+    ("image_pid", lambda a: a[:-1], r"image_pid has shape \(17,\), but image_emb has 18 rows"),
+    ("image_path", lambda a: a[:5], r"image_path has shape \(5,\), but image_emb has 18 rows"),
+    ("caption_text", lambda a: a[:, None], r"caption_text has shape \(18, 1\), but caption_emb has 18 rows"),
+    ("caption_emb", lambda a: a[:, :3], "image_emb has dimension 8 but caption_emb 3"),
+    ("image_emb", lambda a: a[0], r"image_emb must be a float array \[N, D\], got float32 \(8,\)"),
+])
+def test_arrays_that_disagree_in_length_are_named(tmp_path, key, bad, message):
+    arrays = write_features(tmp_path / "f.npz", caption_text=np.array([f"caption {i}" for i in range(18)]))
+    arrays[key] = bad(arrays[key])
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(FeatureFileError, match=message):
+        evaluation_labels.main(["--features", str(tmp_path / "bad.npz")])
 
 
 def test_command_normalises_only_when_asked(tmp_path, capsys):

@@ -51,3 +51,36 @@ def test_non_strings_rejected(bad):
 def test_single_string_is_not_a_batch():
     with pytest.raises(TypeError, match="list of captions"):
         encode_batch("abc")
+
+
+def test_a_lone_surrogate_is_its_generalised_utf8_and_comes_back():
+    text = "a\ud800b\udfff"
+    chars = encode_chars(text)
+    assert chars.tolist() == [[0x61, 0, 0, 0], [0xED, 0xA0, 0x80, 0], [0x62, 0, 0, 0], [0xED, 0xBF, 0xBF, 0]]
+    assert decode_chars(chars) == text
+    pair = "\ud83d\ude00"  # two code points in a Python str: two characters, not one emoji
+    assert encode_chars(pair).shape == (2, 4) and decode_chars(encode_chars(pair)) == pair
+
+
+def test_nul_is_the_all_zero_row_told_from_padding_only_by_the_mask():
+    chars, mask = encode_batch(["a\x00", "abc"])
+    assert chars[0].tolist() == [[0x61, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]] and mask[0].tolist() == [1, 1, 0]
+    assert decode_chars(chars[0], mask[0]) == "a\x00"
+    assert decode_chars(chars[0]) == "a\x00\x00"  # without the mask, padding reads as NUL
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"max_seq_length": 0}, ValueError, "max_seq_length must be >= 1, got 0"),
+    ({"max_seq_length": 1.5}, TypeError, "max_seq_length must be an int, got float"),
+    ({"max_seq_length": True}, TypeError, "max_seq_length must be an int, got bool"),
+    ({"max_seq_length": "8"}, TypeError, "max_seq_length must be an int, got str"),
+    ({"pad_to": -1}, ValueError, "pad_to must be >= 0, got -1"),
+    ({"pad_to": 4.0}, TypeError, "pad_to must be an int, got float"),
+])
+def test_lengths_must_be_ints(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        encode_batch(["abc"], **kwargs)
+    if "max_seq_length" in kwargs:
+        with pytest.raises(error, match=message):
+            encode_chars("abc", **kwargs)
+    assert encode_chars("abc", np.int64(2)).shape == (2, 4)

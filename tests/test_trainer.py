@@ -170,7 +170,7 @@ def test_bad_options_are_clear_errors(setup, tmp_path):
                            "--mix_rel_weight", "1"))
     with pytest.raises(ValueError, match="no active loss term trains the text student"):
         main_cmd.main(args(setup, tmp_path, "--dist_cap_weight", "0", "--dist_rel_weight", "0"))
-    with pytest.raises(ValueError, match="--save_every must be at least 1"):
+    with pytest.raises(ValueError, match="--save_every must be >= 1, got 0"):
         main_cmd.main(args(setup, tmp_path, "--save_every", "0"))
     with pytest.raises(StoreMismatchError, match="another dataset"):
         main_cmd.main(args(setup, tmp_path, "--eval_ids", "3"))
@@ -283,7 +283,7 @@ def test_several_captions_per_image_train_the_text_student_on_all_of_them(setup,
     emb, labels = trainer.memory.text.get()
     assert len(emb) == len(owner) and trainer.memory.image.filled == len(batch["rows"])
     assert labels.tolist() == trainer.records.pids[batch["rows"][owner].numpy()].tolist()
-    with pytest.raises(ValueError, match="--captions_per_image must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="--captions_per_image must be >= 1, got 0"):
         TrainOptions(**(vars(opts) | {"captions_per_image": 0})).validate()
 
 

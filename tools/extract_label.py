@@ -29,9 +29,10 @@ class ExtractOptions(DatasetOptions):
     embedding_path: str = option("embeddings", "the store (.h5 or .zarr), or a folder to name it in")
     format: str | None = option(None, "store format when --embedding_path is a folder (default: h5)",
                                 choices=STORE_FORMATS)
-    batch_size: int = option(DEFAULT_BATCH_SIZE, "images or captions per teacher forward pass")
-    chunk_rows: int = option(DEFAULT_CHUNK_ROWS, "rows written and marked done together (what a kill can lose)")
-    workers: int = option(4, "image decoding processes per rank")
+    batch_size: int = option(DEFAULT_BATCH_SIZE, "images or captions per teacher forward pass", at_least=1)
+    chunk_rows: int = option(DEFAULT_CHUNK_ROWS, "rows written and marked done together (what a kill can lose)",
+                             at_least=1)
+    workers: int = option(4, "image decoding processes per rank", at_least=0)
     device: str | None = option(None, "torch device (default: cuda:LOCAL_RANK when there is a GPU, else cpu)")
     dtype: str = option("auto", "teacher dtype: auto (bf16/fp16 on GPU, fp32 on CPU), float32, bfloat16, float16")
     pad_to_square: bool = option(False, "pad person crops to square instead of stretching them")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> ExtractSummary:
         teacher = load_teacher(opts.teacher, device=info.device, dtype=opts.dtype, pad_to_square=opts.pad_to_square)
         summary = extract(records, teacher, opts.embedding_path, format=opts.format, batch_size=opts.batch_size,
                           chunk_rows=opts.chunk_rows, workers=opts.workers, dist=info, progress=opts.progress,
-                          strict=opts.strict)
+                          strict=opts.strict, limits=opts.image_limits())
     finally:
         cleanup()
     if info.is_main:

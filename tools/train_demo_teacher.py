@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from person import files
 from person.demo.teacher_recipe import make_demo_teacher, model_card
 from person.teacher.demo_model import DemoTeacherConfig
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         report = make_demo_teacher(args.out, args.work or tmp, config, minutes=args.minutes)
     command = "python tools/train_demo_teacher.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    (args.out / "README.md").write_text(model_card(report, command), encoding="utf-8")
+    files.write_text(args.out / "README.md", model_card(report, command))
     print(_report(report))
     print(f"{report['config']['steps']} steps in {report['train_minutes']} minutes -> {args.out}")
     return 0

@@ -2,26 +2,37 @@
 
 The per-image work (decode, crop/flip, resize) happens in loader workers and yields uint8 CHW arrays:
 4x less data through worker queues than float32. Normalisation to the teacher's mean/std happens
-once per batch (`normalize_batch`) on whatever device the model runs on.
+once per batch, from one formula (`normalization`): `normalize_batch` (person.data.datasets, torch, on the
+model's device) for training, `normalize_pixels` (numpy) for the exported models' torch-free runtime. This
+module imports no torch.
 
 Speed (bench/loader.py): a person crop decodes in ~150 us, so every other step must cost a fraction
 of that. OpenCV does the pixel work: JPEG decode (the same libjpeg-turbo decode as Pillow's, without
 Pillow's per-file Python header parsing) and SIMD bilinear resize (~6x Pillow's `resize` here). The
 transform returns a CHW view; `collate_images` makes the one copy, into the batch.
+
+Hostile files cost nothing: only regular files are opened (a FIFO would block, /dev/zero never ends), files
+over `ImageLimits.max_bytes` are not read and decodes over `max_pixels` are refused from the header, each an
+`ImageReadError`, so a counted skip like any corrupt image.
 """
 from __future__ import annotations
 
+import io
 import math
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from person.errors import PersonError
+
+# Re-exported: the caps live in a torch-free module so that records.DatasetOptions can build them.
+from .limits import DEFAULT_LIMITS, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, ImageLimits  # noqa: F401
 
 # Per-image work is small and loader workers already use every core: OpenCV's own threads would only contend.
 cv2.setNumThreads(1)
@@ -55,45 +66,34 @@ _OTHER_FRAMES = (0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
 _REDUCTION_BITS = {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
                    8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
 _JPEG_FLAGS = {s: cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION | bit for s, bit in _REDUCTION_BITS.items()}
+Image.init()
+# Pillow decodes EPS by running Ghostscript on the file: never on a dataset's untrusted bytes.
+_PIL_FORMATS = tuple(f for f in Image.ID if f != "EPS")
 
 
-def load_image(path: str | Path, size_hint: tuple[int, int] | None = None) -> Image.Image:
-    """Decode an image as a PIL RGB image. `size_hint` (H, W) lets a large JPEG decode at a reduced scale (draft)."""
-    try:
-        img = Image.open(path)
-        if size_hint is not None and img.format == "JPEG":
-            # draft keeps the decoded size >= the request, so quality is unchanged after the resize.
-            img.draft("RGB", (size_hint[1], size_hint[0]))
-        img.load()
-        # Most files decode to RGB already; convert() would then only copy them.
-        return img if img.mode == "RGB" else img.convert("RGB")
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: file not found") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image Pillow can read") from None
-    except Image.DecompressionBombError as e:  # a huge or hostile file: skipped like any unreadable one
-        raise ImageReadError(f"{path}: refused ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{path}: corrupt image ({e})") from None
+def load_image(path: str | Path, size_hint: tuple[int, int] | None = None,
+               limits: ImageLimits = DEFAULT_LIMITS) -> Image.Image:
+    """Decode an image as a PIL RGB image. `size_hint` (H, W) lets a large JPEG decode at a reduced scale (draft).
+
+    16-bit images keep their top byte (`_to_rgb`); files and decodes over `limits` are refused (ImageReadError).
+    """
+    return _decode_pil(read_image_bytes(path, limits), path, size_hint, limits)
 
 
-def load_pixels(path: str | Path, size_hint: tuple[int, int] | None = None) -> np.ndarray:
+def load_pixels(path: str | Path, size_hint: tuple[int, int] | None = None,
+                limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """The pixels `load_image` gives (same draft scale, same values), as uint8 RGB [H, W, 3], faster.
 
     A plain 8-bit JPEG (nearly every person crop) is decoded by OpenCV's libjpeg-turbo: bit-identical
-    to Pillow's decode, ~1.5x faster on crops. Anything else goes through `load_image`.
+    to Pillow's decode, ~1.5x faster on crops. Anything else goes through Pillow, as `load_image`.
     """
-    try:
-        with open(path, "rb", buffering=0) as f:  # unbuffered: one read into one bytes object
-            data = f.read()
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: file not found") from None
-    except OSError as e:
-        raise ImageReadError(f"{path}: cannot read ({e})") from None
+    data = read_image_bytes(path, limits)
     size = plain_jpeg_size(data)
     if size is None:
-        return np.asarray(load_image(path, size_hint))
+        return np.asarray(_decode_pil(data, path, size_hint, limits))
     scale = 1 if size_hint is None else _draft_scale(size, (size_hint[1], size_hint[0]))
+    # libjpeg's scaled output rounds up: what imdecode would allocate, checked before it does.
+    _check_pixels(path, (-(-size[0] // scale), -(-size[1] // scale)), limits)
     try:
         # EXIF orientation is ignored, as Pillow's decode ignores it: the teacher saw the pixels as stored.
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), _JPEG_FLAGS[scale])
@@ -102,6 +102,112 @@ def load_pixels(path: str | Path, size_hint: tuple[int, int] | None = None) -> n
     if pixels is None:
         raise ImageReadError(f"{path}: corrupt image (OpenCV could not decode this JPEG)")
     return pixels
+
+
+def read_image_bytes(path: str | Path, limits: ImageLimits = DEFAULT_LIMITS) -> bytes:
+    """The bytes of the regular file at `path`, at most `limits.max_bytes` of them.
+
+    A FIFO would block a plain open() forever and /dev/zero never ends, so the file is opened without
+    blocking and anything but a regular file (symlinks followed) is refused before one byte is read.
+    """
+    # O_NOCTTY: a terminal device must not become ours; O_BINARY (Windows): no newline translation.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot open ({e.strerror or e})") from None
+    except ValueError as e:  # a NUL in the path, or a name the file system cannot encode
+        raise ImageReadError(f"{path!r}: not a usable file name ({e})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageReadError(f"{path}: not a regular file ({_file_kind(info.st_mode)}); an image path must "
+                                 f"name an image file")
+        if info.st_size > limits.max_bytes:
+            raise ImageReadError(f"{path}: {info.st_size} bytes, over the {limits.max_bytes}-byte limit; "
+                                 f"raise it with --max_image_bytes")
+        return _read_capped(fd, path, info.st_size, limits.max_bytes)
+    except ImageReadError:
+        raise
+    except OSError as e:  # an I/O error mid-file (a failing disk, a network share gone)
+        raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+
+
+def _read_capped(fd: int, path: str | Path, expected: int, cap: int) -> bytes:
+    """Up to `cap` bytes from `fd`; more is an error (the file grew past the cap since its size was read)."""
+    chunks, total = [], 0
+    while total <= cap:
+        # The first read asks for the whole file plus one byte, so a file read once is one bytes object.
+        chunk = os.read(fd, min(cap + 1 - total, max(expected + 1 - total, 1 << 16)))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > cap:
+        raise ImageReadError(f"{path}: over the {cap}-byte limit; raise it with --max_image_bytes")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return f"file type {stat.S_IFMT(mode):o}"
+
+
+def _check_pixels(path: str | Path, size: tuple[int, int], limits: ImageLimits) -> None:
+    """Refuse a decode of `size` (W, H) over the pixel cap; called from the header, before any allocation."""
+    if size[0] * size[1] > limits.max_pixels:
+        raise ImageReadError(f"{path}: decodes to {size[0]}x{size[1]} = {size[0] * size[1]} pixels, over the "
+                             f"{limits.max_pixels}-pixel limit; raise it with --max_image_pixels")
+
+
+def _decode_pil(data: bytes, path: str | Path, size_hint: tuple[int, int] | None, limits: ImageLimits) -> Image.Image:
+    """Pillow's decode of a file's bytes, as `load_image` gives it."""
+    try:
+        img = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)  # lazy: reads the header only
+        if size_hint is not None and img.format == "JPEG":
+            # draft keeps the decoded size >= the request, so quality is unchanged after the resize.
+            img.draft("RGB", (size_hint[1], size_hint[0]))
+        _check_pixels(path, img.size, limits)  # the draft-reduced size: what load() allocates
+        img.load()
+        return _to_rgb(img, path)
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image Pillow can read") from None
+    except Image.DecompressionBombError as e:  # a huge or hostile file: skipped like any unreadable one
+        raise ImageReadError(f"{path}: refused ({e}); that is Pillow's own cap (twice PIL.Image.MAX_IMAGE_PIXELS), "
+                             f"which --max_image_pixels ({limits.max_pixels}) does not raise") from None
+    except ImageReadError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageReadError(f"{path}: corrupt image ({e})") from None
+
+
+def _to_rgb(img: Image.Image, path: str | Path) -> Image.Image:
+    """RGB, with 16-bit samples scaled to 8 bits by keeping the top byte (v >> 8).
+
+    Pillow's own convert("RGB") clips 16-bit grey at 255 (a white image); its 48-bit RGB decode keeps the
+    top byte, so grey follows that rule: a grey and a colour 16-bit file of the same values agree.
+    """
+    if img.mode == "RGB":  # most files: convert() would only copy them
+        return img
+    if img.mode == "I" or img.mode.startswith("I;16"):
+        values = np.asarray(img)  # uint16 (either byte order), or int32 for mode I
+        unsigned16 = values.dtype.kind == "u" and values.dtype.itemsize == 2
+        if not unsigned16 and (values.dtype.kind not in "ui"
+                               or (values.size and (values.min() < 0 or values.max() > 0xFFFF))):
+            raise ImageReadError(f"{path}: integer pixels outside 0..65535 (mode {img.mode}); save it as an "
+                                 f"8- or 16-bit image")
+        return Image.fromarray(np.repeat((values >> 8).astype(np.uint8)[:, :, None], 3, axis=2))
+    if img.mode == "F":
+        raise ImageReadError(f"{path}: floating-point pixels (mode F) have no agreed 8-bit scale; save it as an "
+                             f"8- or 16-bit image")
+    return img.convert("RGB")
 
 
 def plain_jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -151,7 +257,7 @@ def _rgb_pixels(img: Image.Image | np.ndarray) -> np.ndarray:
         if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"expected uint8 RGB [H, W, 3] pixels, got {img.dtype} {img.shape}")
         return img
-    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    return np.asarray(_to_rgb(img, "image"))  # 16-bit scaled as `load_image` scales it
 
 
 @dataclass(frozen=True)
@@ -209,20 +315,25 @@ class ImageTransform:
         return canvas
 
 
-def normalize_batch(images: torch.Tensor, mean: Sequence[float] = DEFAULT_MEAN,
-                    std: Sequence[float] = DEFAULT_STD, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> float (x / 255 - mean) / std, on the images' device."""
-    if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] != 3:
-        raise ValueError(f"expected uint8 [B, 3, H, W] images, got {images.dtype} {tuple(images.shape)}")
-    scale, shift = (torch.tensor(v, dtype=dtype, device=images.device).view(1, 3, 1, 1)
-                    for v in ([1.0 / (255.0 * s) for s in std], [-m / s for m, s in zip(mean, std)]))
-    # One float tensor, scaled in place: the textbook expression allocates four of them.
-    return _empty_float(images.shape, dtype, images.device).copy_(images).mul_(scale).add_(shift)
+def normalization(mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, shift), float64 [3]: normalised = pixel * scale + shift = (pixel / 255 - mean) / std per channel.
+    The one formula behind normalize_pixels (numpy: the runtime) and normalize_batch (torch: training); each
+    rounds it to the dtype it computes in."""
+    if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+        raise ValueError(f"mean {tuple(mean)} and std {tuple(std)} must have 3 values each, std positive")
+    scale = np.array([1.0 / (255.0 * s) for s in std], dtype=np.float64)
+    shift = np.array([-m / s for m, s in zip(mean, std)], dtype=np.float64)
+    return scale, shift
 
 
-def _empty_float(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A new float tensor. On the CPU through numpy, which asks the kernel for huge pages for large arrays:
-    a fresh 224x112 float batch then costs ~60 page faults instead of ~1900, which cost more than the arithmetic."""
-    if device.type == "cpu" and dtype == torch.float32:
-        return torch.from_numpy(np.empty(tuple(shape), dtype=np.float32))
-    return torch.empty(shape, dtype=dtype, device=device)
+def normalize_pixels(images: np.ndarray, mean: Sequence[float] = DEFAULT_MEAN,
+                     std: Sequence[float] = DEFAULT_STD) -> np.ndarray:
+    """uint8 [B, 3, H, W] -> float32 (x / 255 - mean) / std, in numpy (no torch: the exported models' runtime)."""
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected uint8 [B, 3, H, W] images, got {images.dtype} {images.shape}")
+    scale, shift = normalization(mean, std)
+    out = images.astype(np.float32)
+    out *= scale.astype(np.float32).reshape(1, 3, 1, 1)
+    out += shift.astype(np.float32).reshape(1, 3, 1, 1)
+    return out

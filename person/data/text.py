@@ -3,6 +3,12 @@
 A caption becomes `uint8 [L, 4]` (one row per character: b0, b1, b2, b3, zero-padded) plus a boolean
 mask (True = a real character). The student's character vector is the sum of four byte-position
 embeddings of that row (DESIGN.md, "Text as characters").
+
+Any Python str encodes, so a query from an API never fails here:
+- a lone surrogate (U+D800..U+DFFF, which UTF-8 proper cannot hold) becomes its 3-byte generalised UTF-8
+  (Python's "surrogatepass"), and `decode_chars` gives it back;
+- NUL (U+0000) is the all-zero row, the same bytes as padding: only the mask tells a NUL from padding, so
+  `decode_chars` without a mask reads every all-zero row as a NUL.
 """
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 BYTES_PER_CHAR = 4  # UTF-8 encodes every Unicode code point in at most 4 bytes
+BYTE_VALUES = 256
 DEFAULT_MAX_SEQ_LENGTH = 128
 
 
@@ -18,8 +25,7 @@ def encode_chars(text: str, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> np.
     """`text` -> uint8 [n, 4], n = min(len(text), max_seq_length); longer text is truncated."""
     if not isinstance(text, str):
         raise TypeError(f"a caption must be a str, got {type(text).__name__}: {text!r:.80}")
-    if max_seq_length < 1:
-        raise ValueError(f"max_seq_length must be >= 1, got {max_seq_length}")
+    _check_length("max_seq_length", max_seq_length, minimum=1)
     # Vectorised UTF-8 from code points: a Python loop per character is the slow path at batch scale.
     cp = np.frombuffer(text[:max_seq_length].encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.uint32)
     out = np.zeros((len(cp), BYTES_PER_CHAR), dtype=np.uint32)
@@ -42,6 +48,9 @@ def encode_batch(texts: Sequence[str], max_seq_length: int = DEFAULT_MAX_SEQ_LEN
     """
     if isinstance(texts, str):
         raise TypeError("encode_batch takes a list of captions, got a single str")
+    _check_length("max_seq_length", max_seq_length, minimum=1)
+    if pad_to is not None:
+        _check_length("pad_to", pad_to, minimum=0)
     rows = [encode_chars(t, max_seq_length) for t in texts]
     length = pad_to if pad_to is not None else max((len(r) for r in rows), default=0)
     if pad_to is not None and pad_to < min(max_seq_length, max((len(r) for r in rows), default=0)):
@@ -54,9 +63,28 @@ def encode_batch(texts: Sequence[str], max_seq_length: int = DEFAULT_MAX_SEQ_LEN
     return chars, mask
 
 
+def _check_length(name: str, value: object, minimum: int) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r:.80}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
 def decode_chars(chars: np.ndarray, mask: np.ndarray | None = None) -> str:
     """Inverse of `encode_chars` (for one row of a batch pass its mask row)."""
     if mask is not None:
         chars = chars[np.asarray(mask, dtype=bool)]
     return "".join(bytes(int(b) for b in row if b).decode("utf-8", errors="surrogatepass")
                    if row[0] else "\x00" for row in chars)
+
+
+def lookup_chars(table: np.ndarray, chars: np.ndarray) -> np.ndarray:
+    """uint8 [..., 4] character bytes -> float32 [..., E] character vectors: the sum of the four rows
+    `table[position * 256 + byte]` of the byte table [4 * 256, E] (the text student's embedding, exported as
+    input_embeddings.npy). What the exported text graph's caller does; the trainer does it in torch."""
+    if table.ndim != 2 or table.shape[0] != BYTES_PER_CHAR * BYTE_VALUES:
+        raise ValueError(f"the byte table must be [{BYTES_PER_CHAR * BYTE_VALUES}, E], got {table.shape}")
+    if chars.shape[-1:] != (BYTES_PER_CHAR,):
+        raise ValueError(f"chars must be [..., {BYTES_PER_CHAR}] bytes (encode_batch), got {chars.shape}")
+    rows = chars.astype(np.int64) + np.arange(BYTES_PER_CHAR) * BYTE_VALUES
+    return table[rows].sum(axis=-2, dtype=np.float32)

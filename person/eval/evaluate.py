@@ -11,7 +11,7 @@ Images that cannot be read now are left out of every case (so all cases score th
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,12 +20,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from person.data.datasets import ImageDataset, SkipReport, collate_images
-from person.data.images import ImageTransform, normalize_batch
+from person.data.datasets import normalize_batch
+from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageTransform
 from person.data.records import DatasetOptions, RecordSet
 from person.data.text import encode_batch
 from person.eval import metrics
 from person.models.checkpoint import load_checkpoint, student_spec, students_from_checkpoint
-from person.teacher.store import check_teacher, open_with_records
+from person.teacher.store import FeatureStore, check_teacher, open_with_records
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,10 @@ def eval_split(store, split: str = "eval", fields: Sequence[int] = (0,)) -> Eval
 @torch.no_grad()
 def embed_images(model: torch.nn.Module, records: RecordSet, rows: np.ndarray, transform: ImageTransform,
                  mean: Sequence[float], std: Sequence[float], device: torch.device, batch_size: int = 128,
-                 num_workers: int = 0, strict: bool = False) -> tuple[np.ndarray, SkipReport]:
+                 num_workers: int = 0, strict: bool = False, limits: ImageLimits = DEFAULT_LIMITS
+                 ) -> tuple[np.ndarray, SkipReport]:
     """L2-normalised float32 [n, D] embeddings of `rows`' images; unreadable ones come back as NaN rows."""
-    dataset = ImageDataset(records, transform, strict, transform.size)
+    dataset = ImageDataset(records, transform, strict, transform.size, limits)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_images,
                         sampler=[int(r) for r in rows])
     position = {int(r): i for i, r in enumerate(rows)}
@@ -156,15 +158,21 @@ class EvalResult:
         return {CASE_TITLES[case]: summary for case, summary in self.summaries().items()}
 
 
-def evaluate_students(image_model: torch.nn.Module | None, text_model: torch.nn.Module | None, records: RecordSet,
-                      store, transform: ImageTransform, mean: Sequence[float], std: Sequence[float],
-                      max_seq_length: int, device: torch.device, cases: Sequence[str] = CASES,
-                      split: str = "eval", num_workers: int = 0, top_k: int = 15) -> EvalResult:
-    """Score `cases` on `split` of the store; a case needs the students it names."""
+# What a case needs of the students: image rows -> (L2-normalised [n, D], unreadable ones as NaN rows and their
+# report), and texts -> L2-normalised [n, D]. The torch students and an exported model (person.runtime) both
+# give these, so a checkpoint and its export are scored by the same code.
+ImageEmbedder = Callable[[np.ndarray], tuple[np.ndarray, SkipReport]]
+TextEmbedder = Callable[[Sequence[str]], np.ndarray]
+
+
+def evaluate_embedders(embed_images_of: ImageEmbedder | None, embed_texts_of: TextEmbedder | None, store,
+                       cases: Sequence[str] = CASES, split: str = "eval", top_k: int = 15,
+                       device: str | torch.device | None = None) -> EvalResult:
+    """Score `cases` on `split` of the store with the students' embedders; a case needs the students it names."""
     unknown = set(cases) - set(CASES)
     if unknown:
         raise ValueError(f"unknown evaluation case(s) {sorted(unknown)}: use {', '.join(CASES)}")
-    have = {"image": image_model is not None, "text": text_model is not None}
+    have = {"image": embed_images_of is not None, "text": embed_texts_of is not None}
     missing = [c for c in cases if any(src == "student" and not have[m] for m, src in zip(("image", "text"),
                                                                                           _SOURCES[c]))]
     if missing:
@@ -176,15 +184,14 @@ def evaluate_students(image_model: torch.nn.Module | None, text_model: torch.nn.
     skips = SkipReport()
     emb: dict[tuple[str, str], np.ndarray] = {}
     if have["image"] and any("student" == _SOURCES[c][0] for c in cases):
-        student_images, skips = embed_images(image_model, records, data.rows, transform, mean, std, device,
-                                             num_workers=num_workers)
+        student_images, skips = embed_images_of(data.rows)
         if len(skips):
             log.warning("%d eval images unreadable now; left out of every case", len(skips))
             gone = np.flatnonzero(np.isnan(student_images[:, 0]))
             data, student_images = data.without_images(gone), np.delete(student_images, gone, axis=0)
         emb["student", "image"] = student_images
     if have["text"] and any("student" == _SOURCES[c][1] for c in cases):
-        emb["student", "text"] = embed_texts(text_model, data.caption_texts, max_seq_length, device)
+        emb["student", "text"] = embed_texts_of(data.caption_texts)
     emb["teacher", "image"] = store.images(data.rows)
     emb["teacher", "text"] = store.captions(data.caption_rows)
     results = {}
@@ -195,6 +202,18 @@ def evaluate_students(image_model: torch.nn.Module | None, text_model: torch.nn.
     return EvalResult(results, data, skips)
 
 
+def evaluate_students(image_model: torch.nn.Module | None, text_model: torch.nn.Module | None, records: RecordSet,
+                      store, transform: ImageTransform, mean: Sequence[float], std: Sequence[float],
+                      max_seq_length: int, device: torch.device, cases: Sequence[str] = CASES,
+                      split: str = "eval", num_workers: int = 0, top_k: int = 15,
+                      limits: ImageLimits = DEFAULT_LIMITS) -> EvalResult:
+    """Score `cases` on `split` of the store with the torch students (evaluate_embedders)."""
+    images = None if image_model is None else (
+        lambda rows: embed_images(image_model, records, rows, transform, mean, std, device, num_workers=num_workers,
+                                  limits=limits))
+    texts = None if text_model is None else (lambda t: embed_texts(text_model, t, max_seq_length, device))
+    return evaluate_embedders(images, texts, store, cases, split, top_k, device)
+
 
 def teacher_evaluation(store, split: str = "eval", top_k: int = 15,
                        device: str | torch.device | None = None) -> tuple[metrics.Evaluation, EvalSplit]:
@@ -204,30 +223,43 @@ def teacher_evaluation(store, split: str = "eval", top_k: int = 15,
                             data.caption_pids, top_k=top_k, device=device), data
 
 
-def evaluate_checkpoint(checkpoint: str | Path, dataset: DatasetOptions | None = None,
-                        embedding_path: str | None = None, split: str = "eval", cases: Sequence[str] | None = None,
-                        device: str | torch.device | None = None, num_workers: int = 2,
-                        top_k: int = 15) -> tuple[dict, EvalResult]:
-    """(checkpoint state, scores) of a training checkpoint on `split`, with the options it was trained with.
-
-    `dataset` (data / image_root) and `embedding_path` replace the saved paths when files moved.
-    """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    state = load_checkpoint(checkpoint)
-    spec, students = students_from_checkpoint(state, device)
+def open_training_data(state: dict, dataset: DatasetOptions | None = None, embedding_path: str | None = None
+                       ) -> tuple[FeatureStore, RecordSet, DatasetOptions]:
+    """The store and records a checkpoint was trained on (read from its saved options; `dataset`'s data /
+    image_root and `embedding_path` replace paths that moved), checked to be of the checkpoint's teacher.
+    Rows are read from the file: evaluation and export need a few thousand of them, not the store in RAM."""
     saved = DatasetOptions.from_saved(state["options"])
     moved = replace(saved, data=(dataset.data if dataset and dataset.data else saved.data),
                     image_root=(dataset.image_root if dataset and dataset.image_root else saved.image_root))
-    # Rows are read from the file: evaluation needs a few thousand of them, not the whole store in RAM.
     store, records = open_with_records(embedding_path or state["options"]["embedding_path"], moved, in_memory=False)
-    with store:
+    try:
         check_teacher(store.path, store.teacher_identity, state["teacher"])
+    except BaseException:
+        store.close()
+        raise
+    return store, records, moved
+
+
+def evaluate_checkpoint(checkpoint: str | Path, dataset: DatasetOptions | None = None,
+                        embedding_path: str | None = None, split: str = "eval", cases: Sequence[str] | None = None,
+                        device: str | torch.device | None = None, num_workers: int = 2,
+                        top_k: int = 15, trusted: Collection[str] = ()) -> tuple[dict, EvalResult]:
+    """(checkpoint state, scores) of a training checkpoint on `split`, with the options it was trained with.
+
+    `dataset` (data / image_root) and `embedding_path` replace the saved paths when files moved. `trusted`:
+    modules outside the project the checkpoint's student names may import (the user named them).
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = load_checkpoint(checkpoint)
+    spec, students = students_from_checkpoint(state, device, trusted)
+    store, records, moved = open_training_data(state, dataset, embedding_path)
+    with store:
         mean, std = store.image_normalisation
         transform = ImageTransform(spec.image_size, spec.resize, mean)
         result = evaluate_students(students.image, students.text, records, store, transform, mean, std,
                                    spec.max_seq_length, device,
                                    cases=cases or cases_for(spec.trained, spec.feature_dim == store.dim),
-                                   split=split, num_workers=num_workers, top_k=top_k)
+                                   split=split, num_workers=num_workers, top_k=top_k, limits=moved.image_limits())
     return state, result
 
 

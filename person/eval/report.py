@@ -3,7 +3,6 @@ the JSON file and the ROC plot. Pure formatting over `person.eval.metrics` resul
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -11,6 +10,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from person import files
 from person.eval.metrics import FAR_LEVELS, Evaluation, ScoredPair, VerificationResult
 
 TABLE_HEADER = "        EER      FAR=1e-3  FAR=1e-4  FAR=1e-5  FAR=1e-6  FAR=0"
@@ -96,11 +96,8 @@ def roc_path(json_path: str | Path) -> Path:
 
 
 def write_json(summary: Mapping, path: str | Path) -> Path:
-    """The report dict as indented JSON (strict: no NaN/inf, so any JSON reader takes it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return path
+    """The report dict as indented JSON (strict: no NaN/inf, so any JSON reader takes it), written atomically."""
+    return files.write_json(path, summary)
 
 
 def plot_roc(result: VerificationResult, path: str | Path, title: str = "Verification ROC") -> Path:
@@ -124,8 +121,8 @@ def plot_roc(result: VerificationResult, path: str | Path, title: str = "Verific
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with files.atomic_file(path) as f:
+        fig.savefig(f, format="png")
     return path
 
 

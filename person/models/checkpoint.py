@@ -8,35 +8,34 @@ truncated `.pt` behind.
 """
 from __future__ import annotations
 
-import os
+import io
 import re
-import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from person import files
 from person.data.images import parse_image_size
+from person.errors import PersonError
 from person.models.students import Students, StudentSpec
 
 CHECKPOINT_VERSION = 1
 _ITER_FILE = re.compile(r"^(\d+)\.pt$")
 
 
+class CheckpointError(PersonError, ValueError):
+    """A file that is not a usable checkpoint of this project; the message names it and what is wrong."""
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"version": CHECKPOINT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write a checkpoint atomically (person.files): a kill or a full disk never leaves a truncated `.pt`.
+    Serialised in memory first (students are small): torch.save turns a disk error into a RuntimeError, the
+    plain write says what it was."""
+    buffer = io.BytesIO()
+    torch.save({"version": CHECKPOINT_VERSION, **state}, buffer)
+    return files.write_bytes(path, buffer.getbuffer())
 
 
 def last_checkpoint(folder: str | Path) -> Path:
@@ -59,11 +58,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         # weights_only: a checkpoint holds tensors, numbers, strings and dicts only, never pickled code.
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: not a checkpoint of this project (version {state.get('version') if isinstance(state, dict) else '?'}, "
-                         f"expected {CHECKPOINT_VERSION})")
+    except Exception as e:  # torch.load raises many types for a file that is not a checkpoint
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:300]})") from None
+    version = state.get("version") if isinstance(state, dict) else None
+    if version != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: not a checkpoint of this project (version {version!r}, expected "
+                              f"{CHECKPOINT_VERSION}); pass a .pt that main.py wrote")
     state["path"] = str(path)
     return state
 
@@ -76,7 +76,7 @@ def student_spec(state: dict[str, Any]) -> StudentSpec:
         return StudentSpec.from_dict(state["students"])
     for key in ("options", "feature_dim"):
         if key not in state:
-            raise ValueError(f"{where}: no '{key}' entry; not a training checkpoint of main.py")
+            raise CheckpointError(f"{where}: no '{key}' entry; not a training checkpoint of main.py")
     o, train = state["options"], state["options"].get("train", "both")
     try:
         return StudentSpec(feature_dim=int(state["feature_dim"]),
@@ -85,16 +85,25 @@ def student_spec(state: dict[str, Any]) -> StudentSpec:
                            image_size=parse_image_size(o.get("image_size", "224x112")),
                            resize=o.get("resize", "stretch"), max_seq_length=int(o.get("max_seq_length", 128)),
                            text_width=int(o.get("text_width", 256)), text_stride=int(o.get("text_stride", 2)))
-    except (KeyError, TypeError) as e:
-        raise ValueError(f"{where}: its options do not describe the students ({type(e).__name__}: {e})") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: its options do not describe the students ({type(e).__name__}: {e})") from None
 
 
-def students_from_checkpoint(state: dict[str, Any], device: str | torch.device = "cpu"
-                             ) -> tuple[StudentSpec, Students]:
-    """(spec, students in eval mode) rebuilt from a training checkpoint exactly as they were trained."""
-    if "model" not in state:
-        raise ValueError(f"{state.get('path', 'checkpoint')}: no 'model' entry; not a training checkpoint of main.py")
+def students_from_checkpoint(state: dict[str, Any], device: str | torch.device = "cpu",
+                             trusted: Collection[str] = ()) -> tuple[StudentSpec, Students]:
+    """(spec, students in eval mode) rebuilt from a training checkpoint exactly as they were trained.
+
+    Names outside the project resolve only in the `trusted` modules (person.models.registry.resolve): a file
+    must not decide what code runs."""
+    where = state.get("path", "checkpoint")
+    if not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"{where}: no 'model' entry; not a training checkpoint of main.py")
     spec = student_spec(state)
-    students = spec.build()
-    students.load_state_dict(state["model"])
+    students = spec.build(trusted)
+    try:
+        students.load_state_dict(state["model"])
+    except RuntimeError as e:  # missing / unexpected keys, or shapes that differ from the spec's students
+        first = str(e).split("\n\t", 2)[:2]
+        raise CheckpointError(f"{where}: its weights do not fit the students its options describe "
+                              f"({' '.join(first)[:400]}); the file is damaged or was edited") from None
     return spec, students.to(device).eval()

@@ -8,10 +8,16 @@ new test code (the timm habit).
 """
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import pkgutil
+from collections.abc import Collection
+from pathlib import Path
 
 from torch import nn
+
+from person.errors import PersonError
 
 _PROJECT = "person"
 _ROOT = "person.models"  # where short names (`backbone.mf3.ANet2`) live
@@ -19,7 +25,7 @@ _MODEL_PACKAGES = ("backbone", "tbackbone")  # short names start with one of the
 _REGISTERED: set[str] = set()  # fully qualified class names
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(PersonError, ValueError):
     """A model name that does not resolve to an nn.Module class; the message lists the available names."""
 
 
@@ -49,8 +55,57 @@ def _qualify(name: str) -> str:
     return f"{_ROOT}.{name}" if name.split(".", 1)[0] in _MODEL_PACKAGES else name
 
 
-def resolve(name: str, package: str, kind: str) -> type[nn.Module]:
-    """The nn.Module class `name` refers to; `kind` ("image backbone") only words the error messages."""
+def _binds(source: str, name: str) -> bool | None:
+    """Whether module source binds `name` at top level (class, def, assignment, import); None when it cannot
+    tell (a star import or a module __getattr__ may provide any name)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            if node.name == name:
+                return True
+            if node.name == "__getattr__":
+                return None
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name == "*":
+                    return None
+                if (alias.asname or alias.name.split(".")[0]) == name:
+                    return True
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(n, ast.Name) and n.id == name for tg in targets for n in ast.walk(tg)):
+                return True
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):  # conditional definitions: cannot tell cheaply
+            return None
+    return False
+
+
+def _defined_without_running(module_name: str, class_name: str) -> bool | None:
+    """Read a module's source (without executing it) to see whether it defines `class_name`: a name typed
+    by mistake (`this.Foo`) must not run the module's top-level code. None when the source cannot tell."""
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None if spec is not None else False
+    try:
+        source = Path(spec.origin).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return _binds(source, class_name)
+
+
+def resolve(name: str, package: str, kind: str, trusted: Collection[str] | None = None) -> type[nn.Module]:
+    """The nn.Module class `name` refers to; `kind` ("image backbone") only words the error messages.
+
+    The project's models resolve always. A name outside the project imports a module, so runs its code:
+    `trusted=None` (a name the user typed) allows any module, a collection only those modules (and their
+    submodules) -- a name read from a checkpoint resolves only where the command line vouched for it.
+    """
     def fail(reason: str) -> UnknownModelError:
         return UnknownModelError(f"unknown {kind} {name!r}: {reason}. Available: {', '.join(available(package))} "
                                  f"(or any importable module.Class path to an nn.Module of your own)")
@@ -59,6 +114,16 @@ def resolve(name: str, package: str, kind: str) -> type[nn.Module]:
         matches = [a for a in available(package) if a.endswith(f".{name}")]
         raise fail("expected a dotted path" + (f" such as {' or '.join(matches)}" if matches else ""))
     module_name, _, class_name = _qualify(name).rpartition(".")
+    inside = module_name == _PROJECT or module_name.startswith(_PROJECT + ".")
+    if not inside and trusted is not None and not any(module_name == m or module_name.startswith(m + ".")
+                                                      for m in trusted):
+        raise UnknownModelError(
+            f"{kind} {name!r} comes from the module {module_name!r}, outside the project: a name read from a file "
+            f"is imported only when the command line names its module (pass --import-module "
+            f"{module_name.split('.')[0]}, or the same --backbone / --tbackbone to main.py)")
+    if not inside and _defined_without_running(module_name, class_name) is False:
+        raise fail(f"module {module_name!r} has no {class_name!r}" if importlib.util.find_spec(module_name)
+                   else f"no module {module_name!r}")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:

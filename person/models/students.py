@@ -12,6 +12,7 @@ teacher's dimension by default, so student and teacher embeddings live in one sp
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -20,25 +21,73 @@ import torch.nn.functional as F
 from torch import nn
 
 from person.data.images import DEFAULT_IMAGE_SIZE, RESIZE_MODES
-from person.data.text import DEFAULT_MAX_SEQ_LENGTH
+from person.data.text import BYTES_PER_CHAR, DEFAULT_MAX_SEQ_LENGTH
+from person.errors import PersonError
 from person.models.registry import available, resolve
 
 IMAGE_PACKAGE = "person.models.backbone"
 TEXT_PACKAGE = "person.models.tbackbone"
 
 
+class StudentContractError(PersonError, ValueError):
+    """A class named as a student that cannot be built or run as one; the message says what the contract is."""
+
+
+def _check_runs(model: nn.Module, name: str, kind: str, shape: tuple[int, ...],
+                inputs: Callable[[], tuple[torch.Tensor, ...]], feature_dim: int, contract: str) -> nn.Module:
+    """One eval-mode forward on a small batch of `shape`: the output must be float [2, feature_dim]. Catches a
+    class that is not a student (torch.nn.Identity, torch.nn.Linear) and a size that cannot be allocated."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(*inputs())
+    except (RuntimeError, TypeError, ValueError, MemoryError) as e:
+        raise StudentContractError(f"{kind} {name!r} failed on a {list(shape)} input ({type(e).__name__}: "
+                                   f"{str(e)[:300]}); {contract}") from None
+    finally:
+        model.train(was_training)
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if got != (shape[0], feature_dim) or not out.is_floating_point():
+        raise StudentContractError(f"{kind} {name!r} gave {got} for a {list(shape)} input, expected a float "
+                                   f"[{shape[0]}, {feature_dim}] embedding; {contract}")
+    return model
+
+
+def _build(cls: type[nn.Module], name: str, kind: str, contract: str, **kwargs: Any) -> nn.Module:
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise StudentContractError(f"{kind} {name!r} cannot be built ({e}); {contract}") from None
+
+
+_IMAGE_CONTRACT = "an image student is Class(feature_dim=D, image_size=(H, W)) with forward [B, 3, H, W] -> [B, D]"
+_TEXT_CONTRACT = ("a text student is Class(feature_dim=D, max_seq_length=L, ...) with forward(char_bytes [B, L, 4], "
+                  "mask [B, L]) -> [B, D]")
+
+
 def create_image_student(name: str, feature_dim: int, image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
-                         **kwargs: Any) -> nn.Module:
-    """The image student `name` (e.g. "backbone.mf3.ANet2") for `image_size` (H, W) with output dim `feature_dim`."""
-    cls = resolve(name, IMAGE_PACKAGE, "image backbone")
-    return cls(feature_dim=feature_dim, image_size=tuple(image_size), **kwargs)
+                         trusted: Collection[str] | None = None, **kwargs: Any) -> nn.Module:
+    """The image student `name` (e.g. "backbone.mf3.ANet2") for `image_size` (H, W) with output dim `feature_dim`,
+    checked to run (person.models.registry.resolve says what `trusted` allows)."""
+    cls = resolve(name, IMAGE_PACKAGE, "image backbone", trusted)
+    model = _build(cls, name, "image backbone", _IMAGE_CONTRACT, feature_dim=feature_dim,
+                   image_size=tuple(image_size), **kwargs)
+    shape = (2, 3, *image_size)
+    return _check_runs(model, name, "image backbone", shape, lambda: (torch.zeros(shape),), feature_dim,
+                       _IMAGE_CONTRACT)
 
 
 def create_text_student(name: str, feature_dim: int, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
-                        **kwargs: Any) -> nn.Module:
+                        trusted: Collection[str] | None = None, **kwargs: Any) -> nn.Module:
     """The text student `name` (e.g. "tbackbone.char.L3"); kwargs such as `width=128` go to its constructor."""
-    cls = resolve(name, TEXT_PACKAGE, "text backbone")
-    return cls(feature_dim=feature_dim, max_seq_length=max_seq_length, **kwargs)
+    cls = resolve(name, TEXT_PACKAGE, "text backbone", trusted)
+    model = _build(cls, name, "text backbone", _TEXT_CONTRACT, feature_dim=feature_dim,
+                   max_seq_length=max_seq_length, **kwargs)
+    shape = (2, min(8, max_seq_length), BYTES_PER_CHAR)
+    return _check_runs(model, name, "text backbone", shape,
+                       lambda: (torch.zeros(shape, dtype=torch.uint8), torch.ones(shape[:2], dtype=torch.bool)),
+                       feature_dim, _TEXT_CONTRACT)
 
 
 def image_students() -> list[str]:
@@ -100,11 +149,13 @@ class StudentSpec:
         """"both", "image" or "text": which students the pair has (the --train value that made it)."""
         return "both" if self.backbone and self.tbackbone else "image" if self.backbone else "text"
 
-    def build(self) -> Students:
-        """Fresh students of this spec (weights from the global RNG)."""
-        image = create_image_student(self.backbone, self.feature_dim, self.image_size) if self.backbone else None
-        text = (create_text_student(self.tbackbone, self.feature_dim, self.max_seq_length, width=self.text_width,
-                                    stem_stride=self.text_stride) if self.tbackbone else None)
+    def build(self, trusted: Collection[str] | None = None) -> Students:
+        """Fresh students of this spec (weights from the global RNG); `trusted` as for
+        person.models.registry.resolve (a spec read from a checkpoint passes the modules the user vouched for)."""
+        image = (create_image_student(self.backbone, self.feature_dim, self.image_size, trusted)
+                 if self.backbone else None)
+        text = (create_text_student(self.tbackbone, self.feature_dim, self.max_seq_length, trusted,
+                                    width=self.text_width, stem_stride=self.text_stride) if self.tbackbone else None)
         return Students(image, text)
 
     def to_dict(self) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import math
 import re
 import string
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel, SiglipTokenizer
 
+from person import files
 from person.data.synthetic.captions import DEFAULT_CHINESE_SHARE
 
 SPIECE = "spiece.model"
@@ -162,6 +162,6 @@ def save_teacher(model: SiglipModel, tokenizer: SiglipTokenizer, processor: Sigl
     copy.deepcopy(model).to(torch.float16).save_pretrained(out_dir)
     processor.save_pretrained(out_dir)  # preprocessor_config.json, as the google/siglip* repos ship it
     tokenizer.save_pretrained(out_dir)
-    (out_dir / "training_config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    files.write_json(out_dir / "training_config.json", asdict(config))
     return out_dir
 

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from person.data.datasets import ImageDataset, collate_images
-from person.data.images import ImageReadError
+from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageReadError
 from person.data.records import RecordSet
 from person.distributed import DistInfo, barrier
 from person.teacher.hf import Teacher
@@ -121,10 +121,10 @@ def _caption_unit(unit: Unit, texts: Sequence[str], teacher: Teacher, batch_size
 
 
 def _compute(units: list[Unit], records: RecordSet, teacher: Teacher, batch_size: int, workers: int,
-             strict: bool, tick: Callable[[int, int], None]) -> Iterator[UnitResult]:
+             strict: bool, tick: Callable[[int, int], None], limits: ImageLimits) -> Iterator[UnitResult]:
     """Results of `units` in order; one DataLoader decodes the images of all of them ahead of the teacher."""
     image_batches = [list(rows) for u in units if u.kind == "image" for rows in _batches(u, batch_size)]
-    batches = iter(DataLoader(ImageDataset(records, _as_is), batch_sampler=image_batches, num_workers=workers,
+    batches = iter(DataLoader(ImageDataset(records, _as_is, limits=limits), batch_sampler=image_batches, num_workers=workers,
                               collate_fn=collate_images)) if image_batches else iter(())
     texts = caption_layout(records).texts if any(u.kind == "caption" for u in units) else []
     for unit in units:
@@ -172,13 +172,15 @@ def _gather(result: UnitResult | None, info: DistInfo) -> list[UnitResult | None
 
 def extract(records: RecordSet, teacher: Teacher, store_path: str | Path, *, format: str | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, chunk_rows: int = DEFAULT_CHUNK_ROWS, workers: int = 2,
-            dist: DistInfo | None = None, progress: bool = False, strict: bool = False) -> ExtractSummary:
+            dist: DistInfo | None = None, progress: bool = False, strict: bool = False,
+            limits: ImageLimits = DEFAULT_LIMITS) -> ExtractSummary:
     """Embed every image and caption of `records` with `teacher` into a store (created, or continued).
 
     `store_path` is `--embedding_path` (person.teacher.store.resolve_store_path: a .h5/.zarr path, or a folder
     that gets a name from the dataset and teacher). `dist` from person.distributed.init_distributed()
     under torchrun (every rank calls this with the same arguments). `strict` raises on the first
-    unreadable image instead of skipping it. Returns the same summary on every rank.
+    unreadable image instead of skipping it; `limits` caps each image's bytes and pixels (a bigger one is
+    unreadable). Returns the same summary on every rank.
     """
     info = dist or DistInfo()
     start = time.perf_counter()
@@ -191,7 +193,7 @@ def extract(records: RecordSet, teacher: Teacher, store_path: str | Path, *, for
     pending = _broadcast(pending, info)
     counts = _Progress(sum(u.stop - u.start for u in pending), progress and info.is_main)
     mine = pending[info.rank::info.world_size]
-    results = _compute(mine, records, teacher, batch_size, workers, strict, counts)
+    results = _compute(mine, records, teacher, batch_size, workers, strict, counts, limits)
     try:
         for _ in range(-(-len(pending) // info.world_size)):
             for rank, result in enumerate(_gather(next(results, None), info)):

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from person.data.datasets import ImageDataset, collate_images
-from person.data.images import ImageTransform
+from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageTransform
 from person.data.records import RecordSet
 from person.data.sampler import Item
 from person.data.text import encode_batch
@@ -36,13 +36,15 @@ class DistillDataset(Dataset):
     """
 
     def __init__(self, records: RecordSet, caption_offsets: np.ndarray, transform: ImageTransform | None,
-                 fields: str = "all", strict: bool = False, per_image: int = 1) -> None:
+                 fields: str = "all", strict: bool = False, per_image: int = 1,
+                 limits: ImageLimits = DEFAULT_LIMITS) -> None:
         if fields not in ("all", "captions"):
             raise ValueError(f"caption fields {fields!r}: use all or captions")
         if per_image < 1:
             raise ValueError(f"captions per image must be >= 1, got {per_image}")
         self.records, self.offsets, self.fields, self.per_image = records, caption_offsets, fields, per_image
-        self.images = None if transform is None else ImageDataset(records, transform, strict, transform.size)
+        self.images = None if transform is None else ImageDataset(records, transform, strict, transform.size,
+                                                                              limits)
 
     def __len__(self) -> int:
         return len(self.records)

@@ -5,15 +5,19 @@ The resolved `TrainOptions` is saved in every checkpoint and beside the run (`op
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from person.data.images import parse_image_size
 from person.data.records import DatasetOptions
 from person.models.students import StudentSpec
-from person.options import option
+from person.options import OptionError, check_values, option
 from person.train.losses import TERMS, LossWeights
+from person.train.runs import run_dir
 
 _DEFAULT_WEIGHTS = LossWeights()
+MAX_IMAGE_SIDE = 2048  # a student's input side; larger sizes are a typo that would exhaust memory, not a choice
 
 
 @dataclass
@@ -26,78 +30,85 @@ class TrainOptions(DatasetOptions):
     caption_fields: str = option("all", "captions a student trains on: all (captions and prompt_caption) or "
                                         "captions", choices=("all", "captions"))
     captions_per_image: int = option(1, "captions each image brings to a batch (all of them when it has fewer): the "
-                                        "text student sees N times the images' batch, for little more time")
+                                        "text student sees N times the images' batch, for little more time", at_least=1)
     strict_images: bool = option(False, "stop on an unreadable image instead of skipping and counting it")
     # students
     backbone: str = option("backbone.mf3.ANet2", "image student, by dotted path")
     tbackbone: str = option("tbackbone.char.L3", "text student, by dotted path")
-    text_width: int = option(256, "character-vector width E of the text student")
-    text_stride: int = option(2, "the text student's n-gram stem reads L characters as ceil(L / stride) positions")
+    text_width: int = option(256, "character-vector width E of the text student", at_least=1)
+    text_stride: int = option(2, "the text student's n-gram stem reads L characters as ceil(L / stride) positions",
+                              at_least=1)
     image_size: str = option("224x112", "student input, HxW")
     resize: str = option("stretch", "fit images to HxW by stretching or by padding", choices=("stretch", "pad"))
-    feature_dim: int | None = option(None, "output dimension (default: the teacher's, read from the store)")
-    max_seq_length: int = option(128, "characters read per caption (longer ones are truncated)")
+    feature_dim: int | None = option(None, "output dimension (default: the teacher's, read from the store)", at_least=1)
+    max_seq_length: int = option(128, "characters read per caption (longer ones are truncated)", at_least=1)
     train: str = option("both", "which student(s) to train", choices=("image", "text", "both"))
     # optimisation
-    p: int = option(32, "identities per batch (per rank)")
-    k: int = option(2, "images per identity in a batch")
-    max_iters: int = option(20000, "training iterations")
+    p: int = option(32, "identities per batch (per rank)", at_least=1)
+    k: int = option(2, "images per identity in a batch", at_least=1)
+    max_iters: int = option(20000, "training iterations", at_least=1)
     optimizer: str = option("adamw", "optimiser", choices=("adamw", "adam", "sgd"))
-    lr: float = option(2e-3, "peak learning rate")
-    weight_decay: float = option(0.05, "weight decay (not applied to norms, biases and embeddings)")
-    warmup_iters: int = option(500, "linear warm-up iterations before the cosine decay")
-    min_lr_ratio: float = option(0.01, "final learning rate as a fraction of --lr")
-    clip_grad: float = option(5.0, "clip the gradients' global L2 norm to this (0: no clipping)")
+    lr: float = option(2e-3, "peak learning rate", above=0)
+    weight_decay: float = option(0.05, "weight decay (not applied to norms, biases and embeddings)", at_least=0)
+    warmup_iters: int = option(500, "linear warm-up iterations before the cosine decay", at_least=0)
+    min_lr_ratio: float = option(0.01, "final learning rate as a fraction of --lr", at_least=0, at_most=1)
+    clip_grad: float = option(5.0, "clip the gradients' global L2 norm to this (0: no clipping)", at_least=0)
     amp: str = option("auto", "mixed precision: auto (bf16 on CUDA, none on CPU), none, bf16, fp16 (CUDA)",
                       choices=("auto", "none", "bf16", "fp16"))
     compile: bool = option(False, "torch.compile the students")
     channels_last: bool = option(False, "the image student and its batches in channels-last memory layout (faster "
                                         "convolutions with oneDNN on CPU and with tensor cores on CUDA)")
     sync_bn: bool = option(True, "SyncBatchNorm across GPU ranks under torchrun (CPU ranks keep per-rank batch statistics)")
-    seed: int = option(0, "seed of weights, batches and augmentation")
-    max_nonfinite: int = option(20, "stop after this many non-finite losses in a row (each one skips its step)")
+    seed: int = option(0, "seed of weights, batches and augmentation", at_least=0)
+    max_nonfinite: int = option(20, "stop after this many non-finite losses in a row (each one skips its step)",
+                                at_least=1)
     # losses
-    dist_img_weight: float = option(_DEFAULT_WEIGHTS.dist_img, "image embedding distillation (1 - cos)")
-    dist_cap_weight: float = option(_DEFAULT_WEIGHTS.dist_cap, "caption embedding distillation (1 - cos)")
-    dist_rel_weight: float = option(_DEFAULT_WEIGHTS.dist_rel, "cross-modal similarity-matrix distillation")
+    dist_img_weight: float = option(_DEFAULT_WEIGHTS.dist_img, "image embedding distillation (1 - cos)", at_least=0)
+    dist_cap_weight: float = option(_DEFAULT_WEIGHTS.dist_cap, "caption embedding distillation (1 - cos)", at_least=0)
+    dist_rel_weight: float = option(_DEFAULT_WEIGHTS.dist_rel, "cross-modal similarity-matrix distillation", at_least=0)
     mix_rel_weight: float = option(_DEFAULT_WEIGHTS.mix_rel, "each student's similarities to the teacher's other "
-                                   "modality follow the teacher's own")
-    rel_img_weight: float = option(_DEFAULT_WEIGHTS.rel_img, "image x image relation distillation")
-    rel_cap_weight: float = option(_DEFAULT_WEIGHTS.rel_cap, "caption x caption relation distillation")
-    rkda_weight: float = option(_DEFAULT_WEIGHTS.rkda, "RKD angle loss within each modality")
-    id_img_weight: float = option(_DEFAULT_WEIGHTS.id_img, "long-memory contrastive, images")
-    id_cap_weight: float = option(_DEFAULT_WEIGHTS.id_cap, "long-memory contrastive, captions")
-    id_img_cap_weight: float = option(_DEFAULT_WEIGHTS.id_img_cap, "long-memory contrastive, across modalities")
-    d_pos_weight: float = option(_DEFAULT_WEIGHTS.d_pos, "pull same-identity image/caption pairs together")
-    s_neg_weight: float = option(_DEFAULT_WEIGHTS.s_neg, "push other identities' pairs below the teacher's")
-    rel_temperature: float = option(0.02, "temperature of the relation terms (the teacher's similarities are small)")
-    id_margin: float = option(0.5, "negatives above this similarity count in the contrastive terms")
-    memory_size: int = option(8192, "rows of the long memory, per modality")
-    memory_warmup: int = option(1000, "iterations before the memory is filled and used (XBM's warm-up)")
+                                   "modality follow the teacher's own", at_least=0)
+    rel_img_weight: float = option(_DEFAULT_WEIGHTS.rel_img, "image x image relation distillation", at_least=0)
+    rel_cap_weight: float = option(_DEFAULT_WEIGHTS.rel_cap, "caption x caption relation distillation", at_least=0)
+    rkda_weight: float = option(_DEFAULT_WEIGHTS.rkda, "RKD angle loss within each modality", at_least=0)
+    id_img_weight: float = option(_DEFAULT_WEIGHTS.id_img, "long-memory contrastive, images", at_least=0)
+    id_cap_weight: float = option(_DEFAULT_WEIGHTS.id_cap, "long-memory contrastive, captions", at_least=0)
+    id_img_cap_weight: float = option(_DEFAULT_WEIGHTS.id_img_cap, "long-memory contrastive, across modalities",
+                                      at_least=0)
+    d_pos_weight: float = option(_DEFAULT_WEIGHTS.d_pos, "pull same-identity image/caption pairs together", at_least=0)
+    s_neg_weight: float = option(_DEFAULT_WEIGHTS.s_neg, "push other identities' pairs below the teacher's", at_least=0)
+    rel_temperature: float = option(0.02, "temperature of the relation terms (the teacher's similarities are small)",
+                                    above=0)
+    id_margin: float = option(0.5, "negatives above this similarity count in the contrastive terms", at_least=-1,
+                              at_most=1)
+    memory_size: int = option(8192, "rows of the long memory, per modality", at_least=1)
+    memory_warmup: int = option(1000, "iterations before the memory is filled and used (XBM's warm-up)", at_least=0)
     # run
     log_dir: str = option("logs", "runs go to LOG_DIR/expModel-<backbone>-<H>x<W>-<dim>/<run_name>/")
     # Not "--run": torchrun would read it as an abbreviation of its own --run-path and stop.
     run_name: str | None = option(None, "name of the run folder (default: date and time)")
-    log_every: int = option(20, "log every N iterations")
-    save_every: int = option(1000, "checkpoint every N iterations (and at the end)")
-    eval_every: int = option(1000, "evaluate on the held-out split every N iterations (0: only at the end)")
-    keep_last: int = option(3, "iteration checkpoints kept (best.pt is always kept)")
-    num_workers: int = option(4, "image loading processes per rank")
+    log_every: int = option(20, "log every N iterations", at_least=1)
+    save_every: int = option(1000, "checkpoint every N iterations (and at the end)", at_least=1)
+    eval_every: int = option(1000, "evaluate on the held-out split every N iterations (0: only at the end)", at_least=0)
+    keep_last: int = option(3, "iteration checkpoints kept (best.pt is always kept)", at_least=0)
+    num_workers: int = option(4, "image loading processes per rank", at_least=0)
     device: str | None = option(None, "torch device (default: cuda:LOCAL_RANK when a GPU is present, else cpu)")
     resume: str | None = option(None, "continue a run: a checkpoint file or a run folder (its last checkpoint)")
+    overwrite: bool = option(False, "start a new run in a --run_name folder that holds an earlier run, deleting its "
+                                    "checkpoints and logs (without it, such a run is refused)")
 
     def validate(self) -> None:
-        """Clear errors for values no run can use (argparse checks only the types)."""
-        for name in ("p", "k", "max_iters", "log_every", "save_every", "memory_size", "max_nonfinite",
-                     "max_seq_length", "text_width", "text_stride", "captions_per_image"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("eval_every", "warmup_iters", "memory_warmup", "keep_last", "num_workers", "clip_grad",
-                     "weight_decay"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be 0 or more, got {getattr(self, name)}")
-        if self.lr <= 0 or self.rel_temperature <= 0:
-            raise ValueError(f"--lr ({self.lr}) and --rel_temperature ({self.rel_temperature}) must be positive")
+        """Clear errors for values no run can use: every number in its declared range, then what ties options."""
+        check_values(self)
+        h, w = parse_image_size(self.image_size)
+        if max(h, w) > MAX_IMAGE_SIDE:
+            raise OptionError(f"--image_size {self.image_size}: sides above {MAX_IMAGE_SIDE} pixels are not a "
+                              f"student's input (the default is 224x112); give HxW with both sides <= {MAX_IMAGE_SIDE}")
+
+    def run_folder(self, feature_dim: int) -> Path:
+        """LOG_DIR/expModel-<student>-<H>x<W>-<dim>/<run_name or the date and time>/ (person.train.runs)."""
+        return run_dir(self.log_dir, self.backbone if self.train != "text" else self.tbackbone,
+                       parse_image_size(self.image_size), feature_dim, self.run_name or time.strftime("%Y%m%d-%H%M%S"))
 
     def student_spec(self, feature_dim: int) -> StudentSpec:
         """The students this run trains (only the image or the text one with --train image|text)."""
@@ -114,4 +125,4 @@ class TrainOptions(DatasetOptions):
 # resumed iteration on: the rate rises again from where it had decayed to, as in any schedule restart.)
 RESUMABLE_CHANGES = frozenset({"resume", "max_iters", "log_every", "save_every", "eval_every", "keep_last",
                                "num_workers", "device", "channels_last", "log_dir", "max_nonfinite", "data",
-                               "image_root", "embedding_path"})
+                               "image_root", "embedding_path", "overwrite", "max_image_pixels", "max_image_bytes"})

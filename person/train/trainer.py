@@ -11,7 +11,6 @@ are averaged, and a step is skipped on every rank or on none (a non-finite loss 
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -29,20 +28,23 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from person import files
 from person.data.datasets import SkipReport
-from person.data.images import ImageTransform, normalize_batch, parse_image_size
+from person.data.datasets import normalize_batch
+from person.data.images import ImageTransform, parse_image_size
 from person.data.sampler import IdentityBatchSampler
 from person.distributed import DistInfo, barrier, init_distributed
+from person.errors import PersonError
 from person.eval.evaluate import MAIN_CASE, cases_for, evaluate_students
 from person.models.checkpoint import load_checkpoint, save_checkpoint
 from person.options import from_dict, to_dict
 from person.teacher import store as feature_store
+from person.train import runs
 from person.train.batches import DistillCollate, DistillDataset, teacher_targets
 from person.train.losses import DistillLoss
 from person.train.memory import CrossModalMemory, gather_for_memory
 from person.train.meters import Meters
 from person.train.options import RESUMABLE_CHANGES, TrainOptions
-from person.train.runs import run_dir
 from person.train.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,12 @@ log = logging.getLogger(__name__)
 BEST_NAME = "best.pt"
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(PersonError, RuntimeError):
     """Too many non-finite losses in a row: the run is diverging."""
+
+
+class UnreadableBatchesError(PersonError, RuntimeError):
+    """Too many batches in a row without one readable image: the images are gone or unreadable."""
 
 
 @dataclass
@@ -127,13 +133,17 @@ class Trainer:
             self.records.check_image_root()
         self.select_split = self._selection_split()
 
-        self.feature_dim = opts.feature_dim or self.store.dim
+        self.feature_dim = self.store.dim if opts.feature_dim is None else opts.feature_dim
         self.image_size = parse_image_size(opts.image_size)
         self.spec = opts.student_spec(self.feature_dim)
         self.loss = DistillLoss(opts.loss_weights(), opts.rel_temperature, opts.id_margin, opts.train)
         self._check_losses()
         torch.manual_seed(opts.seed)  # the same initial weights on every rank
-        self.students = self.spec.build().to(self.device)
+        # A resumed run's names come from its checkpoint: modules outside the project only where the command
+        # line names them again (person.models.registry.resolve).
+        trusted = None if not resumed else {getattr(opts, k).rpartition(".")[0] for k in ("backbone", "tbackbone")
+                                            if k in (given or ())}
+        self.students = self.spec.build(trusted).to(self.device)
         if opts.channels_last and self.students.image is not None:
             self.students.image.to(memory_format=torch.channels_last)
         self.model = self._wrap(self.students)
@@ -146,11 +156,11 @@ class Trainer:
         self.iteration, self.skipped_steps, self.nonfinite_run, self.empty_run = 0, 0, 0, 0
         self.skipped_images = SkipReport()
         self.best: dict[str, Any] | None = None
-        self.run_dir = (Path(resumed["path"]).parent if resumed else
-                        run_dir(opts.log_dir, opts.backbone if opts.train != "text" else opts.tbackbone,
-                                self.image_size, self.feature_dim, opts.run_name or time.strftime("%Y%m%d-%H%M%S")))
+        self.run_dir = Path(resumed["path"]).parent if resumed else opts.run_folder(self.feature_dim)
         if resumed:
             self._restore(resumed)
+        else:
+            runs.check_new_run(self.run_dir, opts.overwrite)
 
     # ------------------------------------------------------------------ setup
     def _check_losses(self) -> None:
@@ -203,7 +213,7 @@ class Trainer:
         transform = (ImageTransform(self.image_size, o.resize, self.mean, train=True)
                      if self.students.image is not None else None)
         dataset = DistillDataset(self.records, self.store.caption_offsets, transform, o.caption_fields,
-                                 o.strict_images, o.captions_per_image)
+                                 o.strict_images, o.captions_per_image, o.image_limits())
         sampler = IdentityBatchSampler(self.records.pids, self.train_rows, o.p, o.k, o.seed, self.info.rank,
                                        self.info.world_size, start=self.iteration)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=o.num_workers,
@@ -308,8 +318,9 @@ class Trainer:
             log.warning("iteration %d: no readable image in the batch on some rank; step skipped (%d so far)",
                         self.iteration, self.skipped_steps)
             if self.empty_run >= self.opts.max_nonfinite:
-                raise RuntimeError(f"{self.empty_run} batches in a row without one readable image: are the images "
-                                   f"still under {self.records.image_root}? {self.skipped_images.summary(3)}")
+                raise UnreadableBatchesError(
+                    f"{self.empty_run} batches in a row without one readable image: are the images still under "
+                    f"{self.records.image_root}? {self.skipped_images.summary(3)}")
             return None
         self.nonfinite_run += 1
         log.warning("iteration %d: non-finite loss on some rank; step skipped (%d so far)", self.iteration,
@@ -329,7 +340,7 @@ class Trainer:
         result = evaluate_students(self.students.image, self.students.text, self.records, self.store, transform,
                                    self.mean, self.std, o.max_seq_length, self.device,
                                    cases=cases or (self.main_case,), split=split,
-                                   num_workers=min(o.num_workers, 2))
+                                   num_workers=min(o.num_workers, 2), limits=o.image_limits())
         return result.summaries()
 
     @property
@@ -371,9 +382,12 @@ class Trainer:
     def fit(self) -> TrainResult:
         o, main = self.opts, self.info.is_main
         if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "options.json").write_text(json.dumps(to_dict(o), indent=2) + "\n", encoding="utf-8")
-        writer = SummaryWriter(str(self.run_dir / "tb")) if main else None
+            if o.overwrite and not o.resume:
+                runs.clear_run(self.run_dir)
+            files.make_folder(self.run_dir)
+            files.clean_stale_temps(self.run_dir)
+            files.write_json(self.run_dir / "options.json", to_dict(o))
+        writer = _tensorboard(self.run_dir / "tb") if main else None
         handler = _file_log(self.run_dir / "train.log") if main else None
         try:
             with logging_redirect_tqdm():
@@ -428,8 +442,18 @@ class Trainer:
         return last, final
 
 
+def _tensorboard(folder: Path) -> SummaryWriter:
+    try:
+        return SummaryWriter(str(files.make_folder(folder)))
+    except OSError as e:
+        raise files.output_error(folder, e) from None
+
+
 def _file_log(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path, encoding="utf-8")
+    try:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as e:
+        raise files.output_error(path, e) from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger = logging.getLogger("person")
     logger.addHandler(handler)

@@ -20,10 +20,12 @@ from typing import Sequence
 
 import numpy as np
 
+from person.errors import PersonError
+
 from .attributes import ATTRIBUTE_KEYS
 
 
-class TruthError(ValueError):
+class TruthError(PersonError, ValueError):
     """A demo_truth.json that cannot drive the oracle; the message names the file and the fix."""
 
 

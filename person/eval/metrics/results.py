@@ -5,10 +5,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from person.errors import PersonError
+
 FAR_LEVELS = ("1e-3", "1e-4", "1e-5", "1e-6", "0")  # JSON keys, as the report prints them
 
 
-class MetricInputError(ValueError):
+class MetricInputError(PersonError, ValueError):
     """Embeddings, labels or scores that cannot be scored; the message names the array and the fix."""
 
 

@@ -21,10 +21,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from person.data.text import BYTES_PER_CHAR, DEFAULT_MAX_SEQ_LENGTH
+from person.data.text import BYTE_VALUES, BYTES_PER_CHAR, DEFAULT_MAX_SEQ_LENGTH
 from person.models.registry import register
 
-BYTE_VALUES = 256
 _MASKED = -1e4  # added to padded keys' scores: exp() underflows to exactly 0, and an all-padding row stays finite
 
 
@@ -70,6 +69,7 @@ class CharTransformer(nn.Module):
     """
 
     depth = 3
+    conv2d_stem = False  # export-safe variant of the same weights (see _stem), set by the NPU export
 
     def __init__(self, feature_dim: int, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH, width: int = 256,
                  heads: int | None = None, mlp_ratio: int = 4, dropout: float = 0.0, stem_stride: int = 2):
@@ -127,18 +127,35 @@ class CharTransformer(nn.Module):
             self._check_embedded(char_vectors, mask)
         keep = mask.to(char_vectors.dtype)
         x = self.stem_norm(char_vectors + self.position_embedding[: char_vectors.shape[1]]) * keep[..., None]
-        x = nn.functional.gelu(self.stem(x.transpose(1, 2))).transpose(1, 2)  # [B, ceil(L / s), E]
+        x = nn.functional.gelu(self._stem(x.transpose(1, 2))).transpose(1, 2)  # [B, ceil(L / s), E]
         # A stem position is real when one of its own s characters is (right-padded: ceil(L / s) positions).
         # A convolution with ones, not max-pooling, which torch.export fixes to the example's length.
-        s = self.stem_stride
-        keep = nn.functional.conv1d(nn.functional.pad(keep[:, None], (0, s - 1)), keep.new_ones(1, 1, s), stride=s)
-        keep = keep[:, 0].clamp(max=1.0)
+        keep = self._stem_keep(keep)
         key_bias = ((1.0 - keep) * _MASKED)[:, None, None, :]
         for block in self.blocks:
             x = block(x, key_bias)
         x = self.norm(x) * keep[..., None]
         # An all-padding row (empty text) divides a zero sum by 1 instead of 0.
         return self.proj(x.sum(dim=1) / keep.sum(dim=1, keepdim=True).clamp(min=1.0))
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The n-gram stem on [B, E, L]. With `conv2d_stem` the same weights run as a 2-D convolution over
+        [B, E, 1, L] (1 x k kernel): the same numbers, for NPU compilers that take only 4-D convolutions."""
+        if not self.conv2d_stem:
+            return self.stem(x)
+        s = self.stem_stride
+        out = nn.functional.conv2d(x.unsqueeze(2), self.stem.weight.unsqueeze(2), self.stem.bias, stride=(1, s),
+                                   padding=(0, s))
+        return out.squeeze(2)  # squeeze, not [:, :, 0]: an integer index exports as a Gather
+
+    def _stem_keep(self, keep: torch.Tensor) -> torch.Tensor:
+        """[B, L] character mask -> [B, ceil(L / s)] stem-position mask."""
+        s = self.stem_stride
+        if not self.conv2d_stem:
+            out = nn.functional.conv1d(nn.functional.pad(keep[:, None], (0, s - 1)), keep.new_ones(1, 1, s), stride=s)
+            return out[:, 0].clamp(max=1.0)
+        padded = nn.functional.pad(keep.unsqueeze(1).unsqueeze(1), (0, s - 1))
+        return nn.functional.conv2d(padded, keep.new_ones(1, 1, 1, s), stride=(1, s)).flatten(1).clamp(max=1.0)
 
     def _check_embedded(self, char_vectors: torch.Tensor, mask: torch.Tensor) -> None:
         if char_vectors.dim() != 3 or char_vectors.shape[-1] != self.width:

@@ -15,6 +15,8 @@ from typing import Any
 from huggingface_hub import constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
+from person.errors import PersonError
+
 KINDS = ("siglip", "siglip2-naflex", "mexma-siglip2", "clip")
 _MODEL_TYPES = {"siglip": "siglip", "siglip2": "siglip2-naflex", "clip": "clip"}
 _VISION_ONLY = {"siglip_vision_model", "siglip2_vision_model", "clip_vision_model", "clip_text_model",
@@ -24,11 +26,11 @@ _PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 _VOLATILE_KEYS = {"transformers_version", "_name_or_path", "_commit_hash"}
 
 
-class TeacherNotFoundError(FileNotFoundError):
+class TeacherNotFoundError(PersonError, FileNotFoundError):
     """The teacher is neither a local directory nor in the local Hugging Face cache."""
 
 
-class TeacherFormatError(ValueError):
+class TeacherFormatError(PersonError, ValueError):
     """The directory exists but does not hold a teacher this project can load."""
 
 

@@ -23,15 +23,23 @@ Nc captions, D the teacher's dim, C = chunk_rows, the unit of writing and resumi
 Caption rows follow the records: for record i in order, its `captions`, then its `prompt_caption`s.
 
 Surviving a kill at any moment. A store is built under `<name>.partial` with everything but the
-embeddings, status and error text, then renamed into place (atomic). After that, extraction only
-ever writes raw bytes of fixed-size arrays whose space exists from the start; a chunk's done flag is
-written after its rows are flushed.
+embeddings, status and error text, fsynced, read back, then renamed into place (atomic). After that,
+extraction only ever writes raw bytes of fixed-size arrays whose space exists from the start; a chunk's
+done flag is written after its rows are on disk (fsynced: `durable`).
 - HDF5 is not crash-safe when its metadata (B-trees, heaps, attributes) changes. So the writable
   arrays are contiguous, allocated at creation and uncompressed: writing them never touches
   metadata, and a killed writer leaves a valid file (tests/test_store.py pins that the bytes outside
-  the data regions never change). Unwritten space stays a sparse hole on disk.
+  the data regions never change). Unwritten space stays a sparse hole on disk. The rows are written
+  with os.pwrite at the datasets' offsets, not through h5py, which reports a failed write late or never.
 - zarr's LocalStore writes each chunk file atomically (temp file + rename, since zarr 3.1.2), and the
   embedding, status and error chunks are exactly the writing unit, so a chunk is old or new, never torn.
+
+Surviving a full or failing disk. Any write error stops the run with StoreWriteError (what failed, the
+OS reason, the space the unfinished chunks need vs what is free); the unit it hit is not marked done, so
+the same command continues once there is room. Damage after the fact (a deleted zarr chunk file, zeroed
+bytes) is found when a store is opened (`checks`: shapes against the counts, caption offsets, a few
+rows of every done chunk) and refused with StoreFormatError / StoreDamagedError; reopening it for
+writing checks every done row and marks damaged chunks pending, so rerunning the extraction repairs it.
 
 Naming. `--embedding_path` is the store (a path ending in .h5 or .zarr) or a folder (default
 `embeddings/`) holding `<dataset>__<teacher>[-pad].<h5|zarr>`: see `resolve_store_path` (the writer's
@@ -45,19 +53,22 @@ h5py/zarr indexing a random row costs a whole chunk or a slow selection; the map
 memmap costs (bench/store.py). A store keeps no HDF5/zarr handle open between calls (text and path
 reads open it briefly), so it is safe to use after fork and never blocks a writer.
 
-Modules: `schema` (constants, caption layout, the dataset/teacher checks), `naming`, `backends` (HDF5 and
-zarr), `writer` (resumable), `reader` (`open_store`, `FeatureStore`).
+Modules: `schema` (constants, errors, caption layout, the dataset/teacher checks), `naming`, `backends` (HDF5
+and zarr), `checks` (shapes, offsets, damage), `durable` (fsynced unit writes, write errors), `writer`
+(resumable), `reader` (`open_store`, `FeatureStore`).
 """
 from person.teacher.store.naming import locate_store, resolve_store_path
 from person.teacher.store.reader import FeatureStore, default_ram_bytes, open_store, open_with_records
-from person.teacher.store.schema import (DATASET_KEYS, DEFAULT_CHUNK_ROWS, FIELDS, FORMAT_VERSION, FORMATS, OK, PENDING,
-                                         REASON_BYTES, SUFFIXES, TEACHER_KEYS, UNREADABLE, CaptionLayout,
-                                         StoreFormatError, StoreIncompleteError, StoreMismatchError, caption_layout,
-                                         check_dataset, check_teacher, dataset_info, num_chunks, store_format)
+from person.teacher.store.schema import (DATASET_KEYS, DEFAULT_CHUNK_ROWS, FIELDS, FORMAT_VERSION, FORMATS,
+                                         NORM_TOLERANCE, OK, PENDING, REASON_BYTES, SUFFIXES, TEACHER_KEYS, UNREADABLE,
+                                         CaptionLayout, StoreDamagedError, StoreFormatError, StoreIncompleteError,
+                                         StoreMismatchError, StoreWriteError, caption_layout, check_dataset,
+                                         check_teacher, dataset_info, num_chunks, store_format)
 from person.teacher.store.writer import StoreWriter, Unit, plan_units
 
-__all__ = ["DATASET_KEYS", "DEFAULT_CHUNK_ROWS", "FIELDS", "FORMATS", "FORMAT_VERSION", "OK", "PENDING",
-           "REASON_BYTES", "SUFFIXES", "TEACHER_KEYS", "UNREADABLE", "CaptionLayout", "FeatureStore",
-           "StoreFormatError", "StoreIncompleteError", "StoreMismatchError", "StoreWriter", "Unit", "caption_layout",
-           "check_dataset", "check_teacher", "dataset_info", "default_ram_bytes", "locate_store", "num_chunks",
-           "open_store", "open_with_records", "plan_units", "resolve_store_path", "store_format"]
+__all__ = ["DATASET_KEYS", "DEFAULT_CHUNK_ROWS", "FIELDS", "FORMATS", "FORMAT_VERSION", "NORM_TOLERANCE", "OK",
+           "PENDING", "REASON_BYTES", "SUFFIXES", "TEACHER_KEYS", "UNREADABLE", "CaptionLayout", "FeatureStore",
+           "StoreDamagedError", "StoreFormatError", "StoreIncompleteError", "StoreMismatchError", "StoreWriteError",
+           "StoreWriter", "Unit", "caption_layout", "check_dataset", "check_teacher", "dataset_info",
+           "default_ram_bytes", "locate_store", "num_chunks", "open_store", "open_with_records", "plan_units",
+           "resolve_store_path", "store_format"]

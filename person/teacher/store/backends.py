@@ -1,5 +1,6 @@
 """The two on-disk formats behind one short-lived handle: HDF5 (one file, contiguous arrays allocated at
-creation) and zarr v3 (a directory, one file per chunk); creation, reads, writes and memory-mapped rows."""
+creation) and zarr v3 (a directory, one file per chunk); creation, reads, shapes, where the bytes of an
+array are (HDF5 byte regions, zarr chunk files: what `durable` writes and fsyncs) and memory-mapped rows."""
 from __future__ import annotations
 
 import functools
@@ -14,6 +15,8 @@ import zarr
 
 from person.teacher.store.schema import (FORMAT_VERSION, MAPPED_CHUNK_FILES, REASON_BYTES, StoreFormatError, num_chunks,
                                          store_format)
+
+REEXTRACT = "delete it and run tools/extract_label.py again to re-extract it"
 
 
 def _dcpl(fill: bool) -> h5py.h5p.PropDCID:
@@ -62,10 +65,10 @@ def _create_zarr(tmp: Path, static: dict[str, Any], attrs: dict[str, Any], writa
 
 
 class _Backend:
-    """One short-lived handle on a store: attributes, whole arrays, rows of arrays, writes."""
+    """One short-lived handle on a store: attributes, shapes, whole arrays, rows of arrays, byte regions."""
 
-    def __init__(self, path: Path, write: bool = False) -> None:
-        self.path, self.format, self.h5 = path, store_format(path), None
+    def __init__(self, path: Path, write: bool = False, format: str | None = None) -> None:
+        self.path, self.format, self.h5 = path, format or store_format(path), None
         try:
             if self.format == "h5":
                 self.h5 = h5py.File(path, "r+" if write else "r")
@@ -77,7 +80,11 @@ class _Backend:
             self.close()
             raise StoreFormatError(f"{path}: not a readable feature store ({e}); re-extract it with "
                                    f"tools/extract_label.py") from None
-        version = self.attrs.get("format_version")
+        if "format_version" not in self.attrs:
+            self.close()
+            raise StoreFormatError(f"{path}: attribute format_version is missing: not a feature store, or a damaged "
+                                   f"one; {REEXTRACT}")
+        version = self.attrs["format_version"]
         if version != FORMAT_VERSION:
             self.close()
             raise StoreFormatError(f"{path}: feature store format version {version!r}, this code reads version "
@@ -100,19 +107,28 @@ class _Backend:
             return (array[...] if rows is None else array[rows]).tolist()
         return self.read(name, rows).tolist()
 
-    def write(self, name: str, start: int, values: np.ndarray) -> None:
-        self[name][start:start + len(values)] = values
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        """The array's shape; None when the store has no array of that name."""
+        container = self.h5 if self.format == "h5" else self.zarr
+        if name not in container:
+            return None
+        array = container[name]
+        return tuple(array.shape) if isinstance(array, (h5py.Dataset, zarr.Array)) else None
 
-    def write_rows(self, name: str, rows: np.ndarray, values: np.ndarray) -> None:
-        """Write at sorted unique `rows`."""
-        if self.format == "h5":
-            self.h5[name][rows] = values
-        else:
-            self.zarr[name].oindex[rows] = values
+    def raw_region(self, name: str) -> tuple[int, tuple[int, ...], np.dtype]:
+        """(byte offset, shape, dtype) of an HDF5 dataset stored as one contiguous, allocated block: the
+        bytes writers and maps address directly."""
+        array = self.h5[name]
+        offset = array.id.get_offset()
+        if array.chunks is not None or offset is None or array.compression is not None:
+            raise StoreFormatError(f"{self.path}: {name} is not a contiguous, allocated dataset; {REEXTRACT}")
+        return offset, tuple(array.shape), array.dtype
 
-    def flush(self) -> None:
-        if self.format == "h5":
-            self.h5.flush()  # raw bytes reach the OS before the done flag is written: a kill cannot reorder them
+    def chunk_file(self, name: str, k: int) -> Path:
+        """The file of a zarr array's chunk k (along rows), whether or not it exists."""
+        array = self.zarr[name]
+        key = array.metadata.encode_chunk_key((k,) + (0,) * (array.ndim - 1))
+        return Path(self.zarr.store.root) / array.path / key
 
     def close(self) -> None:
         if self.h5 is not None:
@@ -121,38 +137,45 @@ class _Backend:
     def mapped(self, name: str) -> _Rows:
         """Random row access to an embedding array through np.memmap (see module docstring)."""
         array = self[name]
-        dim = array.shape[1]
+        n, dim = array.shape
+        if n == 0:  # nothing to map (an empty file cannot be mapped)
+            return _Rows(lambda k: np.empty((0, dim), dtype=np.float16), 1, dim, 0)
         if self.format == "h5":
-            offset = array.id.get_offset()
-            if array.chunks is not None or offset is None or array.dtype != np.dtype("<f2"):
-                raise StoreFormatError(f"{self.path}: {name} is not a contiguous float16 dataset; re-extract it")
-            whole = np.memmap(self.path, dtype="<f2", mode="r", offset=offset, shape=array.shape).view(np.ndarray)
-            return _Rows(lambda k: whole, max(len(whole), 1), dim)
+            offset, shape, dtype = self.raw_region(name)
+            if dtype != np.dtype("<f2"):
+                raise StoreFormatError(f"{self.path}: {name} is not a float16 dataset; {REEXTRACT}")
+            try:
+                whole = np.memmap(self.path, dtype="<f2", mode="r", offset=offset, shape=shape).view(np.ndarray)
+            except ValueError:  # numpy: "mmap length is greater than file size"
+                raise StoreFormatError(f"{self.path}: {name} runs past the end of the file (a truncated copy?); "
+                                       f"{REEXTRACT}") from None
+            return _Rows(lambda k: whole, max(n, 1), dim, n)
         if array.compressors or array.filters or array.dtype != np.dtype("<f2"):
             raise StoreFormatError(f"{self.path}: {name} has compressed chunks; re-extract it")
-        folder, chunk_rows = Path(self.zarr.store.root) / array.path, array.chunks[0]
 
         @functools.lru_cache(maxsize=MAPPED_CHUNK_FILES)
         def chunk(k: int) -> np.ndarray:
-            file = folder / array.metadata.encode_chunk_key((k, 0))
-            return np.memmap(file, dtype="<f2", mode="r").reshape(-1, dim).view(np.ndarray)
+            return np.memmap(self.chunk_file(name, k), dtype="<f2", mode="r").reshape(-1, dim).view(np.ndarray)
 
-        return _Rows(chunk, chunk_rows, dim)
+        return _Rows(chunk, array.chunks[0], dim, n)
 
     def in_memory(self, name: str) -> _Rows:
         whole = self.read(name)
-        return _Rows(lambda k: whole, max(len(whole), 1), whole.shape[1])
+        return _Rows(lambda k: whole, max(len(whole), 1), whole.shape[1], len(whole))
 
 
 class _Rows:
-    """float16 rows in segments of `seg_rows` (one segment: a whole array in RAM or one map)."""
+    """`n` float16 rows in segments of `seg_rows` (one segment: a whole array in RAM or one map)."""
 
-    def __init__(self, segment: Callable[[int], np.ndarray], seg_rows: int, dim: int) -> None:
-        self.segment, self.seg_rows, self.dim = segment, seg_rows, dim
+    def __init__(self, segment: Callable[[int], np.ndarray], seg_rows: int, dim: int, n: int) -> None:
+        self.segment, self.seg_rows, self.dim, self.n = segment, seg_rows, dim, n
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         if len(rows) == 0:
             return np.empty((0, self.dim), dtype=np.float16)
+        if rows.min() < 0 or rows.max() >= self.n:  # never wrap into another segment's rows
+            raise IndexError(f"row {int(rows.max() if rows.max() >= self.n else rows.min())} is outside "
+                             f"0..{self.n - 1}")
         seg = rows // self.seg_rows
         if seg[0] == seg[-1] and (seg == seg[0]).all():
             return self.segment(int(seg[0]))[rows - seg[0] * self.seg_rows]
@@ -165,4 +188,3 @@ class _Rows:
         out = np.empty((len(rows), self.dim), dtype=np.float16)
         out[order] = np.concatenate(parts)
         return out
-

@@ -12,9 +12,11 @@ from numpy.typing import DTypeLike
 
 from person.data.records import DatasetOptions, RecordSet, load_records, split_code, split_kwargs_of
 from person.teacher.store.backends import _Backend
+from person.teacher.store.checks import (REDO, Layout, check_caption_offsets, check_shapes, damaged_error, find_damage,
+                                         non_unit, row_norms)
 from person.teacher.store.naming import locate_store
-from person.teacher.store.schema import (OK, PENDING, SUFFIXES, UNREADABLE, StoreIncompleteError, TeacherLike,
-                                         check_dataset, check_teacher, store_format)
+from person.teacher.store.schema import (OK, PENDING, SUFFIXES, UNREADABLE, StoreDamagedError, StoreIncompleteError,
+                                         TeacherLike, check_dataset, check_teacher, store_format)
 
 
 def default_ram_bytes() -> int:
@@ -30,19 +32,27 @@ class FeatureStore:
         backend = _Backend(path)
         try:
             attrs = backend.attrs
+            # Shapes before any row is read: a short array would give rows that are not there.
+            self.layout = Layout.of(path, attrs)
+            check_shapes(backend, self.layout)
             self.teacher_identity: dict[str, Any] = attrs["teacher"]
             self.dataset_info: dict[str, Any] = attrs["dataset"]
             self.counts: dict[str, int] = attrs["counts"]
-            self.chunk_rows: int = attrs["extraction"]["chunk_rows"]
-            self.dim: int = int(self.teacher_identity["dim"])
+            self.chunk_rows, self.dim = self.layout.chunk_rows, self.layout.dim
             self.image_pid: np.ndarray = backend.read("image_pid")
             self.image_split: np.ndarray = backend.read("image_split")
             self.caption_image: np.ndarray = backend.read("caption_image")
             self.caption_field: np.ndarray = backend.read("caption_field")
             self.caption_offsets: np.ndarray = backend.read("caption_offsets")
+            check_caption_offsets(path, self.caption_offsets, self.caption_image)
             self._image_done = backend.read("image_done").astype(bool)
             self._caption_done = backend.read("caption_done").astype(bool)
             status = backend.read("image_status")
+            # Done chunks that lost their rows are refused now, not when training ends on zero targets.
+            damage = find_damage(backend, self.layout, status, {"image": self._image_done,
+                                                                "caption": self._caption_done})
+            if damage:
+                raise damaged_error(path, damage)
             # A unit killed half-written may have status bytes; until its done flag it is pending.
             self.image_status: np.ndarray = np.where(self._row_done(self._image_done, len(status)), status,
                                                      PENDING).astype(np.uint8)
@@ -115,7 +125,7 @@ class FeatureStore:
             raise ValueError(f"{self.path}: image row {row} ({self.image_paths[row]}) is {state}; "
                              f"{len(bad)} of the {len(rows)} rows asked for have no embedding: select rows "
                              f"with split_rows() or image_ok")
-        return self._images.take(rows).astype(dtype, copy=False)
+        return self._checked(self._images.take(rows).astype(dtype, copy=False), rows, "image")
 
     def captions(self, rows: Sequence[int] | np.ndarray, dtype: DTypeLike = np.float32) -> np.ndarray:
         """[n, D] caption embeddings (`dtype` as for images)."""
@@ -124,7 +134,23 @@ class FeatureStore:
         if len(pending):
             raise ValueError(f"{self.path}: caption row {int(pending[0])} is not extracted yet; run "
                              f"tools/extract_label.py again to finish the store")
-        return self._captions.take(rows).astype(dtype, copy=False)
+        return self._checked(self._captions.take(rows).astype(dtype, copy=False), rows, "caption")
+
+    def _checked(self, values: np.ndarray, rows: np.ndarray, kind: str) -> np.ndarray:
+        """`values` when every row is a unit vector, else StoreDamagedError naming the row (it costs a few
+        percent of a float32 read; the float16 path looks for zero rows only, what a lost write leaves,
+        since exact norms need the float32 copy that path exists to skip)."""
+        if values.dtype == np.float16:
+            bad = np.flatnonzero(values.view(np.uint16).max(axis=1) == 0)
+            norms = np.zeros(len(values))
+        else:
+            norms = row_norms(values)
+            bad = non_unit(norms)
+        if len(bad):
+            row = int(rows[bad[0]])
+            raise StoreDamagedError(f"{self.path}: {kind}_emb row {row} ({self.layout.unit_of(kind, row).describe()}) "
+                                    f"has L2 norm {norms[bad[0]]:.3g}, not 1: the store is damaged; {REDO}")
+        return values
 
     def _check_rows(self, rows: Sequence[int] | np.ndarray, n: int, what: str) -> np.ndarray:
         rows = np.asarray(rows)

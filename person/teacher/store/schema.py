@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from person.data.records import RecordSet
+from person.errors import PersonError
 
 if TYPE_CHECKING:
     from person.teacher.hf import Teacher
@@ -28,19 +29,30 @@ MAPPED_CHUNK_FILES = 256  # zarr chunk files kept mapped at once (each holds a f
 # What must agree between a store and the teacher it is read with; extraction also needs "dtype".
 TEACHER_KEYS = ("kind", "config_hash", "dim", "preprocessing")
 DATASET_KEYS = ("format", "split_rule", "fingerprint")
+NORM_TOLERANCE = 1e-2  # |L2 norm - 1| of a stored row (float16 rounding is ~5e-4; a lost write reads as norm 0)
 
 
-class StoreFormatError(ValueError):
-    """Not a feature store this version can read; the message names the path and the fix."""
+class StoreFormatError(PersonError, ValueError):
+    """Not a feature store this version can read (or one with arrays missing or of the wrong shape); the
+    message names the path, the array and the fix."""
 
 
-class StoreMismatchError(ValueError):
+class StoreMismatchError(PersonError, ValueError):
     """The store was made from another dataset, teacher or preprocessing than the one it is used with."""
 
 
-class StoreIncompleteError(ValueError):
+class StoreIncompleteError(PersonError, ValueError):
     """The extraction that writes the store has not finished."""
 
+
+class StoreDamagedError(PersonError, ValueError):
+    """Chunks marked done whose rows are gone (a deleted chunk file, zeroed rows); rerunning the extraction
+    redoes exactly those chunks."""
+
+
+class StoreWriteError(PersonError, OSError):
+    """Writing the store failed (disk full, read-only, I/O error). The chunks finished before it are kept, so
+    the same command continues once the cause is fixed. `errno` is the OS error's."""
 
 
 def store_format(path: str | Path) -> str:
@@ -119,3 +131,21 @@ def check_teacher(path: Path, stored: Mapping, teacher: TeacherLike, keys: Seque
 def num_chunks(rows: int, chunk_rows: int) -> int:
     return -(-rows // chunk_rows)
 
+
+@dataclass(frozen=True)
+class Unit:
+    """A chunk of rows written and marked done as one: image or caption rows [start, stop)."""
+
+    kind: str  # "image" | "caption"
+    index: int
+    start: int
+    stop: int
+
+    def describe(self) -> str:
+        return f"chunk {self.index} ({self.kind} rows {self.start}..{self.stop - 1})"
+
+
+def plan_units(num_images: int, num_captions: int, chunk_rows: int) -> list[Unit]:
+    return [Unit(kind, k, k * chunk_rows, min((k + 1) * chunk_rows, n))
+            for kind, n in (("image", num_images), ("caption", num_captions))
+            for k in range(num_chunks(n, chunk_rows))]

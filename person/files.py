@@ -1,0 +1,145 @@
+"""Every file the project writes goes through one atomic writer: a temp file in the same folder, fsync, rename.
+
+A reader then sees the old file or the new one, never a half-written one: a failed `--json` write leaves the
+previous report as it was (not at 0 bytes), a killed plot leaves no truncated PNG. The temp file is named
+`.<name>.<pid>.tmp`; one left by a killed process (its pid no longer running) is removed the next time that
+file is written, or by `clean_stale_temps` when a command starts in a folder.
+
+A write that fails for a reason of the disk (full, read-only, a folder that is a file) raises `OutputError`,
+one line naming the file and the reason.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from person.errors import PersonError
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+
+
+class OutputError(PersonError, OSError):
+    """A file or folder could not be written: the message names it, the reason and what to do."""
+
+
+def _advice(e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space on that disk or write somewhere else"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "it is not writable: choose a writable location"
+    if e.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return "a file stands where a folder is needed (or the reverse): choose another path"
+    return "check the path and the disk"
+
+
+def output_error(path: str | Path, e: OSError, what: str = "write") -> OutputError:
+    """The one-line error for an OSError met while writing `path`."""
+    error = OutputError(f"cannot {what} {path}: {e.strerror or e}; {_advice(e)}")
+    error.errno = e.errno  # kept for callers; not in the message, which is for people
+    return error
+
+
+def make_folder(path: str | Path) -> Path:
+    """mkdir -p, with an OutputError that names the folder when it cannot be made."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise output_error(path, e, "create the folder") from None
+    if not path.is_dir():
+        raise output_error(path, OSError(errno.ENOTDIR, "a file stands there"), "create the folder")
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def clean_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]:
+    """Remove temp files of killed writes in `folder` (only those of `name` when given); returns them."""
+    folder, removed = Path(folder), []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TEMP.match(p.name)
+        if m and (name is None or m["name"] == name) and not _alive(int(m["pid"])):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the rename itself durable (the folder's entry), where the platform allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
+    """Write `path` through a temp file beside it: renamed into place only when the block ends without error."""
+    path = Path(path)
+    make_folder(path.parent)
+    clean_stale_temps(path.parent, path.name)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, mode, encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        _discard(tmp)
+        raise output_error(path, e) from None
+    except BaseException:
+        _discard(tmp)
+        raise
+    _fsync_folder(path.parent)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _discard(tmp: Path) -> None:
+    with contextlib.suppress(OSError):  # on a read-only disk there is nothing to remove
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_file(path) as f:
+        f.write(data)
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, value: Any) -> Path:
+    """Indented, strict JSON (no NaN / inf: any reader takes it), atomically."""
+    return write_text(path, json.dumps(value, indent=2, allow_nan=False) + "\n")
