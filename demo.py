@@ -1,13 +1,13 @@
 """The built-in demo, end to end on a CPU: synthetic pedestrians -> the shipped demo teacher's feature
 store -> the teacher's report -> distilled students -> the students' report -> their ONNX export (fp32 and
-int8) and its report, side by side.
+int8) and its report -> the held-out images enrolled (student and teacher galleries) and searched by text.
 
     python demo.py [--workdir demo]
 
 Each step writes under the workdir and is skipped when its output is already there (a killed training
 run is resumed), so a second run only repeats what is missing. Reports: WORKDIR/reports/teacher.json,
-student.json and export_fp32.json / export_int8.json (the metrics keys of evaluation_labels.py /
-evaluation_model.py); the export in WORKDIR/export/.
+student.json, export_fp32.json / export_int8.json (the metrics keys of evaluation_labels.py /
+evaluation_model.py) and search.json; the export in WORKDIR/export/, the galleries in WORKDIR/galleries/.
 """
 from __future__ import annotations
 
@@ -16,14 +16,20 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from person import files
-from person.data.records import load_records
+from person.data.records import DatasetOptions, load_records
 from person.data.synthetic.writer import JSON_NAME, write_dataset
 from person.eval import report
-from person.eval.evaluate import checkpoint_summary, evaluate_checkpoint, teacher_evaluation
+from person.eval.evaluate import checkpoint_summary, eval_split, evaluate_checkpoint, teacher_evaluation
 from person.export.evaluation import evaluate_export, export_summary
 from person.export.exporter import export_checkpoint
 from person.export.options import ExportOptions
+from person.gallery import sources
+from person.gallery.encoders import ExportEncoder, TeacherEncoder
+from person.gallery.enroll import enroll
+from person.gallery.search import Searcher
 from person.models.checkpoint import last_checkpoint
 from person.options import run_command
 from person.runtime import ExportDirError, read_card
@@ -32,6 +38,7 @@ from person.teacher.hf import load_teacher
 from person.teacher.store import StoreIncompleteError, open_store, resolve_store_path
 from person.train.options import TrainOptions
 from person.train.trainer import Trainer
+from search import app as search_app
 
 ROOT = Path(__file__).resolve().parent
 
@@ -169,6 +176,53 @@ def step_export_report(workdir: Path, export_dir: Path) -> dict:
     return out
 
 
+def _typo(text: str) -> str:
+    """The caption with two letters of its longest word swapped: a query with a typo."""
+    words = text.split()
+    i = max(range(len(words)), key=lambda j: len(words[j]))
+    w = words[i]
+    words[i] = w[:1] + w[2] + w[1] + w[3:] if len(w) > 3 else w
+    return " ".join(words)
+
+
+def step_search(workdir: Path, json_path: Path, store_path: Path, export_dir: Path, teacher_dir: Path,
+                exported: dict, students: dict) -> dict:
+    """The held-out images enrolled twice (the student's exported image model, the teacher), example queries
+    with the student's text model against both, and each gallery's Rank-1 over every held-out caption beside
+    evaluation's for the same encoders."""
+    source = sources.dataset(DatasetOptions(data=str(json_path)), "eval")
+    text = ExportEncoder(export_dir)
+    galleries = {"student": (text, "onnx fp32"), "teacher": (TeacherEncoder(str(teacher_dir)), "s.text>t.images")}
+    with open_store(store_path) as store:
+        split = eval_split(store, "eval")
+    english = [i for i, t in enumerate(split.caption_texts) if t.isascii()]
+    chinese = next(i for i, t in enumerate(split.caption_texts) if not t.isascii())
+    examples = [(split.caption_texts[english[0]], split.caption_pids[english[0]]),
+                (split.caption_texts[chinese], split.caption_pids[chinese]),
+                (_typo(split.caption_texts[english[-1]]), split.caption_pids[english[-1]])]
+    out = {}
+    for name, (encoder, case) in galleries.items():
+        folder = workdir / "galleries" / name
+        summary = enroll(folder, encoder, source, workers=2)
+        print(f"[search] {summary.lines()[0]}")
+        searcher = Searcher(folder, text)
+        for query, pid in examples:
+            [result] = searcher.search([query], k=3)
+            first = result.hits[0].identity == pid
+            print(f"[search] {name} gallery, {1000 * result.seconds:.1f} ms: {query[:70]!r} (identity {pid}) -> "
+                  + ", ".join(f"{h.identity} ({h.score:.3f})" for h in result.hits)
+                  + ("  first is right" if first else "  first is wrong"))
+        results = searcher.search(split.caption_texts, k=1)
+        rank1 = float(np.mean([r.hits[0].identity == pid for r, pid in zip(results, split.caption_pids)]))
+        reference = (exported if name == "student" else students)[case]["rank1"]
+        out[name] = {"rank1": rank1, "evaluation_rank1": reference, "rows": summary.rows,
+                     "ms_per_query": 1000 * float(np.mean([r.seconds for r in results]))}
+        print(f"[search] {name} gallery: Rank-1 over {len(results)} held-out captions {100 * rank1:.2f}% "
+              f"(evaluation_model.py, {case}: {100 * reference:.2f}%)")
+    report.write_json(out, workdir / "reports" / "search.json")
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -176,6 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--ids", type=int, default=DEMO_IDS, help="identities drawn (x 4 images)")
     p.add_argument("--teacher", type=Path, default=DEMO_TEACHER, help="teacher directory (default: the shipped one)")
     p.add_argument("--max-iters", type=int, default=None, help="training iterations (default: the demo recipe's)")
+    p.add_argument("--serve", action="store_true", help="then serve the search page on the student gallery "
+                                                        "(search/app.py; stop it with Ctrl-C)")
+    p.add_argument("--port", type=int, default=5005, help="with --serve: the port on 127.0.0.1")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     overrides = {} if args.max_iters is None else {"max_iters": args.max_iters, "eval_every": 0,
@@ -185,13 +242,20 @@ def main(argv: list[str] | None = None) -> dict:
     teacher = step_teacher_report(args.workdir, store_path)
     checkpoint = step_train(args.workdir, store_path, overrides)
     students = step_student_report(args.workdir, checkpoint)
-    exported = step_export_report(args.workdir, step_export(args.workdir, store_path, checkpoint))
+    export_dir = step_export(args.workdir, store_path, checkpoint)
+    exported = step_export_report(args.workdir, export_dir)
+    searched = step_search(args.workdir, json_path, store_path, export_dir, args.teacher, exported, students)
     print("\nHeld-out identities (text queries against the image gallery):\n")
     print(report.format_comparison({"teacher": teacher, **{c: s for c, s in students.items() if c != "teacher"},
                                     **exported}))
     print("(s.text>t.images: student text queries against a gallery the teacher enrolled; t.text>s.images: the "
           "reverse; onnx fp32 / int8: the exported student pair through onnxruntime)")
-    return {"teacher": teacher, "students": students, "export": exported}
+    if args.serve:
+        print(f"\n[serve] the search page: http://127.0.0.1:{args.port}/  (the held-out images, enrolled by the "
+              f"student; queries through its text model; Ctrl-C stops it)", flush=True)
+        search_app.main(["--gallery", str(args.workdir / "galleries" / "student"), "--text-model", str(export_dir),
+                         "--image-model", str(export_dir), "--port", str(args.port)])
+    return {"teacher": teacher, "students": students, "export": exported, "search": searched}
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ The library behind every command of the project (see DESIGN.md): it never parses
 never prints from deep inside and never reaches the network. One subpackage per pipeline stage,
 each importing only the stages before it:
 
-    data -> teacher -> models -> eval -> train -> (demo, export, runtime, gallery: next)
+    data -> teacher -> models -> eval -> train -> demo, export, runtime -> gallery -> web
 
 `options` (typed options, the commands' bad-input exit), `errors` and `distributed` are shared by all.
 """

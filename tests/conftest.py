@@ -1,12 +1,50 @@
-"""Shared fixtures. `tmpfs`: a real small filesystem for full-disk and read-only cases, mounted for one test.
+"""Shared fixtures.
 
-The tests run as root in CI (mounting needs it). Not root: skipped with the reason. Root but the mount fails:
-the test fails, since the cases it guards would silently go untested.
+`tmpfs`: a real small filesystem for full-disk and read-only cases, mounted for one test. The tests run as root
+in CI (mounting needs it). Not root: skipped with the reason. Root but the mount fails: the test fails, since
+the cases it guards would silently go untested.
+
+`trained_setup`, `trained_checkpoint`, `plain_export`: one tiny distillation run (a drawn set, a made-up
+teacher store, 3 iterations of small students) and its fp32 export, made once per test session for the export
+and gallery tests.
 """
 import os
 import subprocess
 
 import pytest
+
+import main as main_cmd
+from person.export.exporter import export_checkpoint
+from person.export.options import ExportOptions
+from tests.distill_fixtures import make_setup
+
+# Small students that still have every part (GDC head, text stem), at 64x32 and 24 characters.
+TRAINED_STUDENTS = ["--backbone", "backbone.mf3.ANet2_w050", "--tbackbone", "tbackbone.char.L1", "--text_width",
+                    "32", "--image_size", "64x32", "--max_seq_length", "24", "--p", "4", "--k", "2", "--num_workers",
+                    "0", "--warmup_iters", "5", "--max_iters", "60", "--eval_every", "0", "--save_every", "60"]
+
+
+def train_tiny(setup, log_dir, *extra):
+    """The last checkpoint of a tiny run on `setup` (make_setup's (json, store, broken))."""
+    return main_cmd.main(["--embedding_path", str(setup[1]), "--log_dir", str(log_dir), "--run_name", "r",
+                          *TRAINED_STUDENTS, *extra]).last_checkpoint
+
+
+@pytest.fixture(scope="session")
+def trained_setup(tmp_path_factory):
+    return make_setup(tmp_path_factory.mktemp("trained"), ids=16)
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(trained_setup, tmp_path_factory):
+    return train_tiny(trained_setup, tmp_path_factory.mktemp("logs"))
+
+
+@pytest.fixture(scope="session")
+def plain_export(trained_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("plain_export") / "export"
+    export_checkpoint(trained_checkpoint, out, ExportOptions())
+    return out
 
 
 @pytest.fixture

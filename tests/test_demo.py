@@ -1,6 +1,12 @@
 """The quick start's main command, end to end on a tiny teacher: every step runs, writes its report, and a
 second run skips what is there."""
 import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +14,7 @@ import demo
 from person.eval.metrics import FAR_LEVELS
 from tests.tiny_teachers import build_tiny_siglip
 
+ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"eer", "eer_threshold", "frr_at_far", "threshold_at_far", "rank1", "rank5", "rank10", "mAP", "mINP",
         "positives", "negatives"}
 
@@ -33,11 +40,45 @@ def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys):
     fp32 = json.loads((tmp_path / "w" / "reports" / "export_fp32.json").read_text())
     assert abs(fp32["eer"] - student_json["eer"]) <= 0.0005 and fp32["variant"] == "fp32"
     assert set(first["export"]) == {"onnx fp32", "onnx int8"} and "onnx int8" in out
+    # Search: both galleries enrolled, example queries printed, the CLI path's Rank-1 equal to evaluation's.
+    search = json.loads((tmp_path / "w" / "reports" / "search.json").read_text())
+    assert set(search) == {"student", "teacher"} and search["student"]["rows"] == search["teacher"]["rows"] > 0
+    assert search["student"]["rank1"] == pytest.approx(search["student"]["evaluation_rank1"], abs=1e-12)
+    assert sum("first is right" in line or "first is wrong" in line for line in out.splitlines()) == 6
 
     demo.main(argv)
     again = capsys.readouterr().out
     for step in ("[data]", "[extract]", "[train]", "[export]"):
         assert any(line.startswith(step) and "skipped" in line for line in again.splitlines()), step
+    assert sum(line.startswith("[search]") and " 0 added" in line for line in again.splitlines()) == 2
+
+    # --serve: every step skipped, then the search page on the student gallery answers a query.
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "demo.py", *argv, "--serve", "--port", str(port)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?q=a+man+in+red&k=3", timeout=5) as r:
+                    answer = json.loads(r.read())
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(0.5)
+        else:
+            pytest.fail("demo.py --serve did not answer")
+        assert len(answer["results"][0]["hits"]) == 3
+    finally:
+        server.terminate()
+        out = server.communicate(timeout=30)[0]
+    assert f"[serve] the search page: http://127.0.0.1:{port}/" in out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_too_few_identities_for_the_demo_batches_is_a_clear_error(tmp_path):

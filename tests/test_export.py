@@ -14,7 +14,6 @@ import torch
 
 import evaluation_model
 import export_model
-import main as main_cmd
 from person.data.datasets import normalize_batch
 from person.data.images import ImageTransform, load_pixels, normalize_pixels
 from person.data.text import encode_batch, lookup_chars
@@ -25,29 +24,20 @@ from person.export.options import ExportOptions
 from person.export.targets import OpCheckError, Target, check_ops
 from person.models.checkpoint import load_checkpoint, students_from_checkpoint
 from person.runtime import ExportDirError, ExportedModels
-from tests.distill_fixtures import make_setup
+from tests.conftest import train_tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDENTS = ["--backbone", "backbone.mf3.ANet2_w050", "--tbackbone", "tbackbone.char.L1", "--text_width", "32",
-            "--image_size", "64x32", "--max_seq_length", "24", "--p", "4", "--k", "2", "--num_workers", "0",
-            "--warmup_iters", "1", "--max_iters", "3", "--eval_every", "0", "--save_every", "3"]
 TEXTS = ["a man in a red coat", "穿红色外套的女孩", "🧥🎒", "x", "a very long query " * 9, ""]
 
 
-def train(setup, log_dir, *extra):
-    json_path, store, _ = setup
-    return main_cmd.main(["--embedding_path", str(store), "--log_dir", str(log_dir), "--run_name", "r", *STUDENTS,
-                          *extra]).last_checkpoint
+@pytest.fixture(scope="module")
+def setup(trained_setup):
+    return trained_setup
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    return make_setup(tmp_path_factory.mktemp("export"), ids=16)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(setup, tmp_path_factory):
-    return train(setup, tmp_path_factory.mktemp("logs"))
+def checkpoint(trained_checkpoint):
+    return trained_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +73,7 @@ def test_the_export_dir_holds_the_graphs_the_table_the_variants_and_the_card(exp
     state = load_checkpoint(checkpoint)
     assert card["space"]["kind"] == "siglip" and card["space"]["dim"] == 16
     assert card["space"]["store_fingerprint"] == state["dataset"]["fingerprint"]
-    assert card["checkpoint"]["iteration"] == 3 and len(card["checkpoint"]["sha256"]) == 64
+    assert card["checkpoint"]["iteration"] == 60 and len(card["checkpoint"]["sha256"]) == 64
     assert set(card["files"]) == {p.name for p in out.iterdir()} - {"model.json"}
     assert card["image"]["variants"] == {"fp16": "model_image.fp16.onnx", "int8": "model_image.int8.onnx"}
 
@@ -234,7 +224,7 @@ def test_an_op_outside_the_target_is_named_with_its_node_and_module(exported):
 # ---------------------------------------------------------------- bad input
 
 def test_a_text_only_checkpoint_exports_what_is_there(setup, tmp_path):
-    ckpt = train(setup, tmp_path / "logs", "--train", "text", "--dist_rel_weight", "0")
+    ckpt = train_tiny(setup, tmp_path / "logs", "--train", "text", "--dist_rel_weight", "0")
     result = export_checkpoint(ckpt, tmp_path / "out", ExportOptions())
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["input_embeddings.npy", "model.json",
                                                                    "model_text.onnx"]

@@ -30,7 +30,7 @@ from person.export.graphs import IMAGE_INPUT, OUTPUT, TEXT_INPUTS, ImageGraph, T
 from person.export.inputs import ExportInputs, gather_inputs
 from person.export.onnx_files import GraphReport, constants_to_initializers, export_onnx, op_counts, simplify
 from person.export.options import ExportOptions
-from person.export.parity import Parity, compare
+from person.export.parity import PARITY_COSINE, Parity, compare
 from person.export.targets import Target, check_ops, check_opset, get_target
 from person.export.variants import to_fp16, to_int8
 from person.models.checkpoint import load_checkpoint, students_from_checkpoint
@@ -97,7 +97,7 @@ class _GraphExport:
         check_ops(model, self.target, file)
         parity = self._parity(name, "fp32", path, feeds, want)
         if not parity.passes:
-            raise ExportError(f"parity gate: {parity.line()}; below the cosine {0.99999} the export is refused. "
+            raise ExportError(f"parity gate: {parity.line()}; below the cosine {PARITY_COSINE} the export is refused. "
                               f"Try --no-simplify, another --opset, or report the model")
         if self.opts.fp16:
             fp16 = path.with_name(file.replace(".onnx", ".fp16.onnx"))

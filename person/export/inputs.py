@@ -21,8 +21,8 @@ from person.errors import PersonError
 from person.eval.evaluate import eval_split
 from person.models.students import StudentSpec
 
-PROBE_TEXTS = ("A woman in a red coat and black trousers carrying a white bag.", "一位穿着红色外套和黑色裤子的女士",
-               "穿红色外套的女孩", "a man 🧥 with a 🎒 backpack 👟", "x",
+PROBE_TEXTS = ("A woman in a red coat and black trousers carrying a white bag.",
+               "一位穿着红色外套和黑色裤子的女士", "穿红色外套的女孩", "a man 🧥 with a 🎒 backpack 👟", "x",
                "Ünïcödé café — naïve résumé")
 
 

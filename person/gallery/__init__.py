@@ -1,0 +1,10 @@
+"""Galleries, the top of the pipeline: enrolled images (or person boxes) searched by text or by image.
+
+A gallery is one directory: `gallery.json` (the manifest, replaced atomically, so a reader sees one whole
+generation) naming immutable segments (float16 L2-normalised features, memory-mapped, and their rows'
+metadata), a tombstone list of deleted rows, and approximate indexes saved with the generation they were
+built for. `manifest` and `segments` hold the format, `store` opens, appends, deletes and compacts,
+`sources` lists what to enrol (a folder, a dataset, detections), `encoders` wraps an exported student or a
+teacher, `enroll` is the resumable enrolment, `filters` the metadata conditions, `index` exact and FAISS
+search, `milvus` the vector-database backend, and `search` the `Searcher` the commands and the web app call.
+"""

@@ -1,0 +1,222 @@
+"""Enrolment: embed what a source lists into a gallery, incrementally and resumably.
+
+Running it again adds only new or changed images (a file's size or mtime differs: its old row is deleted)
+and, with `prune`, drops rows whose image is gone or no longer listed. The pending items are cut into fixed
+chunks, each decoded in worker processes, embedded in batches and committed as one segment; killed at any
+moment, the next run finds the finished chunks in the gallery and enrols the same remaining chunks, so it ends
+with the gallery an uninterrupted run gives. Unreadable images (and boxes that lie outside their image) are
+skipped and counted.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageReadError, ImageTransform, load_pixels
+from person.gallery import store
+from person.gallery.manifest import GalleryError, MANIFEST
+from person.gallery.segments import Rows
+from person.gallery.sources import Item, Source
+from person.teacher.space import check_same_space
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK = 1024   # items a segment holds: what a kill can cost
+EMBED_BATCH = 64
+
+
+@dataclass
+class EnrollSummary:
+    gallery: Path
+    listed: int
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    pruned: int = 0
+    missing: int = 0                          # listed but not on disk (pruned with --prune, else kept)
+    unreadable: dict[str, str] = field(default_factory=dict)   # path -> reason
+    clipped: int = 0                          # boxes reaching outside their image, clipped
+    skipped_lines: Counter = field(default_factory=Counter)   # from the source (detections lines...)
+    rows: int = 0                             # live rows after the run
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        rate = self.added / max(self.seconds, 1e-9)
+        out = [f"{self.gallery}: {self.rows} rows; this run: {self.listed} listed, {self.added} added "
+               f"({self.changed} of them changed since the last run), {self.unchanged} unchanged, {self.pruned} "
+               f"pruned, {self.missing} missing on disk, {len(self.unreadable)} unreadable, {self.clipped} boxes "
+               f"clipped; {self.seconds:.1f} s ({rate:.1f} images/s)"]
+        out += [f"  skipped {n} source line(s): {reason}" for reason, n in self.skipped_lines.items()]
+        out += [f"  unreadable: {path}: {reason}" for path, reason in list(self.unreadable.items())[:10]]
+        if len(self.unreadable) > 10:
+            out.append(f"  ... and {len(self.unreadable) - 10} more unreadable")
+        return out
+
+
+# ---------------------------------------------------------------------- decoding, in worker processes
+
+@dataclass(frozen=True)
+class _Job:
+    root: Path
+    transform: ImageTransform | None   # the exported model's resize (in the worker), or None (the teacher's own)
+    limits: ImageLimits
+
+
+_JOB: _Job | None = None
+
+
+def _init(job: _Job) -> None:
+    global _JOB
+    _JOB = job
+
+
+def _crop(pixels: np.ndarray, box: tuple[float, float, float, float]) -> tuple[np.ndarray, bool]:
+    """The box's pixels, clipped to the image (and whether it had to be); ImageReadError if nothing is left."""
+    h, w = pixels.shape[:2]
+    x1, y1, x2, y2 = box
+    cx1, cy1, cx2, cy2 = max(0, int(x1)), max(0, int(y1)), min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2)))
+    if cx2 - cx1 < 2 or cy2 - cy1 < 2:
+        raise ImageReadError(f"box {list(box)} lies outside the {w}x{h} image")
+    return pixels[cy1:cy2, cx1:cx2], (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2)
+
+
+def _load(item: Item) -> tuple[np.ndarray | None, str | None, bool, int, int]:
+    """(prepared pixels or None, why not, clipped, size, mtime_ns) of one item, in a worker."""
+    path = _JOB.root / item.path
+    try:
+        st = os.stat(path)
+        hint = _JOB.transform.size if _JOB.transform is not None and item.bbox is None else None
+        pixels = load_pixels(path, hint, _JOB.limits)
+        clipped = False
+        if item.bbox is not None:
+            pixels, clipped = _crop(pixels, item.bbox)
+        prepared = _JOB.transform(np.ascontiguousarray(pixels)) if _JOB.transform is not None else pixels
+        return prepared, None, clipped, st.st_size, st.st_mtime_ns
+    except (ImageReadError, OSError) as e:
+        return None, str(e).removeprefix(f"{path}: "), False, 0, 0
+
+
+def _decoded(items: Sequence[Item], job: _Job, workers: int) -> Iterator[tuple[Item, tuple]]:
+    if workers <= 0:
+        _init(job)
+        yield from ((item, _load(item)) for item in items)
+        return
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(workers, initializer=_init, initargs=(job,)) as pool:
+        yield from zip(items, pool.imap(_load, items, chunksize=8))
+
+
+# ---------------------------------------------------------------------- the plan
+
+def _stat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def enroll(gallery_dir: str | Path, encoder, source: Source, prune: bool = False, chunk: int = DEFAULT_CHUNK,
+           workers: int = 2, limits: ImageLimits = DEFAULT_LIMITS) -> EnrollSummary:
+    """Bring the gallery up to date with `source` using `encoder` (see the module docstring)."""
+    gallery_dir = Path(gallery_dir)
+    start = time.perf_counter()
+    if not encoder.has_image:
+        raise GalleryError("the encoder has no image model: enrol with an export that holds model_image.onnx, or "
+                           "with --teacher")
+    if not (gallery_dir / MANIFEST).is_file():
+        store.create(gallery_dir, encoder.identity, encoder.space, encoder.dim, source.image_root)
+    gallery = store.Gallery.open(gallery_dir)
+    _check_same_encoder(gallery, encoder, source)
+    summary = EnrollSummary(gallery_dir, len(source.items), skipped_lines=source.skipped)
+
+    live = np.flatnonzero(gallery.live)
+    by_key: dict[tuple, list[int]] = {}
+    for i in live:  # rows of one key beyond the newest: left by a run killed between its two commits
+        by_key.setdefault((gallery.rows.path[i], _bbox_key(gallery.rows.bbox[i])), []).append(int(i))
+    stale = [gallery.rows.uid[i] for rows in by_key.values() for i in sorted(rows)[:-1]]
+    newest = {k: max(rows) for k, rows in by_key.items()}
+    listed = {item.key for item in source.items}
+    pending, replaced = [], []
+    for item in source.items:
+        found = _stat(source.image_root / item.path)
+        row = newest.get(item.key)
+        if found is None:
+            summary.missing += 1
+            if row is not None and prune:
+                replaced.append(gallery.rows.uid[row])
+                summary.pruned += 1
+            continue
+        if row is not None and (gallery.rows.size[row], gallery.rows.mtime_ns[row]) == found:
+            summary.unchanged += 1
+            continue
+        if row is not None:
+            replaced.append(gallery.rows.uid[row])
+            summary.changed += 1
+        pending.append(item)
+    if prune:
+        gone = [gallery.rows.uid[i] for k, i in newest.items() if k not in listed]
+        summary.pruned += len(gone)
+        replaced += gone
+    if stale:
+        store.delete(gallery_dir, np.array(stale))
+
+    transform = getattr(getattr(encoder, "models", None), "transform", None)
+    job = _Job(source.image_root, transform, limits)
+    for a in range(0, len(pending), chunk):
+        _enroll_chunk(gallery_dir, encoder, pending[a:a + chunk], job, workers, summary)
+        log.info("enrolled %d of %d pending items", min(a + chunk, len(pending)), len(pending))
+    if replaced:
+        store.delete(gallery_dir, np.array(replaced))
+    summary.rows = store.Gallery.open(gallery_dir).__len__()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _bbox_key(box: np.ndarray) -> tuple[float, ...] | None:
+    return None if np.isnan(box[0]) else tuple(float(v) for v in box)
+
+
+def _check_same_encoder(gallery: store.Gallery, encoder, source: Source) -> None:
+    m = gallery.manifest
+    check_same_space(m.space, encoder.space, f"the gallery {gallery.folder}", "this encoder")
+    same = {k: v for k, v in encoder.identity.items() if k != "name"} == {k: v for k, v in m.encoder.items()
+                                                                         if k != "name"}
+    if not same:
+        raise GalleryError(f"{gallery.folder} was enrolled with {m.encoder}; enrolling with {encoder.identity} would "
+                           f"mix two models' features in one gallery: use another --gallery")
+    if Path(m.image_root) != Path(source.image_root).resolve():
+        raise GalleryError(f"{gallery.folder} holds images under {m.image_root}, this source's are under "
+                           f"{Path(source.image_root).resolve()}: use another --gallery for another image root")
+
+
+def _enroll_chunk(gallery_dir: Path, encoder, items: Sequence[Item], job: _Job, workers: int,
+                  summary: EnrollSummary) -> None:
+    kept, prepared, stats = [], [], []
+    for item, (ready, why, clipped, size, mtime_ns) in _decoded(items, job, workers):
+        if ready is None:
+            summary.unreadable[item.path if item.bbox is None else f"{item.path} {list(item.bbox)}"] = why
+            continue
+        kept.append(item)
+        prepared.append(ready)
+        stats.append((size, mtime_ns))
+        summary.clipped += clipped
+    if not kept:
+        return
+    features = np.concatenate([encoder.embed(prepared[a:a + EMBED_BATCH])
+                               for a in range(0, len(prepared), EMBED_BATCH)]).astype(np.float16)
+    rows = Rows(np.zeros(len(kept), np.int64), [i.path for i in kept],
+                np.array([i.bbox if i.bbox is not None else (np.nan,) * 4 for i in kept], np.float32).reshape(-1, 4),
+                np.array([-1 if i.identity is None else i.identity for i in kept], np.int64),
+                np.array([s for s, _ in stats], np.int64), np.array([m for _, m in stats], np.int64),
+                [dict(i.meta) for i in kept])
+    store.append(gallery_dir, features, rows)
+    summary.added += len(kept)

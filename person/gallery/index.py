@@ -1,0 +1,163 @@
+"""Search indexes over a gallery's features: exact by default, approximate (FAISS IVF or HNSW) for large ones.
+
+Exact: FAISS's fp16 scalar quantizer holds the float16 rows as they are stored and scans them all, inner
+product (cosine, on L2-normalised rows), top-k without a full sort; numpy's own float16 matmul has no BLAS
+behind it and is ~50x slower (shared/MEASURED.md). A row mask (deleted rows, --where conditions) goes into the
+scan as an ID selector, so a filtered query still returns k rows when k match.
+Approximate: `ivf` (IVF with fp16 rows, nlist ~ 4 sqrt(n), nprobe 32) or `hnsw` (M 32, efSearch 128), saved
+under index/ with the gallery generation it was built for and rebuilt when the gallery changed; building one
+measures its recall@10 against exact search on sample queries drawn from the gallery itself. `auto` picks exact
+below AUTO_EXACT_ROWS rows, as autofaiss does.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from person import files
+from person.gallery.manifest import GalleryError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("auto", "exact", "ivf", "hnsw")
+AUTO_EXACT_ROWS = 200_000
+INDEX_DIR = "index"
+ADD_BLOCK = 65536  # rows converted to float32 at a time when filling an index
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    kind: str
+    generation: int
+    rows: int
+    recall_at_10: float | None = None
+    build_seconds: float = 0.0
+
+
+def _fill(index: faiss.Index, features: np.ndarray) -> None:
+    for a in range(0, len(features), ADD_BLOCK):
+        index.add(np.ascontiguousarray(features[a:a + ADD_BLOCK], dtype=np.float32))
+
+
+def _exact(features: np.ndarray) -> faiss.Index:
+    index = faiss.IndexScalarQuantizer(features.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    _fill(index, features)
+    return index
+
+
+def _approximate(kind: str, features: np.ndarray) -> faiss.Index:
+    n, dim = features.shape
+    if kind == "hnsw":
+        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+    else:
+        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))  # FAISS wants >= 39 training rows per list
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16,
+                                              faiss.METRIC_INNER_PRODUCT)
+        sample = features[np.random.default_rng(0).choice(n, size=min(n, 256 * nlist), replace=False)]
+        index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    _fill(index, features)
+    return index
+
+
+def _tune(index: faiss.Index, kind: str) -> None:
+    if kind == "hnsw":
+        index.hnsw.efSearch = 128
+    elif kind == "ivf":
+        index.nprobe = min(32, index.nlist)
+
+
+class SearchIndex:
+    """One index over every row of a gallery generation (deleted rows are masked at search time)."""
+
+    def __init__(self, index: faiss.Index, info: IndexInfo) -> None:
+        self.index, self.info = index, info
+
+    @property
+    def kind(self) -> str:
+        return self.info.kind
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [q, k], row positions [q, k]; -1 where fewer than k rows are allowed) for float32 queries."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        k = max(1, min(k, self.index.ntotal))
+        if allowed is None:
+            return self.index.search(q, k)
+        # The bitmap and the selector must outlive the search: FAISS keeps only pointers to them.
+        bits = np.packbits(allowed, bitorder="little")
+        selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+        scores, ids = self.index.search(q, k, params=self._params(selector))
+        del selector, bits
+        return scores, ids
+
+    def _params(self, selector: faiss.IDSelector):
+        if self.kind == "hnsw":
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=self.index.hnsw.efSearch)
+        if self.kind == "ivf":
+            return faiss.SearchParametersIVF(sel=selector, nprobe=self.index.nprobe)
+        return faiss.SearchParameters(sel=selector)
+
+
+def choose(kind: str, rows: int) -> str:
+    if kind not in KINDS:
+        raise GalleryError(f"--index {kind!r}: use one of {', '.join(KINDS)}")
+    return ("exact" if rows < AUTO_EXACT_ROWS else "hnsw") if kind == "auto" else kind
+
+
+def recall_at_10(index: SearchIndex, exact: SearchIndex, features: np.ndarray, samples: int = 200) -> float:
+    """Share of exact search's top 10 that the index returns, for queries drawn from the gallery's own rows
+    (with a little noise): the structure of real queries, which uniform random vectors do not have."""
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(features), size=min(samples, len(features)), replace=False)
+    q = np.asarray(features[picks], dtype=np.float32) + rng.normal(0, 0.05, (len(picks), features.shape[1]))
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    _, want = exact.search(q, 10)
+    _, got = index.search(q, 10)
+    return float(np.mean([len(set(w) & set(g)) / len(w) for w, g in zip(want, got)]))
+
+
+def build(features: np.ndarray, kind: str, generation: int) -> SearchIndex:
+    """An index of `kind` (exact, ivf, hnsw) over float16 [n, D] features."""
+    start = time.perf_counter()
+    if kind == "exact":
+        return SearchIndex(_exact(features), IndexInfo("exact", generation, len(features), 1.0,
+                                                       time.perf_counter() - start))
+    index = _approximate(kind, features)
+    _tune(index, kind)
+    seconds = time.perf_counter() - start
+    built = SearchIndex(index, IndexInfo(kind, generation, len(features), None, seconds))
+    recall = recall_at_10(built, SearchIndex(_exact(features), IndexInfo("exact", generation, len(features))),
+                          features)
+    log.info("%s index over %d rows built in %.1f s: recall@10 %.3f against exact search", kind, len(features),
+             seconds, recall)
+    return SearchIndex(index, IndexInfo(kind, generation, len(features), recall, seconds))
+
+
+def load_or_build(gallery_folder: Path, features: np.ndarray, kind: str, generation: int) -> SearchIndex:
+    """The saved approximate index of this generation, or a new one (saved beside the gallery); exact indexes
+    are built in memory (a scan needs no structure worth saving)."""
+    if kind == "exact":
+        return build(features, kind, generation)
+    folder = gallery_folder / INDEX_DIR
+    path, meta = folder / f"{kind}.faiss", folder / f"{kind}.json"
+    if path.is_file() and meta.is_file():
+        info = IndexInfo(**json.loads(meta.read_text(encoding="utf-8")))
+        if info.generation == generation and info.rows == len(features):
+            index = faiss.read_index(str(path))
+            _tune(index, kind)
+            return SearchIndex(index, info)
+    built = build(features, kind, generation)
+    files.make_folder(folder)
+    tmp = folder / f".{kind}.faiss.tmp"
+    faiss.write_index(built.index, str(tmp))
+    tmp.replace(path)
+    files.write_json(meta, built.info.__dict__)
+    return built

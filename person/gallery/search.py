@@ -1,0 +1,215 @@
+"""The Searcher: free-text (or by-image) queries against an enrolled gallery, the library under search/api.py
+and the web app.
+
+    searcher = Searcher("gallery/", ExportEncoder("export/"))
+    [result] = searcher.search(["a girl in a red coat"], k=5, where=["camera=3"], group_by="track")
+
+Queries are checked (empty, control characters, longer than MAX_QUERY_CHARS: an error; longer than the text
+model reads: truncated, and the result says so), embedded, and scanned by a backend: the local one (exact or a
+FAISS index over the gallery's own files, person.gallery.index) or a vector database (person.gallery.milvus).
+Conditions filter inside the scan, so a filtered query returns k rows when k match; `group_by` returns one row
+per value of a field (a track's best frame), the rest of the group skipped, still k groups when there are k.
+`refresh()` picks up a new gallery generation (an enrolment that finished meanwhile) and swaps it in whole.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from person.gallery import filters, index as search_index
+from person.gallery.manifest import GalleryError
+from person.gallery.store import Gallery
+from person.teacher.space import check_same_space
+
+MAX_QUERY_CHARS = 1000   # a query is a sentence or two; a 100k-character "query" is refused, not embedded
+MAX_K = 1000
+
+
+@dataclass
+class Hit:
+    rank: int
+    score: float
+    uid: int
+    path: str
+    bbox: list[float] | None
+    identity: int | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class QueryResult:
+    query: str
+    hits: list[Hit]
+    seconds: float
+    note: str | None = None   # e.g. "truncated to the first 128 characters"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"query": self.query, "seconds": self.seconds, "note": self.note,
+                "hits": [asdict(h) for h in self.hits]}
+
+
+class Backend(Protocol):
+    def search(self, queries: np.ndarray, k: int, conditions: list[filters.Condition]
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [q, k], row positions in the gallery [q, k], -1 where fewer rows match)."""
+
+
+class LocalBackend:
+    """Exact or FAISS search over the gallery's own files; deleted rows and conditions as a row mask."""
+
+    def __init__(self, gallery: Gallery, kind: str = "auto") -> None:
+        self.gallery = gallery
+        self.index = search_index.load_or_build(gallery.folder, gallery.features(),
+                                                search_index.choose(kind, len(gallery.rows)), gallery.generation)
+        self._columns: dict = {}
+
+    def allowed(self, conditions: list[filters.Condition]) -> np.ndarray | None:
+        mask = self.gallery.live
+        if conditions:
+            mask = mask & filters.mask(self.gallery.rows, conditions, self._columns)
+        return None if mask.all() else mask
+
+    def search(self, queries: np.ndarray, k: int, conditions: list[filters.Condition]
+               ) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.gallery.rows) == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        return self.index.search(queries, k, self.allowed(conditions))
+
+
+def check_query(text: Any, max_seq_length: int | None) -> str | None:
+    """None for a query the text model reads whole, a note when it is truncated; GalleryError when unusable."""
+    if not isinstance(text, str):
+        raise GalleryError(f"a query must be text, got {type(text).__name__}")
+    if not text.strip():
+        raise GalleryError("an empty query: give a description, e.g. \"a woman in a red coat\"")
+    if len(text) > MAX_QUERY_CHARS:
+        raise GalleryError(f"a query of {len(text)} characters: the limit is {MAX_QUERY_CHARS}")
+    bad = next((c for c in text if unicodedata.category(c) in ("Cc", "Cs") and c not in "\t\n\r"), None)
+    if bad is not None:
+        raise GalleryError(f"the query holds the control character U+{ord(bad):04X}: send plain text")
+    if max_seq_length is not None and len(text) > max_seq_length:
+        return f"truncated to the first {max_seq_length} characters (the text model reads no more)"
+    return None
+
+
+class Searcher:
+    """Queries against one gallery with a text encoder (and optionally an image encoder, to search by image).
+
+    Both must live in the gallery's embedding space (person.teacher.space): a teacher-enrolled gallery takes
+    the text student distilled from that teacher; anything else is refused, naming both spaces."""
+
+    def __init__(self, gallery: str | Path, text_encoder=None, image_encoder=None, index: str = "auto",
+                 backend_factory=None) -> None:
+        if text_encoder is None and image_encoder is None:
+            raise GalleryError("a Searcher needs a text encoder, an image encoder, or both")
+        self.folder, self.text_encoder, self.image_encoder = Path(gallery), text_encoder, image_encoder
+        self.index_kind, self.backend_factory = index, backend_factory or (lambda g: LocalBackend(g, index))
+        self._lock = threading.Lock()
+        self.gallery, self.backend = self._open()
+
+    def _open(self) -> tuple[Gallery, Backend]:
+        gallery = Gallery.open(self.folder)
+        for name, encoder in (("the text model", self.text_encoder), ("the image model", self.image_encoder)):
+            if encoder is not None:
+                check_same_space(gallery.manifest.space, encoder.space, f"the gallery {self.folder}", name)
+        return gallery, self.backend_factory(gallery)
+
+    def refresh(self) -> bool:
+        """Reopen the gallery when its manifest names a new generation; True when it did. The new generation is
+        opened (and its index built) before the swap, so searches meanwhile keep answering from the old one."""
+        if not self.gallery.changed():
+            return False
+        gallery, backend = self._open()
+        with self._lock:
+            if gallery.generation <= self.gallery.generation:
+                return False
+            self.gallery, self.backend = gallery, backend
+        return True
+
+    # ------------------------------------------------------------------ queries
+    def search(self, texts: Sequence[str], k: int = 10, where: Sequence[str] = (), group_by: str | None = None
+               ) -> list[QueryResult]:
+        """The top-k rows for each text query."""
+        if self.text_encoder is None or not getattr(self.text_encoder, "has_text", True):
+            raise GalleryError("this Searcher has no text model: give --text-model or --teacher")
+        if isinstance(texts, str):
+            raise TypeError("search takes a list of queries, got a single str")
+        notes = [check_query(t, getattr(self.text_encoder, "max_seq_length", None)) for t in texts]
+        start = time.perf_counter()
+        vectors = self.text_encoder.embed_texts(list(texts)) if texts else np.zeros((0, self.gallery.dim))
+        return self._results(list(texts), vectors, k, where, group_by, start, notes)
+
+    def search_vectors(self, vectors: np.ndarray, labels: Sequence[str], k: int = 10, where: Sequence[str] = (),
+                       group_by: str | None = None) -> list[QueryResult]:
+        """The top-k rows for ready-made query vectors (by-image search embeds the crops first)."""
+        return self._results(list(labels), vectors, k, where, group_by, time.perf_counter(), [None] * len(labels))
+
+    def search_images(self, images: Sequence[Any], k: int = 10, where: Sequence[str] = (),
+                      group_by: str | None = None) -> list[QueryResult]:
+        """The top-k rows for each query image (uint8 RGB pixels): the same person elsewhere in the gallery."""
+        if self.image_encoder is None or not getattr(self.image_encoder, "has_image", True):
+            raise GalleryError("this Searcher has no image model: give --image-model (or --teacher) to search by "
+                               "image")
+        start = time.perf_counter()
+        vectors = self.image_encoder.embed([self.image_encoder.prepare(np.asarray(im)) for im in images])
+        return self._results([f"image {i}" for i in range(len(images))], vectors, k, where, group_by, start,
+                             [None] * len(images))
+
+    def _results(self, labels: list[str], vectors: np.ndarray, k: int, where: Sequence[str],
+                 group_by: str | None, start: float, notes: list[str | None]) -> list[QueryResult]:
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+            raise GalleryError(f"k={k!r}: ask for 1 to {MAX_K} results")
+        conditions = [filters.parse(w) for w in where]
+        with self._lock:
+            gallery, backend = self.gallery, self.backend
+        positions, scores = _top(backend, vectors, k, conditions, gallery, group_by)
+        seconds = (time.perf_counter() - start) / max(len(labels), 1)
+        out = []
+        for label, note, pos, sc in zip(labels, notes, positions, scores):
+            hits = []
+            for rank, (p, s) in enumerate(zip(pos, sc), start=1):
+                rec = gallery.rows.record(int(p))
+                hits.append(Hit(rank, float(s), rec["uid"], rec["path"], rec["bbox"], rec["identity"], rec["meta"]))
+            out.append(QueryResult(label, hits, seconds, note))
+        return out
+
+
+def _top(backend: Backend, vectors: np.ndarray, k: int, conditions: list[filters.Condition], gallery: Gallery,
+         group_by: str | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Positions and scores of each query's top k rows (or, with group_by, top k groups' best rows)."""
+    q = np.asarray(vectors, dtype=np.float32)
+    if group_by is None:
+        scores, ids = backend.search(q, k, conditions)
+        return [i[i >= 0] for i in ids], [s[i >= 0] for s, i in zip(scores, ids)]
+    values = [m.get(group_by) for m in gallery.rows.meta] if group_by not in ("identity", "path") else (
+        list(gallery.rows.identity) if group_by == "identity" else gallery.rows.path)
+    positions, scores = [], []
+    for row in q:
+        fetch = 4 * k
+        while True:  # fetch more until k groups are found or every matching row was seen
+            s, ids = backend.search(row[None], fetch, conditions)
+            s, ids = s[0][ids[0] >= 0], ids[0][ids[0] >= 0]
+            seen, keep = set(), []
+            for j, i in enumerate(ids):
+                value = values[i]
+                group = (("__row__", int(i)) if value is None  # no value: a group of its own
+                         else json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value)
+                if group not in seen:
+                    seen.add(group)
+                    keep.append(j)
+                    if len(keep) == k:
+                        break
+            if len(keep) == k or len(ids) < fetch:
+                break
+            fetch *= 4
+        positions.append(ids[keep])
+        scores.append(s[keep])
+    return positions, scores

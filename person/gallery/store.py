@@ -1,0 +1,181 @@
+"""A gallery opened at one generation, and the writes that make the next one (append, delete, compact).
+
+Every write takes the writer lock, writes its new immutable files, then replaces gallery.json; files no
+manifest names any more (a replaced tombstone list, compacted segments, a killed run's half-written segment)
+are removed by the next write. A `Gallery` holds what it opened: a reader never sees a mix of generations.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from person import files
+from person.gallery.manifest import GalleryError, Manifest, Segment, read_manifest, write_manifest, writer_lock
+from person.gallery.segments import SEGMENTS, Rows, read_segment, write_segment
+
+TOMBSTONES = "tombstones"
+
+
+class Gallery:
+    """One generation of a gallery: every row's features (float16, memory-mapped) and metadata, and which
+    rows are live (not deleted)."""
+
+    def __init__(self, folder: Path, manifest: Manifest, features: list[np.ndarray], rows: Rows,
+                 deleted: np.ndarray) -> None:
+        self.folder, self.manifest, self.segment_features, self.rows = folder, manifest, features, rows
+        self.live = ~np.isin(rows.uid, deleted)
+        self._uid_position: dict[int, int] | None = None
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Gallery:
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        features, parts = [], []
+        for seg in manifest.segments:
+            f, r = read_segment(folder, seg.name, manifest.dim, seg.rows)
+            features.append(f)
+            parts.append(r)
+        return cls(folder, manifest, features, Rows.concat(parts), _read_tombstones(folder, manifest))
+
+    # ------------------------------------------------------------------ what it holds
+    @property
+    def generation(self) -> int:
+        return self.manifest.generation
+
+    @property
+    def image_root(self) -> Path:
+        return Path(self.manifest.image_root)
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    def __len__(self) -> int:
+        return int(self.live.sum())
+
+    def features(self) -> np.ndarray:
+        """Every row's features, float16 [rows, D] (deleted rows included: mask with `live`)."""
+        if not self.segment_features:
+            return np.zeros((0, self.dim), np.float16)
+        if len(self.segment_features) == 1:
+            return self.segment_features[0]
+        return np.concatenate(self.segment_features)
+
+    def position(self, uid: int) -> int:
+        """The row position of a live uid; KeyError when it is unknown or deleted."""
+        if self._uid_position is None:
+            self._uid_position = {int(u): i for i, u in enumerate(self.rows.uid) if self.live[i]}
+        return self._uid_position[int(uid)]
+
+    def image_path(self, i: int) -> Path:
+        return self.image_root / self.rows.path[i]
+
+    def missing_images(self, sample: int = 16) -> list[str]:
+        """Paths (relative) of up to `sample` live rows, spread over the gallery, whose files are gone: an image
+        root that moved shows here."""
+        live = np.flatnonzero(self.live)
+        picks = live[np.linspace(0, len(live) - 1, min(sample, len(live))).astype(int)] if len(live) else live
+        return [self.rows.path[i] for i in picks if not self.image_path(int(i)).is_file()]
+
+    def changed(self) -> bool:
+        """Whether gallery.json now names another generation than the one held (a cheap read of one file)."""
+        try:
+            return read_manifest(self.folder).generation != self.generation
+        except GalleryError:
+            return False
+
+
+def _read_tombstones(folder: Path, manifest: Manifest) -> np.ndarray:
+    if manifest.tombstones is None:
+        return np.zeros(0, np.int64)
+    path = folder / TOMBSTONES / manifest.tombstones
+    try:
+        uids = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise GalleryError(f"{path}: missing or unreadable ({e}); the gallery is damaged") from None
+    if uids.dtype != np.int64 or uids.ndim != 1 or len(uids) != manifest.deleted:
+        raise GalleryError(f"{path}: {uids.dtype} {uids.shape}, the manifest says {manifest.deleted} deleted uids")
+    return uids
+
+
+# ---------------------------------------------------------------------- writes
+
+def create(folder: str | Path, encoder: dict[str, Any], space: dict[str, Any], dim: int,
+           image_root: str | Path) -> Manifest:
+    """An empty gallery (generation 0) for features of `dim` in `space`."""
+    folder = Path(folder)
+    with writer_lock(folder):
+        if (folder / "gallery.json").exists():
+            raise GalleryError(f"{folder} already holds a gallery")
+        manifest = Manifest(encoder=encoder, space=space, dim=dim, image_root=str(Path(image_root).resolve()))
+        write_manifest(folder, manifest)
+    return manifest
+
+
+def _commit(folder: Path, manifest: Manifest) -> Manifest:
+    manifest = replace(manifest, generation=manifest.generation + 1)
+    write_manifest(folder, manifest)
+    _remove_unnamed(folder, manifest)
+    return manifest
+
+
+def _remove_unnamed(folder: Path, manifest: Manifest) -> None:
+    """Segments and tombstone files the manifest does not name (replaced, or from a killed write)."""
+    named = {s.name for s in manifest.segments}
+    for p in (folder / SEGMENTS).iterdir() if (folder / SEGMENTS).is_dir() else ():
+        if p.name not in named:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in (folder / TOMBSTONES).iterdir() if (folder / TOMBSTONES).is_dir() else ():
+        if p.name != manifest.tombstones:
+            p.unlink(missing_ok=True)
+
+
+def append(folder: str | Path, features: np.ndarray, rows: Rows) -> Manifest:
+    """Add a segment of `rows` (their uids assigned here, from the manifest's counter) and commit it."""
+    folder = Path(folder)
+    with writer_lock(folder):
+        manifest = read_manifest(folder)
+        if features.shape[1:] != (manifest.dim,):
+            raise GalleryError(f"{folder}: features of dimension {features.shape[1:]} for a gallery of {manifest.dim}")
+        name = f"seg-{manifest.generation + 1:06d}"
+        rows = replace(rows, uid=np.arange(manifest.next_uid, manifest.next_uid + len(rows), dtype=np.int64))
+        write_segment(folder, name, features, rows)
+        manifest = replace(manifest, segments=[*manifest.segments, Segment(name, len(rows))],
+                           next_uid=manifest.next_uid + len(rows))
+        return _commit(folder, manifest)
+
+
+def delete(folder: str | Path, uids: np.ndarray) -> Manifest:
+    """Mark rows deleted (a new tombstone file holding every deleted uid) and commit."""
+    folder = Path(folder)
+    with writer_lock(folder):
+        manifest = read_manifest(folder)
+        old = _read_tombstones(folder, manifest)
+        uids = np.union1d(old, np.asarray(uids, np.int64)).astype(np.int64)
+        if len(uids) == len(old):
+            return manifest
+        name = f"tomb-{manifest.generation + 1:06d}.npy"
+        with files.atomic_file(files.make_folder(folder / TOMBSTONES) / name) as f:
+            np.save(f, uids, allow_pickle=False)
+        return _commit(folder, replace(manifest, tombstones=name, deleted=len(uids)))
+
+
+def compact(folder: str | Path) -> Manifest:
+    """Rewrite the live rows as one segment and drop the tombstones (uids are kept)."""
+    folder = Path(folder)
+    gallery = Gallery.open(folder)
+    with writer_lock(folder):
+        if read_manifest(folder).generation != gallery.generation:
+            raise GalleryError(f"{folder} changed while compacting; run the compaction again")
+        keep = np.flatnonzero(gallery.live)
+        manifest = gallery.manifest
+        name = f"seg-{manifest.generation + 1:06d}"
+        rows = gallery.rows.take(keep)
+        write_segment(folder, name, np.asarray(gallery.features()[keep]), rows)
+        manifest = replace(manifest, segments=[Segment(name, len(rows))] if len(rows) else [], tombstones=None,
+                           deleted=0)
+        return _commit(folder, manifest)

@@ -1,0 +1,24 @@
+"""The web app over a Searcher: the search page, its JSON API, and the gallery's images and thumbnails by id.
+
+    app = create_app(Searcher("gallery/", ExportEncoder("export/")), static_dir="search/static")
+    uvicorn.run(app, host="127.0.0.1", port=5005)        # what search/app.py does
+
+Safe to expose, as the serving side of the field learned (shared/STYLE.md):
+- Ids, not paths (Immich): a result carries its row's uid. `/images/{id}` and `/thumbs/{id}` look the row up, resolve
+  its stored path with symlinks followed and open it only when it lies under the gallery's image root
+  (`os.path.commonpath` after `os.path.realpath`, Starlette's CVE-2023-29159 lesson), so no request reads another
+  file, whatever the stored path (`..`, absolute) or the URL (encoded slashes) holds.
+- Caps that say their limit: query length and k (person.gallery.search), queries per request, request bodies, upload
+  bytes and decoded pixels (read from the header: a decompression bomb is never decoded). Each refusal is a 4xx JSON
+  `{"error": ...}` that names the cap or the field.
+- No stack trace reaches a client: anything unexpected is a 500 `{"error": "internal error"}`, its traceback logged.
+- The page is the app's own files (no CDN), under a Content-Security-Policy that allows nothing else.
+Live gallery: each request first stats gallery.json; when an enrolment committed a new generation the Searcher
+swaps it in whole, and a response names the generation (and live count) its hits came from.
+Thumbnails (longest side THUMB_SIDE, JPEG) are cached on disk keyed by the image file's real path, size and mtime:
+a frame with many people is one thumbnail, and a file changed in place gets a new one. The original image size
+travels inside the thumbnail (a JPEG comment) and in its X-Image-Size header, so the page can draw a row's box.
+
+Modules: `images` (files and thumbnails by id, under the root only), `service` (the searches behind the routes, the
+caps), `middleware` (security headers, the catch-all, the host check, the body cap), `app` (the routes: create_app).
+"""

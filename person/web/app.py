@@ -1,0 +1,177 @@
+"""The routes: create_app(searcher) -> the FastAPI app search/app.py serves."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, File, Form, Query, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from person.gallery.search import MAX_K, MAX_QUERY_CHARS, Searcher
+from person.web.images import THUMB_SIDE, ThumbnailCache
+from person.web.middleware import BodyCap, CatchAll, HostCheck, SecurityHeaders
+from person.web.service import MAX_QUERIES, MULTIPART_SLACK, Refused, SearchService, ServeLimits, describe_bytes
+
+log = logging.getLogger(__name__)
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    queries: list[str] = Field(min_length=1, max_length=MAX_QUERIES,
+                               description=f"free-text queries, any language, each at most {MAX_QUERY_CHARS} "
+                                           f"characters")
+    k: int = Field(10, strict=True, description=f"results per query, 1 to {MAX_K}")
+    where: list[str] = Field(default_factory=list, max_length=64,
+                             description="conditions on the rows' fields, all must hold: camera=3, time>=2026-11-01")
+    group_by: str | None = Field(None, max_length=128, description="one result per value of this field (e.g. track)")
+
+
+class HitOut(BaseModel):
+    id: int = Field(description="the row's opaque id: /images/{id}, /thumbs/{id}, /api/search/similar/{id}")
+    rank: int
+    score: float | None
+    path: str = Field(description="the image's path under the gallery's image root, to show (never sent back)")
+    bbox: list[float] | None = Field(description="the person's box on the image, x1 y1 x2 y2 in pixels")
+    identity: int | None
+    meta: dict[str, Any]
+    image: str
+    thumb: str
+
+
+class ResultOut(BaseModel):
+    query: str
+    seconds: float = Field(description="embedding and search time of this query on the server")
+    note: str | None
+    hits: list[HitOut]
+
+
+class SearchOut(BaseModel):
+    generation: int = Field(description="the gallery generation every hit came from")
+    count: int = Field(description="live rows in that generation")
+    results: list[ResultOut]
+
+
+class ErrorOut(BaseModel):
+    error: str
+
+
+ERRORS = {400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+
+
+def _field(loc: Sequence[Any]) -> str:
+    """('query', 'k') -> 'k'; ('body', 'queries', 0) -> 'queries.0'; ('body',) -> 'body'."""
+    if not loc:
+        return "request"
+    return ".".join(str(p) for p in loc[1:]) or str(loc[0])
+
+
+# ---------------------------------------------------------------------- the app
+
+def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_cache: str | Path | None = None,
+               limits: ServeLimits = ServeLimits(), allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+    """The web app: the page (from `static_dir`, when given), the JSON API, images and thumbnails by id.
+
+    `allowed_hosts`: Host header values to answer (others get a 400), e.g. 127.0.0.1 and localhost for a server
+    bound to this machine only, so a web page elsewhere cannot reach it through DNS rebinding; None answers all."""
+    service = SearchService(searcher, ThumbnailCache(thumb_cache), limits)
+    # Swagger UI and ReDoc load their scripts from a CDN: only the description itself is served.
+    app = FastAPI(title="Person search", version="1", docs_url=None, redoc_url=None,
+                  description="Free-text (any language) and by-image search of an enrolled gallery of people.")
+    app.state.service = service
+
+    def body_cap(path: str) -> tuple[int, str]:
+        if path == "/api/search/image":
+            return limits.upload_bytes + MULTIPART_SLACK, f"an upload (the photo itself: {describe_bytes(limits.upload_bytes)})"
+        return limits.json_bytes, "a JSON request"
+
+    app.add_middleware(BodyCap, cap=body_cap)
+    if allowed_hosts is not None:
+        app.add_middleware(HostCheck, allowed=allowed_hosts)
+    app.add_middleware(CatchAll)
+    app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Any, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Any, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            why = next(e for e in errors if e.get("type") == "json_invalid").get("ctx", {}).get("error", "")
+            return JSONResponse({"error": f"the request body is not valid JSON ({why}); send "
+                                          f"{{\"queries\": [\"...\"], \"k\": 10}}"}, 400)
+        fields = [{"field": _field(e.get("loc", ())), "message": e.get("msg", "invalid")} for e in errors]
+        text = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return JSONResponse({"error": text, "fields": fields}, 422)
+
+    # ------------------------------------------------------------------ search
+    @app.get("/api/search", response_model=SearchOut, responses=ERRORS, summary="Search by free text")
+    def search_text(q: str = Query(description=f"a description, any language, at most {MAX_QUERY_CHARS} characters"),
+                    k: int = Query(10, description=f"results, 1 to {MAX_K}"),
+                    where: list[str] = Query([], description="conditions on the rows' fields, all must hold"),
+                    group_by: str | None = Query(None, max_length=128)) -> JSONResponse:
+        return JSONResponse(service.answer(lambda: searcher.search([q], k, where, group_by)))
+
+    @app.post("/api/search", response_model=SearchOut, responses=ERRORS, summary="Search by several queries")
+    def search_many(body: SearchRequest) -> JSONResponse:
+        return JSONResponse(service.answer(lambda: searcher.search(body.queries, body.k, body.where, body.group_by)))
+
+    @app.post("/api/search/image", response_model=SearchOut, responses=ERRORS, summary="Search by a photo")
+    def search_image(image: UploadFile = File(description=f"a photo of a person, at most {describe_bytes(limits.upload_bytes)}"),
+                     k: int = Form(10), where: list[str] = Form([]),
+                     group_by: str | None = Form(None, max_length=128)) -> JSONResponse:
+        if not service.has_image:
+            raise Refused(400, "this server has no image model: start it with --image-model EXPORT_DIR (or "
+                               "--teacher) to search by photo")
+        pixels = service.decode_upload(image.file.read(limits.upload_bytes + 1))
+        result = service.answer(lambda: searcher.search_images([pixels], k, where, group_by))
+        for r in result["results"]:
+            r["query"] = image.filename or "upload"
+        return JSONResponse(result)
+
+    @app.get("/api/search/similar/{id}", response_model=SearchOut, responses=ERRORS,
+             summary="Search with a gallery row's own crop (its enrolled features)")
+    def search_similar(id: int, k: int = Query(10, description=f"results, 1 to {MAX_K}"),
+                       where: list[str] = Query([]), group_by: str | None = Query(None, max_length=128)
+                       ) -> JSONResponse:
+        vector = service.row_vector(id)
+        return JSONResponse(service.answer(lambda: searcher.search_vectors(vector, [f"person #{id}"], k, where,
+                                                                           group_by)))
+
+    # ------------------------------------------------------------------ the gallery
+    @app.get("/api/gallery", summary="What the gallery holds and what this server can do")
+    def gallery_info() -> JSONResponse:
+        return JSONResponse(service.info())
+
+    @app.get("/api/health", summary="Liveness, with the generation being served")
+    def health() -> JSONResponse:
+        gallery = service.current()
+        return JSONResponse({"status": "ok", "generation": gallery.generation, "count": len(gallery)})
+
+    @app.get("/images/{id}", responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorOut}},
+             summary="A gallery image by its row id")
+    def serve_image(id: int) -> Response:
+        return service.image(id)
+
+    @app.get("/thumbs/{id}", responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorOut}},
+             summary=f"A JPEG thumbnail (longest side {THUMB_SIDE}); X-Image-Size says the original W x H")
+    def serve_thumbnail(id: int) -> Response:
+        return service.thumbnail(id)
+
+    # ------------------------------------------------------------------ the page
+    if static_dir is not None:
+        static = Path(static_dir)
+        app.mount("/static", StaticFiles(directory=static), name="static")
+
+        @app.get("/", include_in_schema=False)
+        def page() -> FileResponse:
+            return FileResponse(static / "index.html", headers={"cache-control": "no-cache"})
+
+    return app

@@ -1,0 +1,106 @@
+"""The gallery's images and thumbnails, by id, never outside the image root."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageReadError, load_pixels
+
+log = logging.getLogger(__name__)
+
+THUMB_SIDE = 256
+THUMB_TAG = b"person-thumb "     # the JPEG comment that carries the original W x H
+
+
+def resolve_under(root: str | Path, relative: str) -> str | None:
+    """The real path of `relative` joined to `root` when it lies under root's real path (symlinks followed), else
+    None. Resolve first, then compare whole path components: a string check before resolving was CVE-2023-29159."""
+    try:
+        real_root = os.path.realpath(root)
+        target = os.path.realpath(os.path.join(real_root, relative))
+        inside = os.path.commonpath([real_root, target]) == real_root
+    except (TypeError, ValueError, OSError):  # a NUL in the path, a non-text path from a damaged rows file
+        return None
+    return target if inside else None
+
+
+def _thumb_size(data: bytes) -> tuple[int, int] | None:
+    """The original (W, H) a cached thumbnail's comment carries, or None when it has none (then it is remade)."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF and data[i + 1] not in (0xDA, 0xD9):  # up to the scan
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if data[i + 1] == 0xFE and data[i + 4:i + 2 + length].startswith(THUMB_TAG):
+            try:
+                w, h = (int(v) for v in data[i + 4 + len(THUMB_TAG):i + 2 + length].split(b"x"))
+            except ValueError:
+                return None
+            return w, h
+        i += 2 + length
+    return None
+
+
+def make_thumbnail(pixels: np.ndarray, side: int = THUMB_SIDE) -> bytes:
+    """A JPEG of uint8 RGB `pixels` with its longest side at most `side`, the original W x H in a comment."""
+    h, w = pixels.shape[:2]
+    scale = min(1.0, side / max(h, w))
+    if scale < 1:
+        pixels = cv2.resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    if not ok:
+        raise ImageReadError(f"OpenCV could not encode a {w}x{h} thumbnail")
+    jpeg = encoded.tobytes()
+    comment = THUMB_TAG + f"{w}x{h}".encode()
+    at = 2
+    if jpeg[2:4] == b"\xff\xe0":  # JFIF wants its APP0 right after SOI: the comment goes after it
+        at = 4 + int.from_bytes(jpeg[4:6], "big")
+    return jpeg[:at] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[at:]
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/person/thumbs (~/.cache/person/thumbs): a per-user folder, not a shared /tmp name."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "person" / "thumbs"
+
+
+class ThumbnailCache:
+    """Small JPEGs of gallery images on disk, keyed by the file's real path, size, mtime and the side."""
+
+    def __init__(self, folder: str | Path | None = None, side: int = THUMB_SIDE,
+                 limits: ImageLimits = DEFAULT_LIMITS) -> None:
+        self.folder, self.side, self.limits = Path(folder) if folder else default_cache_dir(), side, limits
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a read-only home: a private temp folder still caches for this run
+            fallback = Path(tempfile.mkdtemp(prefix="person-thumbs-"))
+            log.warning("thumbnail cache %s cannot be made (%s); using %s", self.folder, e, fallback)
+            self.folder = fallback
+
+    def get(self, path: str) -> tuple[bytes, tuple[int, int]]:
+        """(JPEG bytes, original (W, H)) of the image file at `path` (a resolved path the caller checked)."""
+        st = os.stat(path)
+        key = hashlib.sha256(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{self.side}".encode("utf-8", "surrogateescape"))
+        file = self.folder / key.hexdigest()[:2] / f"{key.hexdigest()}.jpg"
+        try:
+            data = file.read_bytes()
+            size = _thumb_size(data)
+            if size is not None:
+                return data, size
+        except OSError:
+            pass
+        pixels = load_pixels(path, None, self.limits)
+        data = make_thumbnail(pixels, self.side)
+        try:  # a cache: no fsync, a unique temp name per thread, renamed into place whole
+            file.parent.mkdir(exist_ok=True)
+            tmp = file.with_name(f".{file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, file)
+        except OSError as e:
+            log.warning("thumbnail cache %s: cannot write (%s); serving thumbnails uncached", self.folder, e)
+        return data, (pixels.shape[1], pixels.shape[0])

@@ -1,0 +1,63 @@
+"""Enrol images into a gallery with an exported image student (no torch) or a teacher, for text search.
+
+    python search/enroll.py --model EXPORT_DIR --image-dir photos/ --gallery gallery/
+    python search/enroll.py --teacher ID_OR_DIR --data CUHK-PEDES/reid_raw.json --split eval --gallery g/
+    python search/enroll.py --model EXPORT_DIR --detections boxes.jsonl [--image-root frames/] --gallery g/
+
+Run it again to add new or changed images (--prune also drops rows whose image is gone); killed at any
+moment, it resumes and ends with the gallery an uninterrupted run gives. Unreadable images and unusable
+detection lines are skipped and counted in the summary.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from person.data.records import DatasetOptions
+from person.gallery import sources
+from person.gallery.encoders import open_encoder
+from person.gallery.enroll import DEFAULT_CHUNK, EnrollSummary, enroll
+from person.options import add_options, from_namespace, number, run_command
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gallery", type=Path, required=True, help="the gallery folder (made when missing)")
+    p.add_argument("--model", type=Path, default=None, help="an export directory (export_model.py's OUTDIR)")
+    p.add_argument("--teacher", default=None, help="a teacher directory or Hugging Face id in the local cache")
+    p.add_argument("--variant", choices=("fp32", "fp16", "int8"), default="fp32", help="which exported model")
+    p.add_argument("--image-dir", type=Path, help="every image under this folder, recursively")
+    p.add_argument("--detections", type=Path, help="JSON lines {\"image\": path, \"bbox\": [x1, y1, x2, y2], ...}")
+    add_options(p, DatasetOptions)  # --data (a dataset as the source), --image-root, its split rule, image caps
+    p.add_argument("--split", choices=("eval", "train", "val", "test", "all"), default="eval",
+                   help="with --data: the split to enrol")
+    p.add_argument("--prune", action="store_true", help="drop rows whose image is gone or no longer listed")
+    p.add_argument("--chunk", type=number(int, at_least=1), default=DEFAULT_CHUNK,
+                   help="items per committed segment (what a kill can cost)")
+    p.add_argument("--workers", type=number(int, at_least=0), default=2, help="image decoding processes")
+    args = p.parse_args(argv)
+    if sum(bool(s) for s in (args.data, args.image_dir, args.detections)) != 1:
+        p.error("give one source: --image-dir DIR, --detections FILE or --data DATASET.json")
+    return args
+
+
+def main(argv: list[str] | None = None) -> EnrollSummary:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    options = from_namespace(DatasetOptions, args)
+    encoder = open_encoder(args.model, args.teacher, args.variant)
+    if args.image_dir:
+        source = sources.image_dir(args.image_dir)
+    elif args.detections:
+        source = sources.detections(args.detections, args.image_root)
+    else:
+        source = sources.dataset(options, args.split)
+    summary = enroll(args.gallery, encoder, source, args.prune, args.chunk, args.workers, options.image_limits())
+    print("\n".join(summary.lines()))
+    return summary
+
+
+if __name__ == "__main__":
+    run_command(main, "enroll.py")
