@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> list[QueryResult]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     searcher = from_namespace(SearcherOptions, args).open(args.gallery)
+    info = getattr(getattr(searcher.backend, "index", None), "info", None)
+    if info is not None and info.kind != "exact":
+        print(f"index {info.kind} over {info.rows:,} rows (generation {info.generation}): recall@10 "
+              f"{info.recall_at_10:.3f} against exact search on sample queries", file=sys.stderr)
     missing = searcher.gallery.missing_images()
     if missing:
         print(f"warning: images are missing under {searcher.gallery.image_root} (e.g. {', '.join(missing[:3])}): "

@@ -208,7 +208,8 @@ def test_queries_are_checked(plain_export, photos, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
-def test_approximate_indexes_are_saved_reused_and_rebuilt_when_the_gallery_changes(plain_export, tmp_path, kind):
+def test_approximate_indexes_are_saved_reused_and_rebuilt_when_the_gallery_changes(plain_export, tmp_path, kind,
+                                                                                     capsys):
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(50, 16))
     feats = centres[rng.integers(0, 50, 4000)] + 0.3 * rng.normal(size=(4000, 16))
@@ -224,6 +225,9 @@ def test_approximate_indexes_are_saved_reused_and_rebuilt_when_the_gallery_chang
     assert built.info.recall_at_10 >= 0.9 and (g / "index" / f"{kind}.faiss").is_file()
     again = gindex.load_or_build(g, gallery.features(), kind, gallery.generation)
     assert again.info == built.info  # read back, not rebuilt
+    api.main(["--gallery", str(g), "--text-model", str(plain_export), "--queries", "a person", "--index", kind])
+    assert f"index {kind} over 4,000 rows (generation 1): recall@10 {built.info.recall_at_10:.3f}" in \
+        capsys.readouterr().err
     store.delete(g, np.array([0, 1]))
     changed = store.Gallery.open(g)
     rebuilt = gindex.load_or_build(g, changed.features(), kind, changed.generation)

@@ -4,7 +4,7 @@ Exact: FAISS's fp16 scalar quantizer holds the float16 rows as they are stored a
 product (cosine, on L2-normalised rows), top-k without a full sort; numpy's own float16 matmul has no BLAS
 behind it and is ~50x slower (shared/MEASURED.md). A row mask (deleted rows, --where conditions) goes into the
 scan as an ID selector, so a filtered query still returns k rows when k match.
-Approximate: `ivf` (IVF with fp16 rows, nlist ~ 4 sqrt(n), nprobe 32) or `hnsw` (M 32, efSearch 128), saved
+Approximate: `ivf` (IVF with fp16 rows, nlist ~ sqrt(n), nprobe 64) or `hnsw` (M 32, efSearch 128), saved
 under index/ with the gallery generation it was built for and rebuilt when the gallery changed; building one
 measures its recall@10 against exact search on sample queries drawn from the gallery itself. `auto` picks exact
 below AUTO_EXACT_ROWS rows, as autofaiss does.
@@ -30,6 +30,7 @@ KINDS = ("auto", "exact", "ivf", "hnsw")
 AUTO_EXACT_ROWS = 200_000
 INDEX_DIR = "index"
 ADD_BLOCK = 65536  # rows converted to float32 at a time when filling an index
+SMALL_EXCLUSION = 1024  # masked-out rows up to which an exact scan fetches more instead of testing every row
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,15 @@ def _approximate(kind: str, features: np.ndarray) -> faiss.Index:
     n, dim = features.shape
     if kind == "hnsw":
         index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, 32, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = 80
+        index.hnsw.efConstruction = 40
     else:
-        nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))  # FAISS wants >= 39 training rows per list
+        # sqrt(n) lists trained on 64 rows each: k-means over 4 sqrt(n) lists on a million 512-d rows takes many
+        # minutes on a CPU; nprobe 64 of sqrt(n) lists still scans a few percent of the rows at a million.
+        nlist = max(1, min(int(math.sqrt(n)), n // 39))  # FAISS wants >= 39 training rows per list
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16,
                                               faiss.METRIC_INNER_PRODUCT)
-        sample = features[np.random.default_rng(0).choice(n, size=min(n, 256 * nlist), replace=False)]
+        sample = features[np.sort(np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False))]
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
     _fill(index, features)
     return index
@@ -72,7 +75,7 @@ def _tune(index: faiss.Index, kind: str) -> None:
     if kind == "hnsw":
         index.hnsw.efSearch = 128
     elif kind == "ivf":
-        index.nprobe = min(32, index.nlist)
+        index.nprobe = min(64, index.nlist)
 
 
 class SearchIndex:
@@ -91,6 +94,17 @@ class SearchIndex:
         k = max(1, min(k, self.index.ntotal))
         if allowed is None:
             return self.index.search(q, k)
+        excluded = np.flatnonzero(~allowed)
+        if len(excluded) <= SMALL_EXCLUSION and self.kind == "exact":
+            # A few deleted rows: scanning without a selector (whose per-row test doubles the scan's time) for
+            # k more and dropping them is exact and faster.
+            scores, ids = self.index.search(q, min(k + len(excluded), self.index.ntotal))
+            keep = ~np.isin(ids, excluded)
+            out_s, out_i = np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+            for r in range(len(q)):
+                s, i = scores[r][keep[r]][:k], ids[r][keep[r]][:k]
+                out_s[r, :len(s)], out_i[r, :len(i)] = s, i
+            return out_s, out_i
         # The bitmap and the selector must outlive the search: FAISS keeps only pointers to them.
         bits = np.packbits(allowed, bitorder="little")
         selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
