@@ -20,7 +20,7 @@ from person.eval import report
 from person.eval.evaluate import CASES, checkpoint_summary, evaluate_checkpoint
 from person.export.evaluation import evaluate_export, export_summary
 from person.options import number, run_command
-from person.runtime import CARD_FILE
+from person.runtime import CARD_FILE, VARIANTS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", type=Path, help="a checkpoint (.pt), a run folder (its last checkpoint), or an "
                                                   "export directory (export_model.py's OUTDIR)")
-    p.add_argument("--variant", choices=("fp32", "fp16", "int8"), default="fp32",
+    p.add_argument("--variant", choices=VARIANTS, default="fp32",
                    help="which models of an export directory to score")
     p.add_argument("--json", type=Path, default=None, help="write the report here (and the ROC plot beside it)")
     p.add_argument("--split", default="eval", help="split to score (default: eval, the held-out identities)")

@@ -2,8 +2,9 @@
 
 A reader then sees the old file or the new one, never a half-written one: a failed `--json` write leaves the
 previous report as it was (not at 0 bytes), a killed plot leaves no truncated PNG. The temp file is named
-`.<name>.<pid>.tmp`; one left by a killed process (its pid no longer running) is removed the next time that
-file is written, or by `clean_stale_temps` when a command starts in a folder.
+`.<name>.<pid>-<thread>.tmp` (two threads writing one file do not collide); one left by a killed process (its pid
+no longer running) is removed the next time that file is written, or by `clean_stale_temps` when a command
+starts in a folder.
 
 A write that fails for a reason of the disk (full, read-only, a folder that is a file) raises `OutputError`,
 one line naming the file and the reason.
@@ -16,13 +17,14 @@ import hashlib
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from person.errors import PersonError
 
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)(?:-\d+)?\.tmp$")
 
 
 class OutputError(PersonError, OSError):
@@ -58,7 +60,8 @@ def make_folder(path: str | Path) -> Path:
     return path
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of that id runs (a temp file of a dead one is stale)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -75,7 +78,7 @@ def clean_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]
         return removed
     for p in folder.iterdir():
         m = _TEMP.match(p.name)
-        if m and (name is None or m["name"] == name) and not _alive(int(m["pid"])):
+        if m and (name is None or m["name"] == name) and not process_alive(int(m["pid"])):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
                 removed.append(p)
@@ -98,7 +101,7 @@ def atomic_file(path: str | Path, mode: str = "wb", encoding: str | None = None)
     path = Path(path)
     make_folder(path.parent)
     clean_stale_temps(path.parent, path.name)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_name(path)
     try:
         with open(tmp, mode, encoding=encoding) as f:
             yield f
@@ -114,6 +117,18 @@ def atomic_file(path: str | Path, mode: str = "wb", encoding: str | None = None)
     _fsync_folder(path.parent)
 
 
+def resolve_under(root: str | Path, relative: str) -> str | None:
+    """The real path of `relative` joined to `root` when it lies under root's real path (symlinks followed), else
+    None. Resolve first, then compare whole path components: a string check before resolving was CVE-2023-29159."""
+    try:
+        real_root = os.path.realpath(root)
+        target = os.path.realpath(os.path.join(real_root, relative))
+        inside = os.path.commonpath([real_root, target]) == real_root
+    except (TypeError, ValueError, OSError):  # a NUL in the path, a non-text path from a damaged rows file
+        return None
+    return target if inside else None
+
+
 def sha256_file(path: str | Path) -> str:
     """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
@@ -126,6 +141,11 @@ def sha256_file(path: str | Path) -> str:
 def _discard(tmp: Path) -> None:
     with contextlib.suppress(OSError):  # on a read-only disk there is nothing to remove
         tmp.unlink(missing_ok=True)
+
+
+def temp_name(path: Path) -> Path:
+    """Where `path` is written before its rename: beside it, named for this process and thread."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

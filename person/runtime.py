@@ -31,6 +31,9 @@ VARIANTS = ("fp32", "fp16", "int8")
 ImageInput = str | os.PathLike | np.ndarray  # a path, or uint8 RGB [H, W, 3] pixels (PIL images are converted)
 
 
+_PARTS = {"image": ("file", "size", "resize", "normalize"), "text": ("file", "table", "max_seq_length")}
+
+
 class ExportDirError(PersonError, ValueError):
     """An export directory that cannot be used; the message names the file and the fix."""
 
@@ -45,8 +48,23 @@ def read_card(export_dir: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ExportDirError(f"{path}: not a readable card ({e}); export the checkpoint again") from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT or card.get("version") != CARD_VERSION:
-        raise ExportDirError(f"{path}: not a card this version reads (format {card.get('format')!r}, version "
-                             f"{card.get('version')!r}); export the checkpoint again with this version")
+        found = (card.get("format"), card.get("version")) if isinstance(card, dict) else (type(card).__name__, None)
+        raise ExportDirError(f"{path}: not a card this version reads (format {found[0]!r}, version {found[1]!r}); "
+                             f"export the checkpoint again with this version")
+    missing = [k for k in ("space", "feature_dim", "files", "static_shapes") if k not in card] + \
+        [f"{part}.{k}" for part, keys in _PARTS.items() if part in card for k in keys
+         if not isinstance(card[part], dict) or k not in card[part]]
+    if missing or not ("image" in card or "text" in card):
+        raise ExportDirError(f"{path}: the card lacks {', '.join(missing) or 'an image or text model'}; export the "
+                             f"checkpoint again")
+    named = [*card["files"], *(card[p]["file"] for p in _PARTS if p in card), *(
+        v for p in _PARTS if p in card for v in card[p].get("variants", {}).values())]
+    if "text" in card:
+        named.append(card["text"]["table"].get("file") if isinstance(card["text"]["table"], dict) else None)
+    outside = [n for n in named if not isinstance(n, str) or Path(n).name != n or n in ("", ".", "..")]
+    if outside:
+        raise ExportDirError(f"{path}: the card names files outside its directory ({outside[:3]}); an export's "
+                             f"card names its files by their plain names")
     return card
 
 

@@ -19,10 +19,9 @@ import logging
 import sys
 from pathlib import Path
 
-from person.data.images import load_pixels
 from person.gallery.manifest import GalleryError
 from person.gallery.search import MAX_K, QueryResult
-from person.gallery.searching import SearcherOptions
+from person.gallery.search_options import SearcherOptions
 from person.options import add_options, from_namespace, number, run_command
 
 
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> list[QueryResult]:
               f"the image root moved or files were deleted; results still list them", file=sys.stderr)
     results = searcher.search(args.queries, args.k, args.where, args.group_by) if args.queries else []
     if args.image:
-        found = searcher.search_images([load_pixels(p) for p in args.image], args.k, args.where, args.group_by)
+        found = searcher.search_images(args.image, args.k, args.where, args.group_by)
         results += [QueryResult(str(p), r.hits, r.seconds, r.note) for p, r in zip(args.image, found)]
     if args.json:
         print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2))

@@ -30,7 +30,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from person.gallery.manifest import GalleryError
-from person.gallery.searching import SearcherOptions
+from person.gallery.search_options import SearcherOptions
 from person.options import add_options, from_namespace, number, run_command
 from person.web.app import create_app
 

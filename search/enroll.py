@@ -19,6 +19,7 @@ from person.gallery import sources
 from person.gallery.encoders import open_encoder
 from person.gallery.enroll import DEFAULT_CHUNK, EnrollSummary, enroll
 from person.options import add_options, from_namespace, number, run_command
+from person.runtime import VARIANTS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -27,7 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gallery", type=Path, required=True, help="the gallery folder (made when missing)")
     p.add_argument("--model", type=Path, default=None, help="an export directory (export_model.py's OUTDIR)")
     p.add_argument("--teacher", default=None, help="a teacher directory or Hugging Face id in the local cache")
-    p.add_argument("--variant", choices=("fp32", "fp16", "int8"), default="fp32", help="which exported model")
+    p.add_argument("--variant", choices=VARIANTS, default="fp32", help="which exported model")
     p.add_argument("--image-dir", type=Path, help="every image under this folder, recursively")
     p.add_argument("--detections", type=Path, help="JSON lines {\"image\": path, \"bbox\": [x1, y1, x2, y2], ...}")
     add_options(p, DatasetOptions)  # --data (a dataset as the source), --image-root, its split rule, image caps

@@ -21,12 +21,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from person.data.images import load_pixels
+from person.files import resolve_under
 from person.gallery import sources, store
 from person.gallery.encoders import ExportEncoder
 from person.gallery.enroll import enroll
 from person.gallery.search import MAX_K, MAX_QUERY_CHARS, Searcher
 from person.web.app import create_app
-from person.web.images import resolve_under
 from person.web.service import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, ServeLimits
 from search import app as app_cmd
 

@@ -97,7 +97,7 @@ def test_training_sees_what_the_loaded_teacher_sees(trained, drawn):
 def test_tokenizer_is_deterministic_and_reads_chinese_by_character(tmp_path):
     captions = ["A man in a red shirt.", "一位穿着红色衬衫的男子。", "The woman wears blue jeans."] * 20
     a = train_tokenizer(captions, tmp_path / "a", TINY)
-    b = train_tokenizer(captions, tmp_path / "b", TINY)
+    train_tokenizer(captions, tmp_path / "b", TINY)
     assert (tmp_path / "a" / "spiece.model").read_bytes() == (tmp_path / "b" / "spiece.model").read_bytes()
     pieces = [p.lstrip("▁") for p in a.tokenize("红色衬衫") if p.lstrip("▁")]
     assert pieces == list("红色衬衫")

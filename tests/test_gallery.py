@@ -207,31 +207,47 @@ def test_queries_are_checked(plain_export, photos, tmp_path):
     assert MAX_QUERY_CHARS == 1000
 
 
+def clustered_rows(n, seed):
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(0).normal(size=(50, 16))
+    feats = centres[rng.integers(0, 50, n)] + 0.3 * rng.normal(size=(n, 16))
+    rows = store.Rows(np.zeros(n, np.int64), [f"{seed}-{i}.jpg" for i in range(n)], np.full((n, 4), np.nan, np.float32),
+                      np.full(n, -1), np.zeros(n, np.int64), np.zeros(n, np.int64), [{} for _ in range(n)])
+    return (feats / np.linalg.norm(feats, axis=1, keepdims=True)).astype(np.float16), rows
+
+
+def opened_index(g, kind):
+    gallery = store.Gallery.open(g)
+    return gallery, gindex.load_or_build(g, gallery.features(), kind, gallery.generation,
+                                         tuple(s.name for s in gallery.manifest.segments))
+
+
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
-def test_approximate_indexes_are_saved_reused_and_rebuilt_when_the_gallery_changes(plain_export, tmp_path, kind,
-                                                                                     capsys):
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(50, 16))
-    feats = centres[rng.integers(0, 50, 4000)] + 0.3 * rng.normal(size=(4000, 16))
-    feats = (feats / np.linalg.norm(feats, axis=1, keepdims=True)).astype(np.float16)
+def test_approximate_indexes_are_saved_extended_on_enrolment_and_rebuilt_after_compaction(plain_export, tmp_path,
+                                                                                          kind, capsys):
     g = tmp_path / "g"
     store.create(g, {"kind": "made-up"}, {"kind": "siglip", "config_hash": "0" * 64, "dim": 16}, 16, tmp_path)
-    rows = store.Rows(np.zeros(4000, np.int64), [f"{i}.jpg" for i in range(4000)], np.full((4000, 4), np.nan,
-                      np.float32), np.full(4000, -1), np.zeros(4000, np.int64), np.zeros(4000, np.int64),
-                      [{} for _ in range(4000)])
-    store.append(g, feats, rows)
-    gallery = store.Gallery.open(g)
-    built = gindex.load_or_build(g, gallery.features(), kind, gallery.generation)
+    store.append(g, *clustered_rows(4000, 1))
+    _, built = opened_index(g, kind)
     assert built.info.recall_at_10 >= 0.9 and (g / "index" / f"{kind}.faiss").is_file()
-    again = gindex.load_or_build(g, gallery.features(), kind, gallery.generation)
+    _, again = opened_index(g, kind)
     assert again.info == built.info  # read back, not rebuilt
     api.main(["--gallery", str(g), "--text-model", str(plain_export), "--queries", "a person", "--index", kind])
     assert f"index {kind} over 4,000 rows (generation 1): recall@10 {built.info.recall_at_10:.3f}" in \
         capsys.readouterr().err
-    store.delete(g, np.array([0, 1]))
-    changed = store.Gallery.open(g)
-    rebuilt = gindex.load_or_build(g, changed.features(), kind, changed.generation)
-    assert rebuilt.info.generation == changed.generation != built.info.generation
+    store.append(g, *clustered_rows(500, 2))   # an enrolment: its rows are added to the saved index
+    store.delete(g, np.array([0, 1]))           # deleted rows stay in it, masked at search time
+    gallery, extended = opened_index(g, kind)
+    assert extended.index.ntotal == 4500 and extended.info.build_seconds == built.info.build_seconds
+    assert extended.info.generation == gallery.generation == 3
+    exact = gindex.build(gallery.features(), "exact", gallery.generation)
+    q = np.asarray(gallery.features()[4000:4100], np.float32)  # new rows find themselves through the old index
+    _, got = extended.search(q, 1, gallery.live)
+    _, want = exact.search(q, 1, gallery.live)
+    assert np.mean(got[:, 0] == want[:, 0]) >= 0.95 and not np.isin(got, [0, 1]).any()
+    store.compact(g)                            # rows renumbered: built anew
+    gallery, rebuilt = opened_index(g, kind)
+    assert rebuilt.index.ntotal == 4498 and rebuilt.info.segments == (gallery.manifest.segments[0].name,)
 
 
 def test_spaces_must_match_and_a_teacher_gallery_takes_its_student_s_text(plain_export, photos, tmp_path):
@@ -267,8 +283,8 @@ def test_bad_galleries_are_one_line_errors(plain_export, photos, tmp_path):
     manifest = json.loads((tmp_path / "g" / "gallery.json").read_text())
     cases = {
         "version": ({**manifest, "version": 9}, None, "gallery format version 9, this code reads version 1"),
-        "features": (manifest, "features.npy", "missing or unreadable"),
-        "rows": (manifest, "rows.jsonl", "missing"),
+        "features": (manifest, "features.npy", "features.npy: missing or unreadable"),
+        "rows": (manifest, "rows.jsonl", "rows.jsonl: missing; the gallery is damaged"),
     }
     for name, (m, remove, message) in cases.items():
         g = tmp_path / name

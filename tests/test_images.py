@@ -115,8 +115,8 @@ def test_normalize_batch_matches_the_formula_for_any_layout_and_dtype():
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
     m, sd = (torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1) for v in (mean, std))
     want = (x.double() / 255 - m) / sd
-    for images in (x, x.transpose(2, 3).contiguous().transpose(2, 3)):  # contiguous and strided
-        got = normalize_batch(images, mean, std)
+    for batch in (x, x.transpose(2, 3).contiguous().transpose(2, 3)):  # contiguous and strided
+        got = normalize_batch(batch, mean, std)
         assert got.dtype == torch.float32 and got.is_contiguous()
         assert torch.allclose(got.double(), want, atol=1e-6)
     assert torch.allclose(normalize_batch(x, mean, std, dtype=torch.float64), want, atol=1e-12)

@@ -32,7 +32,7 @@ from PIL import Image, UnidentifiedImageError
 from person.errors import PersonError
 
 # Re-exported: the caps live in a torch-free module so that records.DatasetOptions can build them.
-from .limits import DEFAULT_LIMITS, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, ImageLimits  # noqa: F401
+from .limits import DEFAULT_LIMITS, ImageLimits  # noqa: F401
 
 # Per-image work is small and loader workers already use every core: OpenCV's own threads would only contend.
 cv2.setNumThreads(1)

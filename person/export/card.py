@@ -17,7 +17,7 @@ from person.export.options import ExportOptions
 from person.export.parity import PARITY_COSINE, Parity
 from person.export.targets import Target
 from person.models.students import StudentSpec
-from person.runtime import CARD_FORMAT, CARD_VERSION
+from person.runtime import CARD_FORMAT, CARD_VERSION, VARIANTS
 from person.teacher.space import space_of
 
 IMAGE_FILE, TEXT_FILE, TABLE_FILE = "model_image.onnx", "model_text.onnx", "input_embeddings.npy"
@@ -35,7 +35,7 @@ def _io(model_path: Path) -> dict[str, Any]:
 
 
 def _variants(folder: Path, file: str) -> dict[str, str]:
-    return {v: file.replace(".onnx", f".{v}.onnx") for v in ("fp16", "int8")
+    return {v: file.replace(".onnx", f".{v}.onnx") for v in VARIANTS[1:]
             if (folder / file.replace(".onnx", f".{v}.onnx")).is_file()}
 
 

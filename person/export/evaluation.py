@@ -18,6 +18,11 @@ from person.teacher.space import check_same_space, space_of
 from person.teacher.store import open_with_records
 
 
+def _trained(card: dict) -> str:
+    """"both", "image" or "text": the students an export holds (StudentSpec.trained of its checkpoint)."""
+    return "both" if "image" in card and "text" in card else "image" if "image" in card else "text"
+
+
 def _image_embedder(models: ExportedModels, records: RecordSet, limits):
     def embed(rows: np.ndarray) -> tuple[np.ndarray, SkipReport]:
         out = np.full((len(rows), models.feature_dim), np.nan, np.float32)
@@ -51,7 +56,7 @@ def evaluate_export(export_dir: str | Path, variant: str = "fp32", dataset: Data
     with store:
         check_same_space(space_of(store.teacher_identity), card["space"], f"the store {store.path}",
                          f"the export {export_dir}")
-        trained = "both" if models.has_image and models.has_text else "image" if models.has_image else "text"
+        trained = _trained(card)
         limits = (dataset or DatasetOptions()).image_limits()
         result = evaluate_embedders(_image_embedder(models, records, limits) if models.has_image else None,
                                     models.embed_texts if models.has_text else None, store,
@@ -61,8 +66,7 @@ def evaluate_export(export_dir: str | Path, variant: str = "fp32", dataset: Data
 
 def export_summary(export_dir: str | Path, variant: str, card: dict, result: EvalResult) -> dict:
     """An export's report as JSON, shaped as checkpoint_summary's: the main case's metrics at the top level."""
-    trained = "both" if "image" in card and "text" in card else "image" if "image" in card else "text"
-    main = main_case(result, trained)
+    main = main_case(result, _trained(card))
     summaries = result.summaries()
     return {**summaries[main], "case": main, "export": str(export_dir), "variant": variant,
             "checkpoint": card.get("checkpoint", {}).get("path"),

@@ -144,6 +144,14 @@ def _torch_text(students: Students, encoded: list[tuple[np.ndarray, np.ndarray]]
     return torch.cat(out).numpy()
 
 
+def _remove_stale_builds(out_dir: Path) -> None:
+    """Temp folders `.<OUTDIR>.<pid>.tmp` / `.old` of exports killed midway (their process gone)."""
+    for p in out_dir.parent.glob(f".{out_dir.name}.*"):
+        pid = p.name.removeprefix(f".{out_dir.name}.").split(".")[0]
+        if p.is_dir() and pid.isdigit() and not files.process_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def _replace_dir(tmp: Path, out_dir: Path) -> None:
     """Move the finished temp folder into place; an old OUTDIR (allowed by the caller) goes only after."""
     old = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")
@@ -172,15 +180,16 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opts: ExportO
     seq_len = opts.seq_len or spec.max_seq_length
     if seq_len > spec.max_seq_length:
         raise ExportError(f"--seq-len {seq_len} exceeds the text student's max_seq_length {spec.max_seq_length}")
-    store, records, moved = open_training_data(state, dataset, embedding_path)
     result = ExportResult(out_dir, {})
     if spec.backbone is None or spec.tbackbone is None:
         result.notes.append(f"the checkpoint has only the {spec.trained} student: exported that one")
     files.make_folder(out_dir.parent)
+    _remove_stale_builds(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     files.make_folder(tmp)
     try:
+        store, records, moved = open_training_data(state, dataset, embedding_path)
         with store:
             inputs = gather_inputs(store, records, spec, calibration=opts.calibration if opts.int8 else 0,
                                    limits=moved.image_limits())

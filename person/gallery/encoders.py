@@ -7,6 +7,7 @@ the model takes) and `embed` (in the main process: a batch of prepared crops -> 
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from person import files
+from person.data.images import load_pixels
 from person.gallery.manifest import GalleryError
 from person.runtime import CARD_FILE, ExportedModels
 from person.teacher.space import space_of
@@ -29,12 +31,9 @@ class ExportEncoder:
                          "card_sha256": files.sha256_file(Path(export_dir) / CARD_FILE)}
         self.max_seq_length = self.models.max_seq_length if self.models.has_text else None
 
-    @property
-    def size_hint(self) -> tuple[int, int] | None:
-        return self.models.transform.size if self.models.has_image else None
-
-    def prepare(self, pixels: np.ndarray) -> np.ndarray:
-        return self.models.preprocess(pixels)
+    def prepare(self, image: np.ndarray | str | os.PathLike) -> np.ndarray:
+        """A crop's pixels, or an image file (decoded as enrolment decodes it, at the model's size)."""
+        return self.models.preprocess(image)
 
     def embed(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         return self.models.embed_pixels(np.stack(prepared))
@@ -61,11 +60,11 @@ class TeacherEncoder:
         self.space, self.dim = space_of(identity), int(identity["dim"])
         self.identity = {"kind": "teacher", "name": identity["teacher"], "config_hash": identity["config_hash"]}
         self.max_seq_length = None  # its tokenizer truncates by tokens, not characters: no character limit to state
-        self.size_hint = None
         self.has_image = self.has_text = True
 
-    def prepare(self, pixels: np.ndarray) -> np.ndarray:
-        return pixels  # the teacher's own processor resizes and normalises, in embed
+    def prepare(self, image: np.ndarray | str | os.PathLike) -> np.ndarray:
+        """A crop's pixels, or an image file decoded; the teacher's own processor resizes and normalises in embed."""
+        return load_pixels(image) if isinstance(image, (str, os.PathLike)) else image
 
     def embed(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
         from PIL import Image

@@ -3,8 +3,8 @@
 Running it again adds only new or changed images (a file's size or mtime differs: its old row is deleted)
 and, with `prune`, drops rows whose image is gone or no longer listed. The pending items are cut into fixed
 chunks, each decoded in worker processes, embedded in batches and committed as one segment; killed at any
-moment, the next run finds the finished chunks in the gallery and enrols the same remaining chunks, so it ends
-with the gallery an uninterrupted run gives. Unreadable images (and boxes that lie outside their image) are
+moment, the next run finds the finished chunks in the gallery and enrols the rest in the same order, so it ends
+with the rows, features and uids an uninterrupted run gives (tested). Unreadable images (and boxes that lie outside their image) are
 skipped and counted.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageReadError, ImageTransform, load_pixels
 from person.gallery import store
-from person.gallery.manifest import GalleryError, MANIFEST
+from person.gallery.manifest import MANIFEST, GalleryError, close_inherited_locks, writer_lock
 from person.gallery.segments import Rows
 from person.gallery.sources import Item, Source
 from person.teacher.space import check_same_space
@@ -45,6 +45,7 @@ class EnrollSummary:
     unreadable: dict[str, str] = field(default_factory=dict)   # path -> reason
     clipped: int = 0                          # boxes reaching outside their image, clipped
     skipped_lines: Counter = field(default_factory=Counter)   # from the source (detections lines...)
+    skip_examples: dict[str, str] = field(default_factory=dict)  # reason -> where it first happened
     rows: int = 0                             # live rows after the run
     seconds: float = 0.0
 
@@ -54,7 +55,8 @@ class EnrollSummary:
                f"({self.changed} of them changed since the last run), {self.unchanged} unchanged, {self.pruned} "
                f"pruned, {self.missing} missing on disk, {len(self.unreadable)} unreadable, {self.clipped} boxes "
                f"clipped; {self.seconds:.1f} s ({rate:.1f} images/s)"]
-        out += [f"  skipped {n} source line(s): {reason}" for reason, n in self.skipped_lines.items()]
+        out += [f"  skipped {n} source item(s): {reason} (first: {self.skip_examples.get(reason, '?')})"
+                for reason, n in self.skipped_lines.items()]
         out += [f"  unreadable: {path}: {reason}" for path, reason in list(self.unreadable.items())[:10]]
         if len(self.unreadable) > 10:
             out.append(f"  ... and {len(self.unreadable) - 10} more unreadable")
@@ -73,9 +75,14 @@ class _Job:
 _JOB: _Job | None = None
 
 
-def _init(job: _Job) -> None:
+def _use(job: _Job) -> None:
     global _JOB
     _JOB = job
+
+
+def _init_worker(job: _Job) -> None:
+    _use(job)
+    close_inherited_locks()
 
 
 def _crop(pixels: np.ndarray, box: tuple[float, float, float, float]) -> tuple[np.ndarray, bool]:
@@ -85,7 +92,7 @@ def _crop(pixels: np.ndarray, box: tuple[float, float, float, float]) -> tuple[n
     cx1, cy1, cx2, cy2 = max(0, int(x1)), max(0, int(y1)), min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2)))
     if cx2 - cx1 < 2 or cy2 - cy1 < 2:
         raise ImageReadError(f"box {list(box)} lies outside the {w}x{h} image")
-    return pixels[cy1:cy2, cx1:cx2], (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2)
+    return pixels[cy1:cy2, cx1:cx2], x1 < 0 or y1 < 0 or x2 > w or y2 > h
 
 
 def _load(item: Item) -> tuple[np.ndarray | None, str | None, bool, int, int]:
@@ -106,11 +113,11 @@ def _load(item: Item) -> tuple[np.ndarray | None, str | None, bool, int, int]:
 
 def _decoded(items: Sequence[Item], job: _Job, workers: int) -> Iterator[tuple[Item, tuple]]:
     if workers <= 0:
-        _init(job)
+        _use(job)
         yield from ((item, _load(item)) for item in items)
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers, initializer=_init, initargs=(job,)) as pool:
+    with multiprocessing.get_context(method).Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
         yield from zip(items, pool.imap(_load, items, chunksize=8))
 
 
@@ -132,11 +139,18 @@ def enroll(gallery_dir: str | Path, encoder, source: Source, prune: bool = False
     if not encoder.has_image:
         raise GalleryError("the encoder has no image model: enrol with an export that holds model_image.onnx, or "
                            "with --teacher")
+    with writer_lock(gallery_dir):  # one enrolment at a time: two would enrol the same pending images
+        return _enroll_locked(gallery_dir, encoder, source, prune, chunk, workers, limits, start)
+
+
+def _enroll_locked(gallery_dir: Path, encoder, source: Source, prune: bool, chunk: int, workers: int,
+                   limits: ImageLimits, start: float) -> EnrollSummary:
     if not (gallery_dir / MANIFEST).is_file():
         store.create(gallery_dir, encoder.identity, encoder.space, encoder.dim, source.image_root)
     gallery = store.Gallery.open(gallery_dir)
     _check_same_encoder(gallery, encoder, source)
-    summary = EnrollSummary(gallery_dir, len(source.items), skipped_lines=source.skipped)
+    summary = EnrollSummary(gallery_dir, len(source.items), skipped_lines=source.skipped,
+                            skip_examples=source.examples)
 
     live = np.flatnonzero(gallery.live)
     by_key: dict[tuple, list[int]] = {}
@@ -176,7 +190,7 @@ def enroll(gallery_dir: str | Path, encoder, source: Source, prune: bool = False
         log.info("enrolled %d of %d pending items", min(a + chunk, len(pending)), len(pending))
     if replaced:
         store.delete(gallery_dir, np.array(replaced))
-    summary.rows = store.Gallery.open(gallery_dir).__len__()
+    summary.rows = len(store.Gallery.open(gallery_dir))
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -49,7 +49,8 @@ def parse(text: str) -> Condition:
     return Condition(field, "=" if op == "==" else op, value)
 
 
-def _column(rows: Rows, field: str) -> list[Any]:
+def column(rows: Rows, field: str) -> list[Any]:
+    """A field's value for every row (None where a row lacks it): identity, path, or a detection field."""
     if field == "identity":
         return [None if v < 0 else int(v) for v in rows.identity]
     if field == "path":
@@ -70,7 +71,7 @@ def mask(rows: Rows, conditions: list[Condition], cache: dict | None = None) -> 
     cache = {} if cache is None else cache
     for c in conditions:
         if c.field not in cache:
-            values = _column(rows, c.field)
+            values = column(rows, c.field)
             cache[c.field] = (_numbers(values), np.array([None if v is None else str(v) for v in values], object))
         numbers, texts = cache[c.field]
         present = np.array([t is not None for t in texts])

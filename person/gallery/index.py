@@ -3,7 +3,8 @@
 Exact: FAISS's fp16 scalar quantizer holds the float16 rows as they are stored and scans them all, inner
 product (cosine, on L2-normalised rows), top-k without a full sort; numpy's own float16 matmul has no BLAS
 behind it and is ~50x slower (shared/MEASURED.md). A row mask (deleted rows, --where conditions) goes into the
-scan as an ID selector, so a filtered query still returns k rows when k match.
+scan as an ID selector, so a filtered exact query still returns k rows when k match (an approximate index with a
+selector explores only part of the graph or the lists: a very selective filter may leave it fewer).
 Approximate: `ivf` (IVF with fp16 rows, nlist ~ sqrt(n), nprobe 64) or `hnsw` (M 32, efSearch 128), saved
 under index/ with the gallery generation it was built for and rebuilt when the gallery changed; building one
 measures its recall@10 against exact search on sample queries drawn from the gallery itself. `auto` picks exact
@@ -38,8 +39,9 @@ class IndexInfo:
     kind: str
     generation: int
     rows: int
-    recall_at_10: float | None = None
+    recall_at_10: float | None = None   # measured when the index was built (rows added later are not re-measured)
     build_seconds: float = 0.0
+    segments: tuple[str, ...] = ()      # the gallery segments it covers, in order
 
 
 def _fill(index: faiss.Index, features: np.ndarray) -> None:
@@ -155,23 +157,59 @@ def build(features: np.ndarray, kind: str, generation: int) -> SearchIndex:
     return SearchIndex(index, IndexInfo(kind, generation, len(features), recall, seconds))
 
 
-def load_or_build(gallery_folder: Path, features: np.ndarray, kind: str, generation: int) -> SearchIndex:
-    """The saved approximate index of this generation, or a new one (saved beside the gallery); exact indexes
-    are built in memory (a scan needs no structure worth saving)."""
+def _saved(folder: Path, kind: str) -> tuple[faiss.Index, IndexInfo] | None:
+    path, meta = folder / f"{kind}.faiss", folder / f"{kind}.json"
+    if not (path.is_file() and meta.is_file()):
+        return None
+    try:
+        raw = json.loads(meta.read_text(encoding="utf-8"))
+        info = IndexInfo(**{**raw, "segments": tuple(raw.get("segments", ()))})
+        index = faiss.read_index(str(path))
+    except (OSError, ValueError, TypeError, RuntimeError) as e:  # damaged or from another version: rebuild
+        log.warning("%s: unreadable saved %s index (%s); building it again", folder, kind, e)
+        return None
+    return (index, info) if index.ntotal == info.rows else None  # killed between its two files: rebuild
+
+
+def _save(folder: Path, built: SearchIndex) -> None:
+    """The index, then its description (a reader checks that they agree: a kill between the two is a rebuild)."""
+    path = folder / f"{built.kind}.faiss"
+    tmp = files.temp_name(path)
+    try:
+        files.make_folder(folder)
+        faiss.write_index(built.index, str(tmp))
+        tmp.replace(path)
+        files.write_json(folder / f"{built.kind}.json", {**built.info.__dict__, "segments": list(built.info.segments)})
+    except (OSError, RuntimeError) as e:  # a full or read-only disk: search goes on with the index in memory
+        tmp.unlink(missing_ok=True)
+        log.warning("%s: cannot save the %s index (%s); it will be built again next time", folder, built.kind, e)
+
+
+def load_or_build(gallery_folder: Path, features: np.ndarray, kind: str, generation: int,
+                  segments: tuple[str, ...] = ()) -> SearchIndex:
+    """The saved approximate index of the gallery: reused as it is when it covers exactly these segments (rows
+    deleted since are masked at search time), extended with the rows of segments appended since, else built
+    anew (after a compaction) and saved beside the gallery. Exact indexes are built in memory (a scan needs no
+    structure worth saving)."""
     if kind == "exact":
         return build(features, kind, generation)
     folder = gallery_folder / INDEX_DIR
-    path, meta = folder / f"{kind}.faiss", folder / f"{kind}.json"
-    if path.is_file() and meta.is_file():
-        info = IndexInfo(**json.loads(meta.read_text(encoding="utf-8")))
-        if info.generation == generation and info.rows == len(features):
-            index = faiss.read_index(str(path))
+    saved = _saved(folder, kind)
+    if saved is not None:
+        index, info = saved
+        covered = len(info.segments)
+        if segments and info.segments == tuple(segments[:covered]) and info.rows <= len(features):
+            if info.rows < len(features):  # segments appended by enrolments: add their rows, keep the structure
+                _fill(index, features[info.rows:])
+                log.info("%s index: added %d rows of %d new segment(s)", kind, len(features) - info.rows,
+                         len(segments) - covered)
             _tune(index, kind)
-            return SearchIndex(index, info)
+            extended = SearchIndex(index, IndexInfo(kind, generation, len(features), info.recall_at_10,
+                                                    info.build_seconds, tuple(segments)))
+            if extended.info != info:
+                _save(folder, extended)
+            return extended
     built = build(features, kind, generation)
-    files.make_folder(folder)
-    tmp = folder / f".{kind}.faiss.tmp"
-    faiss.write_index(built.index, str(tmp))
-    tmp.replace(path)
-    files.write_json(meta, built.info.__dict__)
+    built = SearchIndex(built.index, IndexInfo(**{**built.info.__dict__, "segments": tuple(segments)}))
+    _save(folder, built)
     return built

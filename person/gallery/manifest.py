@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -91,17 +92,47 @@ def write_manifest(folder: str | Path, manifest: Manifest) -> None:
     files.write_json(Path(folder) / MANIFEST, manifest.to_dict())
 
 
+_HELD: dict[str, tuple[threading.RLock, list[int]]] = {}  # folder -> (the thread lock, [depth, flock fd])
+_HELD_GUARD = threading.Lock()
+
+
+def close_inherited_locks() -> None:
+    """In a forked worker: close the writer-lock descriptors it inherited, so that a worker outliving a killed
+    parent does not keep the gallery locked."""
+    for _, state in _HELD.values():
+        if state[1] >= 0:
+            os.close(state[1])
+            state[0], state[1] = 0, -1
+
+
 @contextlib.contextmanager
 def writer_lock(folder: str | Path) -> Iterator[None]:
-    """Hold the gallery's writer lock; another writer is refused at once (not queued) with a message."""
+    """Hold the gallery's writer lock: an enrolment holds it for its whole run and its commits take it again
+    (reentrant in the holding thread). Another writer, in this process or another, is refused at once (not
+    queued) with a message."""
     folder = files.make_folder(folder)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    key = os.path.realpath(folder)
+    with _HELD_GUARD:
+        lock, state = _HELD.setdefault(key, (threading.RLock(), [0, -1]))
+    if not lock.acquire(blocking=False):
+        raise GalleryError(f"{folder}: another enrolment or compaction is writing this gallery; wait for it to finish")
     try:
+        if state[0] == 0:
+            fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise GalleryError(f"{folder}: another enrolment or compaction is writing this gallery; wait for it "
+                                   f"to finish") from None
+            state[1] = fd
+        state[0] += 1
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise GalleryError(f"{folder}: another enrolment or compaction is writing this gallery; wait for it to "
-                               f"finish") from None
-        yield
+            yield
+        finally:
+            state[0] -= 1
+            if state[0] == 0:
+                os.close(state[1])
+                state[1] = -1
     finally:
-        os.close(fd)
+        lock.release()

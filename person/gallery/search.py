@@ -7,13 +7,15 @@ and the web app.
 Queries are checked (empty, control characters, longer than MAX_QUERY_CHARS: an error; longer than the text
 model reads: truncated, and the result says so), embedded, and scanned by a backend: the local one (exact or a
 FAISS index over the gallery's own files, person.gallery.index) or a vector database (person.gallery.milvus).
-Conditions filter inside the scan, so a filtered query returns k rows when k match; `group_by` returns one row
+Conditions filter inside the scan, so a filtered query returns k rows when k match (exact search and Milvus FLAT;
+an approximate index does its best); `group_by` returns one row
 per value of a field (a track's best frame), the rest of the group skipped, still k groups when there are k.
 `refresh()` picks up a new gallery generation (an enrolment that finished meanwhile) and swaps it in whole.
 """
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import unicodedata
@@ -68,7 +70,8 @@ class LocalBackend:
     def __init__(self, gallery: Gallery, kind: str = "auto") -> None:
         self.gallery = gallery
         self.index = search_index.load_or_build(gallery.folder, gallery.features(),
-                                                search_index.choose(kind, len(gallery.rows)), gallery.generation)
+                                                search_index.choose(kind, len(gallery.rows)), gallery.generation,
+                                                tuple(s.name for s in gallery.manifest.segments))
         self._columns: dict = {}
 
     def allowed(self, conditions: list[filters.Condition]) -> np.ndarray | None:
@@ -111,7 +114,7 @@ class Searcher:
         if text_encoder is None and image_encoder is None:
             raise GalleryError("a Searcher needs a text encoder, an image encoder, or both")
         self.folder, self.text_encoder, self.image_encoder = Path(gallery), text_encoder, image_encoder
-        self.index_kind, self.backend_factory = index, backend_factory or (lambda g: LocalBackend(g, index))
+        self.backend_factory = backend_factory or (lambda g: LocalBackend(g, index))
         self._lock = threading.Lock()
         self.gallery, self.backend = self._open()
 
@@ -154,12 +157,14 @@ class Searcher:
 
     def search_images(self, images: Sequence[Any], k: int = 10, where: Sequence[str] = (),
                       group_by: str | None = None) -> list[QueryResult]:
-        """The top-k rows for each query image (uint8 RGB pixels): the same person elsewhere in the gallery."""
+        """The top-k rows for each query image (uint8 RGB pixels, or an image file, decoded as enrolment decodes
+        it): the same person elsewhere in the gallery."""
         if self.image_encoder is None or not getattr(self.image_encoder, "has_image", True):
             raise GalleryError("this Searcher has no image model: give --image-model (or --teacher) to search by "
                                "image")
         start = time.perf_counter()
-        vectors = self.image_encoder.embed([self.image_encoder.prepare(np.asarray(im)) for im in images])
+        vectors = self.image_encoder.embed([self.image_encoder.prepare(im if isinstance(im, (str, os.PathLike))
+                                                                       else np.asarray(im)) for im in images])
         return self._results([f"image {i}" for i in range(len(images))], vectors, k, where, group_by, start,
                              [None] * len(images))
 
@@ -189,8 +194,7 @@ def _top(backend: Backend, vectors: np.ndarray, k: int, conditions: list[filters
     if group_by is None:
         scores, ids = backend.search(q, k, conditions)
         return [i[i >= 0] for i in ids], [s[i >= 0] for s, i in zip(scores, ids)]
-    values = [m.get(group_by) for m in gallery.rows.meta] if group_by not in ("identity", "path") else (
-        list(gallery.rows.identity) if group_by == "identity" else gallery.rows.path)
+    values = filters.column(gallery.rows, group_by)
     positions, scores = [], []
     for row in q:
         fetch = 4 * k

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from person import files
 from person.data.records import DatasetOptions
 from person.gallery.manifest import GalleryError
 
@@ -45,11 +46,10 @@ class Source:
 
 
 def _inside(root: Path, path: Path) -> str | None:
-    """`path` relative to `root` when it resolves inside it (symlinks followed), else None."""
-    try:
-        return PurePosixPath(Path(os.path.realpath(path)).relative_to(os.path.realpath(root))).as_posix()
-    except ValueError:
-        return None
+    """`path` relative to `root` when it resolves inside it (symlinks followed; person.files.resolve_under), else
+    None."""
+    target = files.resolve_under(root, os.fspath(path))
+    return None if target is None else PurePosixPath(Path(target).relative_to(os.path.realpath(root))).as_posix()
 
 
 def image_dir(folder: str | Path) -> Source:

@@ -32,14 +32,22 @@ class Gallery:
 
     @classmethod
     def open(cls, folder: str | Path) -> Gallery:
+        """The gallery's current generation. A write keeps the previous generation's files, so a reader that read
+        the manifest just before a commit still finds them; if it lost a race with two commits, it reads again."""
         folder = Path(folder)
-        manifest = read_manifest(folder)
-        features, parts = [], []
-        for seg in manifest.segments:
-            f, r = read_segment(folder, seg.name, manifest.dim, seg.rows)
-            features.append(f)
-            parts.append(r)
-        return cls(folder, manifest, features, Rows.concat(parts), _read_tombstones(folder, manifest))
+        for attempt in range(3):
+            manifest = read_manifest(folder)
+            try:
+                features, parts = [], []
+                for seg in manifest.segments:
+                    f, r = read_segment(folder, seg.name, manifest.dim, seg.rows)
+                    features.append(f)
+                    parts.append(r)
+                return cls(folder, manifest, features, Rows.concat(parts), _read_tombstones(folder, manifest))
+            except GalleryError:
+                if attempt == 2 or read_manifest(folder).generation == manifest.generation:
+                    raise  # the files of a generation that is still current are missing: damage, not a race
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ what it holds
     @property
@@ -117,20 +125,23 @@ def create(folder: str | Path, encoder: dict[str, Any], space: dict[str, Any], d
 
 
 def _commit(folder: Path, manifest: Manifest) -> Manifest:
+    previous = manifest
     manifest = replace(manifest, generation=manifest.generation + 1)
     write_manifest(folder, manifest)
-    _remove_unnamed(folder, manifest)
+    _remove_unnamed(folder, (manifest, previous))
     return manifest
 
 
-def _remove_unnamed(folder: Path, manifest: Manifest) -> None:
-    """Segments and tombstone files the manifest does not name (replaced, or from a killed write)."""
-    named = {s.name for s in manifest.segments}
+def _remove_unnamed(folder: Path, keep: tuple[Manifest, ...]) -> None:
+    """Segments and tombstone files neither the new nor the previous manifest names (replaced two generations
+    ago, or left by a killed write): a reader that opened the previous generation still finds its files."""
+    segments = {s.name for m in keep for s in m.segments}
+    tombstones = {m.tombstones for m in keep}
     for p in (folder / SEGMENTS).iterdir() if (folder / SEGMENTS).is_dir() else ():
-        if p.name not in named:
+        if p.name not in segments and not p.name.startswith("."):  # a temp folder is its writer's to remove
             shutil.rmtree(p, ignore_errors=True)
     for p in (folder / TOMBSTONES).iterdir() if (folder / TOMBSTONES).is_dir() else ():
-        if p.name != manifest.tombstones:
+        if p.name not in tombstones and not p.name.startswith("."):
             p.unlink(missing_ok=True)
 
 

@@ -19,18 +19,6 @@ THUMB_SIDE = 256
 THUMB_TAG = b"person-thumb "     # the JPEG comment that carries the original W x H
 
 
-def resolve_under(root: str | Path, relative: str) -> str | None:
-    """The real path of `relative` joined to `root` when it lies under root's real path (symlinks followed), else
-    None. Resolve first, then compare whole path components: a string check before resolving was CVE-2023-29159."""
-    try:
-        real_root = os.path.realpath(root)
-        target = os.path.realpath(os.path.join(real_root, relative))
-        inside = os.path.commonpath([real_root, target]) == real_root
-    except (TypeError, ValueError, OSError):  # a NUL in the path, a non-text path from a damaged rows file
-        return None
-    return target if inside else None
-
-
 def _thumb_size(data: bytes) -> tuple[int, int] | None:
     """The original (W, H) a cached thumbnail's comment carries, or None when it has none (then it is remade)."""
     i = 2

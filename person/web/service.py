@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import math
 import os
 import tempfile
@@ -17,11 +18,12 @@ from starlette.exceptions import HTTPException
 
 from person.data.images import ImageLimits, ImageReadError, load_pixels, read_image_bytes
 from person.errors import PersonError
+from person.files import resolve_under
 from person.gallery.manifest import MANIFEST, GalleryError
 from person.gallery.search import MAX_K, MAX_QUERY_CHARS, QueryResult, Searcher
 from person.gallery.store import Gallery
 from person.teacher.space import describe
-from person.web.images import ThumbnailCache, resolve_under
+from person.web.images import ThumbnailCache
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class SearchService:
     def __init__(self, searcher: Searcher, thumbs: ThumbnailCache, limits: ServeLimits) -> None:
         self.searcher, self.thumbs, self.limits = searcher, thumbs, limits
         self._seen = self._manifest_stat()
+        self._refreshing = threading.Lock()
 
     def _manifest_stat(self) -> tuple[int, int, int] | None:
         try:
@@ -99,13 +102,15 @@ class SearchService:
         """The generation to answer from, after swapping in one an enrolment committed since the last request.
         gallery.json is replaced by rename, so one stat tells whether it changed; the Searcher reopens it whole."""
         seen = self._manifest_stat()
-        if seen != self._seen:
-            self._seen = seen  # before the refresh: a commit during it is seen by the next request
+        if seen != self._seen and self._refreshing.acquire(blocking=False):  # one request refreshes, others answer
             try:
                 self.searcher.refresh()
+                self._seen = seen  # only once it worked: a failed refresh is tried again by the next request
             except (PersonError, OSError) as e:
                 log.warning("the gallery changed but cannot be opened (%s); still serving generation %d", e,
                             self.searcher.gallery.generation)
+            finally:
+                self._refreshing.release()
         return self.searcher.gallery
 
     def answer(self, run: Callable[[], list[QueryResult]]) -> dict[str, Any]:
