@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from person.errors import PersonError
 
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)(?:-\d+)?\.tmp$")
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})(?:-[0-9]+)?\.tmp$")
 
 
 class OutputError(PersonError, OSError):
@@ -61,10 +61,13 @@ def make_folder(path: str | Path) -> Path:
 
 
 def process_alive(pid: int) -> bool:
-    """Whether a process of that id runs (a temp file of a dead one is stale)."""
+    """Whether a process of that id runs (a temp file of a dead one is stale). 0 and negative ids name process
+    groups, not a writer: never alive."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: beyond the platform's pid_t, no such process
         return False
     except PermissionError:  # someone else's process
         return True

@@ -57,6 +57,10 @@ def read_card(export_dir: str | Path) -> dict[str, Any]:
     if missing or not ("image" in card or "text" in card):
         raise ExportDirError(f"{path}: the card lacks {', '.join(missing) or 'an image or text model'}; export the "
                              f"checkpoint again")
+    maps = [("files", card["files"])] + [(f"{p}.variants", card[p].get("variants", {})) for p in _PARTS if p in card]
+    malformed = [name for name, value in maps if not isinstance(value, dict)]
+    if malformed:
+        raise ExportDirError(f"{path}: {', '.join(malformed)} should map names to files; export the checkpoint again")
     named = [*card["files"], *(card[p]["file"] for p in _PARTS if p in card), *(
         v for p in _PARTS if p in card for v in card[p].get("variants", {}).values())]
     if "text" in card:

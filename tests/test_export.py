@@ -3,6 +3,8 @@ target's static shapes and op check, fp16 / int8 variants, the torch-free runtim
 and every bad input as a one-line error that leaves OUTDIR as it was."""
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -177,6 +179,40 @@ def test_the_runtime_refuses_a_damaged_or_partial_export(exported, tmp_path):
         ExportedModels(copy, verify=True)
     with pytest.raises(ExportDirError, match="no model.json"):
         ExportedModels(tmp_path)
+
+
+def test_a_card_that_lacks_a_part_or_names_files_outside_its_directory_is_refused(exported, tmp_path):
+    out, _ = exported
+    card = json.loads((out / "model.json").read_text())
+    image = card["image"]
+    cases = [
+        ({**card, "image": {k: v for k, v in image.items() if k != "normalize"}}, "the card lacks image.normalize"),
+        ({**card, "image": {**image, "file": "../elsewhere/model_image.onnx"}}, "names files outside its directory"),
+        ({**card, "image": {**image, "variants": {"int8": "/etc/passwd"}}}, "names files outside its directory"),
+        ({**card, "files": ["model_image.onnx"]}, "files should map names to files"),
+        ({k: v for k, v in card.items() if k not in ("image", "text")}, "lacks an image or text model"),
+    ]
+    for changed, message in cases:
+        folder = tmp_path / "copy"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(out, folder)
+        (folder / "model.json").write_text(json.dumps(changed))
+        with pytest.raises(ExportDirError, match=re.escape(message)):
+            ExportedModels(folder, verify=False)
+
+
+def test_an_export_killed_between_its_renames_gets_its_previous_export_back(checkpoint, tmp_path):
+    out = tmp_path / "out"
+    export_checkpoint(checkpoint, out, ExportOptions())
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    os.replace(out, tmp_path / f".out.{dead}.old")        # the kill: OUTDIR moved aside, the new one not in yet
+    (tmp_path / f".out.{dead}.tmp").mkdir()
+    (tmp_path / ".out.2024.backup").mkdir()                # the user's, not an export's temp
+    with pytest.raises(ExportError, match=r"already holds files .*: pass --overwrite"):
+        export_checkpoint(checkpoint, out, ExportOptions())  # the previous export is back, so not overwritten
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.2024.backup", "out"]
+    assert ExportedModels(out).embed_texts(TEXTS[:2]).shape == (2, 16)
 
 
 # ---------------------------------------------------------------- the export's own report

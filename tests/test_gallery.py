@@ -126,6 +126,37 @@ def test_unreadable_images_are_counted_skips(plain_export, photos, tmp_path):
     assert "unreadable: 0/1.jpg:" in "\n".join(summary.lines())
 
 
+def test_relative_roots_name_images_from_the_root_and_still_refuse_links_out(photos, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the CLI passes roots as typed: relative ones included
+    secret = tmp_path / "secret.jpg"
+    shutil.copy(photos / "0" / "1.jpg", secret)
+    (photos / "evil.jpg").symlink_to(secret)
+    source = sources.image_dir("photos")
+    assert len(source.items) == 32 and "evil.jpg" not in {i.path for i in source.items}
+    assert source.skipped == {"link leading outside the folder": 1}
+    detected = sources.detections(detections_file(photos, Path("d.jsonl")), Path("photos"))
+    assert detected.items and all((photos / i.path).is_file() for i in detected.items)
+
+
+def test_a_write_keeps_the_previous_generation_and_removes_older_files_and_dead_temps(tmp_path):
+    g = tmp_path / "g"
+    store.create(g, {"kind": "made-up"}, {"kind": "siglip", "config_hash": "0" * 64, "dim": 16}, 16, tmp_path)
+    store.append(g, *clustered_rows(10, 1))
+    store.append(g, *clustered_rows(10, 2))
+    reader = store.Gallery.open(g)  # on generation 2, about to be compacted under it
+    (g / "segments" / ".seg-000009.4000000000.tmp").mkdir()  # a killed write's temp folder
+    store.delete(g, np.array([0]))
+    store.compact(g)  # generation 4: generation 3's segments and tombstones stay for readers on it
+    kept = sorted(p.name for p in (g / "segments").iterdir())
+    assert kept == ["seg-000001", "seg-000002", "seg-000004"]
+    assert [p.name for p in (g / "tombstones").iterdir()] == ["tomb-000003.npy"]
+    store.append(g, *clustered_rows(5, 3))  # generation 5: only 4's files and its own remain
+    assert sorted(p.name for p in (g / "segments").iterdir()) == ["seg-000004", "seg-000005"]
+    assert not list((g / "tombstones").iterdir())
+    assert reader.features().shape == (20, 16)  # memory-mapped files a reader holds open stay readable
+    assert store.Gallery.open(g).manifest.count == 24
+
+
 # ---------------------------------------------------------------- detections, filters, grouping
 
 def detections_file(photos, path):
@@ -218,8 +249,7 @@ def clustered_rows(n, seed):
 
 def opened_index(g, kind):
     gallery = store.Gallery.open(g)
-    return gallery, gindex.load_or_build(g, gallery.features(), kind, gallery.generation,
-                                         tuple(s.name for s in gallery.manifest.segments))
+    return gallery, gindex.load_or_build(g, gallery.features(), kind, gallery.manifest)
 
 
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
@@ -229,7 +259,8 @@ def test_approximate_indexes_are_saved_extended_on_enrolment_and_rebuilt_after_c
     store.create(g, {"kind": "made-up"}, {"kind": "siglip", "config_hash": "0" * 64, "dim": 16}, 16, tmp_path)
     store.append(g, *clustered_rows(4000, 1))
     _, built = opened_index(g, kind)
-    assert built.info.recall_at_10 >= 0.9 and (g / "index" / f"{kind}.faiss").is_file()
+    saved = json.loads((g / "index" / f"{kind}.json").read_text())
+    assert built.info.recall_at_10 >= 0.9 and (g / "index" / saved["file"]).is_file()
     _, again = opened_index(g, kind)
     assert again.info == built.info  # read back, not rebuilt
     api.main(["--gallery", str(g), "--text-model", str(plain_export), "--queries", "a person", "--index", kind])
@@ -247,7 +278,25 @@ def test_approximate_indexes_are_saved_extended_on_enrolment_and_rebuilt_after_c
     assert np.mean(got[:, 0] == want[:, 0]) >= 0.95 and not np.isin(got, [0, 1]).any()
     store.compact(g)                            # rows renumbered: built anew
     gallery, rebuilt = opened_index(g, kind)
-    assert rebuilt.index.ntotal == 4498 and rebuilt.info.segments == (gallery.manifest.segments[0].name,)
+    assert rebuilt.index.ntotal == 4498 and rebuilt.info.segments == ((gallery.manifest.segments[0].name, 4498),)
+    assert [p.name for p in (g / "index").iterdir() if p.suffix == ".faiss"] == [json.loads(
+        (g / "index" / f"{kind}.json").read_text())["file"]]  # replaced index files removed
+
+
+def test_a_gallery_made_again_in_its_folder_does_not_reuse_the_old_saved_index(tmp_path):
+    g = tmp_path / "g"
+    store.create(g, {"kind": "made-up"}, {"kind": "siglip", "config_hash": "0" * 64, "dim": 16}, 16, tmp_path)
+    store.append(g, *clustered_rows(2000, 1))
+    opened_index(g, "hnsw")
+    for p in g.iterdir():  # everything but index/ removed: the same segment names and row counts come again
+        if p.name != "index":
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    store.create(g, {"kind": "made-up"}, {"kind": "siglip", "config_hash": "0" * 64, "dim": 16}, 16, tmp_path)
+    store.append(g, *clustered_rows(2000, 7))
+    gallery, index = opened_index(g, "hnsw")
+    q = np.asarray(gallery.features()[:200], np.float32)
+    _, got = index.search(q, 1)
+    assert index.info.gallery == gallery.manifest.id and np.mean(got[:, 0] == np.arange(200)) >= 0.95
 
 
 def test_spaces_must_match_and_a_teacher_gallery_takes_its_student_s_text(plain_export, photos, tmp_path):

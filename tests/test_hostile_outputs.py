@@ -66,6 +66,16 @@ def test_stale_temps_of_killed_writes_are_cleaned_and_live_ones_kept(tmp_path):
     assert not stale.exists() and live.exists() and other.exists()
 
 
+def test_temp_names_that_are_not_a_writer_s_are_left_and_odd_pids_are_not_alive(tmp_path):
+    assert not files.process_alive(0) and not files.process_alive(-1) and not files.process_alive(2 ** 70)
+    assert files.process_alive(os.getpid())
+    odd = [tmp_path / ".report.json.\u00b2.tmp", tmp_path / f".report.json.{'9' * 30}.tmp"]
+    for p in odd:
+        p.write_text("not a temp of ours")
+    files.write_json(tmp_path / "report.json", {"ok": True})
+    assert all(p.exists() for p in odd)
+
+
 def test_a_full_disk_keeps_the_old_report_and_says_so(tmpfs):
     mount, _ = tmpfs
     disk = mount(64)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
@@ -145,10 +146,17 @@ def _torch_text(students: Students, encoded: list[tuple[np.ndarray, np.ndarray]]
 
 
 def _remove_stale_builds(out_dir: Path) -> None:
-    """Temp folders `.<OUTDIR>.<pid>.tmp` / `.old` of exports killed midway (their process gone)."""
-    for p in out_dir.parent.glob(f".{out_dir.name}.*"):
-        pid = p.name.removeprefix(f".{out_dir.name}.").split(".")[0]
-        if p.is_dir() and pid.isdigit() and not files.process_alive(int(pid)):
+    """Temp folders `.<OUTDIR>.<pid>.tmp` / `.old` of exports killed midway (their process gone). An export
+    killed between its two renames left OUTDIR missing and the previous export in `.old`: that is put back."""
+    stale = re.compile(rf"^\.{re.escape(out_dir.name)}\.(?P<pid>[0-9]{{1,10}})\.(?P<kind>tmp|old)$")
+    for p in sorted(out_dir.parent.iterdir()) if out_dir.parent.is_dir() else ():
+        m = stale.match(p.name)
+        if not (m and p.is_dir()) or files.process_alive(int(m["pid"])):
+            continue
+        if m["kind"] == "old" and not out_dir.exists():
+            os.replace(p, out_dir)
+            log.warning("%s: put back the previous export that an interrupted export had moved aside", out_dir)
+        else:
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -174,6 +182,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opts: ExportO
     target = get_target(opts.target)
     opts = replace(opts, opset=opts.opset or target.default_opset)
     check_opset(target, opts.opset)
+    _remove_stale_builds(out_dir)  # first: a previous export it puts back is then subject to --overwrite
     check_destination(out_dir, opts.overwrite)
     state = load_checkpoint(checkpoint)
     spec, students = students_from_checkpoint(state, "cpu", trusted)
@@ -184,7 +193,6 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opts: ExportO
     if spec.backbone is None or spec.tbackbone is None:
         result.notes.append(f"the checkpoint has only the {spec.trained} student: exported that one")
     files.make_folder(out_dir.parent)
-    _remove_stale_builds(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     files.make_folder(tmp)

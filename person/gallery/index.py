@@ -6,24 +6,28 @@ behind it and is ~50x slower (shared/MEASURED.md). A row mask (deleted rows, --w
 scan as an ID selector, so a filtered exact query still returns k rows when k match (an approximate index with a
 selector explores only part of the graph or the lists: a very selective filter may leave it fewer).
 Approximate: `ivf` (IVF with fp16 rows, nlist ~ sqrt(n), nprobe 64) or `hnsw` (M 32, efSearch 128), saved
-under index/ with the gallery generation it was built for and rebuilt when the gallery changed; building one
+under index/ with the gallery id and segments it covers: extended when segments were appended, rebuilt after a
+compaction or for another gallery; building one
 measures its recall@10 against exact search on sample queries drawn from the gallery itself. `auto` picks exact
 below AUTO_EXACT_ROWS rows, as autofaiss does.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import re
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from person import files
-from person.gallery.manifest import GalleryError
+from person.gallery.manifest import GalleryError, Manifest
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,8 @@ class IndexInfo:
     rows: int
     recall_at_10: float | None = None   # measured when the index was built (rows added later are not re-measured)
     build_seconds: float = 0.0
-    segments: tuple[str, ...] = ()      # the gallery segments it covers, in order
+    gallery: str = ""                            # the manifest's id: a gallery made again in the folder is another
+    segments: tuple[tuple[str, int], ...] = ()   # the gallery segments it covers, in order: (name, rows)
 
 
 def _fill(index: faiss.Index, features: np.ndarray) -> None:
@@ -157,59 +162,80 @@ def build(features: np.ndarray, kind: str, generation: int) -> SearchIndex:
     return SearchIndex(index, IndexInfo(kind, generation, len(features), recall, seconds))
 
 
+def _covers(info: IndexInfo, manifest: Manifest) -> bool:
+    """Whether a saved index holds exactly the rows of the first segments of this gallery, in order."""
+    covered = info.segments
+    return (bool(info.gallery) and info.gallery == manifest.id and 0 < len(covered) <= len(manifest.segments)
+            and covered == tuple((seg.name, seg.rows) for seg in manifest.segments[:len(covered)])
+            and info.rows == sum(rows for _, rows in covered))
+
+
 def _saved(folder: Path, kind: str) -> tuple[faiss.Index, IndexInfo] | None:
-    path, meta = folder / f"{kind}.faiss", folder / f"{kind}.json"
-    if not (path.is_file() and meta.is_file()):
+    """The index `<kind>.json` names, or None (none saved, damaged, from another version: built again)."""
+    meta = folder / f"{kind}.json"
+    if not meta.is_file():
         return None
     try:
         raw = json.loads(meta.read_text(encoding="utf-8"))
-        info = IndexInfo(**{**raw, "segments": tuple(raw.get("segments", ()))})
-        index = faiss.read_index(str(path))
-    except (OSError, ValueError, TypeError, RuntimeError) as e:  # damaged or from another version: rebuild
+        name = raw.pop("file")
+        if not re.fullmatch(rf"{kind}-[0-9a-f]{{32}}\.faiss", name):
+            raise ValueError(f"not an index file name: {name!r}")
+        info = IndexInfo(**{**raw, "segments": tuple((str(n), int(r)) for n, r in raw["segments"])})
+        index = faiss.read_index(str(folder / name))
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
         log.warning("%s: unreadable saved %s index (%s); building it again", folder, kind, e)
         return None
-    return (index, info) if index.ntotal == info.rows else None  # killed between its two files: rebuild
+    return (index, info) if index.ntotal == info.rows else None
 
 
 def _save(folder: Path, built: SearchIndex) -> None:
-    """The index, then its description (a reader checks that they agree: a kill between the two is a rebuild)."""
-    path = folder / f"{built.kind}.faiss"
-    tmp = files.temp_name(path)
+    """The index under a name of its own, then `<kind>.json` naming it: the description and the index it names
+    always agree, whichever of two processes saving at once renames last. Index files no description names (a
+    replaced one, a killed save's) are removed after."""
+    kind = built.kind
+    name = f"{kind}-{uuid.uuid4().hex}.faiss"
+    tmp = files.temp_name(folder / name)
     try:
         files.make_folder(folder)
         faiss.write_index(built.index, str(tmp))
-        tmp.replace(path)
-        files.write_json(folder / f"{built.kind}.json", {**built.info.__dict__, "segments": list(built.info.segments)})
+        tmp.replace(folder / name)
+        files.write_json(folder / f"{kind}.json", {**asdict(built.info), "file": name})
     except (OSError, RuntimeError) as e:  # a full or read-only disk: search goes on with the index in memory
         tmp.unlink(missing_ok=True)
-        log.warning("%s: cannot save the %s index (%s); it will be built again next time", folder, built.kind, e)
+        (folder / name).unlink(missing_ok=True)
+        log.warning("%s: cannot save the %s index (%s); it will be built again next time", folder, kind, e)
+        return
+    with contextlib.suppress(OSError, ValueError, KeyError):  # tidying: what fails is tried again next save
+        files.clean_stale_temps(folder)
+        current = json.loads((folder / f"{kind}.json").read_text(encoding="utf-8"))["file"]
+        for p in folder.glob(f"{kind}-*.faiss"):
+            if p.name != current:
+                p.unlink(missing_ok=True)
 
 
-def load_or_build(gallery_folder: Path, features: np.ndarray, kind: str, generation: int,
-                  segments: tuple[str, ...] = ()) -> SearchIndex:
+def load_or_build(gallery_folder: Path, features: np.ndarray, kind: str, manifest: Manifest) -> SearchIndex:
     """The saved approximate index of the gallery: reused as it is when it covers exactly these segments (rows
     deleted since are masked at search time), extended with the rows of segments appended since, else built
-    anew (after a compaction) and saved beside the gallery. Exact indexes are built in memory (a scan needs no
-    structure worth saving)."""
+    anew (after a compaction, or for a gallery made again in the folder) and saved beside the gallery. Exact
+    indexes are built in memory (a scan needs no structure worth saving)."""
+    generation = manifest.generation
     if kind == "exact":
         return build(features, kind, generation)
+    segments = tuple((seg.name, seg.rows) for seg in manifest.segments)
     folder = gallery_folder / INDEX_DIR
     saved = _saved(folder, kind)
-    if saved is not None:
+    if saved is not None and _covers(saved[1], manifest) and manifest.rows == len(features):
         index, info = saved
-        covered = len(info.segments)
-        if segments and info.segments == tuple(segments[:covered]) and info.rows <= len(features):
-            if info.rows < len(features):  # segments appended by enrolments: add their rows, keep the structure
-                _fill(index, features[info.rows:])
-                log.info("%s index: added %d rows of %d new segment(s)", kind, len(features) - info.rows,
-                         len(segments) - covered)
-            _tune(index, kind)
-            extended = SearchIndex(index, IndexInfo(kind, generation, len(features), info.recall_at_10,
-                                                    info.build_seconds, tuple(segments)))
-            if extended.info != info:
-                _save(folder, extended)
-            return extended
+        if info.rows < len(features):  # segments appended by enrolments: add their rows, keep the structure
+            _fill(index, features[info.rows:])
+            log.info("%s index: added %d rows of %d new segment(s)", kind, len(features) - info.rows,
+                     len(segments) - len(info.segments))
+        _tune(index, kind)
+        extended = SearchIndex(index, replace(info, generation=generation, rows=len(features), segments=segments))
+        if extended.info != info:
+            _save(folder, extended)
+        return extended
     built = build(features, kind, generation)
-    built = SearchIndex(built.index, IndexInfo(**{**built.info.__dict__, "segments": tuple(segments)}))
+    built = SearchIndex(built.index, replace(built.info, gallery=manifest.id, segments=segments))
     _save(folder, built)
     return built

@@ -46,6 +46,7 @@ class Manifest:
     tombstones: str | None = None   # file (uids of deleted rows) under tombstones/, or None
     deleted: int = 0
     next_uid: int = 0
+    id: str = ""                    # random, set at creation: tells a gallery from one made again in its folder
     format: str = GALLERY_FORMAT
     version: int = GALLERY_VERSION
 

@@ -70,8 +70,7 @@ class LocalBackend:
     def __init__(self, gallery: Gallery, kind: str = "auto") -> None:
         self.gallery = gallery
         self.index = search_index.load_or_build(gallery.folder, gallery.features(),
-                                                search_index.choose(kind, len(gallery.rows)), gallery.generation,
-                                                tuple(s.name for s in gallery.manifest.segments))
+                                                search_index.choose(kind, len(gallery.rows)), gallery.manifest)
         self._columns: dict = {}
 
     def allowed(self, conditions: list[filters.Condition]) -> np.ndarray | None:

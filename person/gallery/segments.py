@@ -120,9 +120,11 @@ def read_segment(gallery: Path, name: str, dim: int, rows_expected: int) -> tupl
     if features.dtype != np.float16 or features.shape != (rows_expected, dim):
         raise GalleryError(f"{folder / FEATURES}: holds {features.dtype} {features.shape}, the manifest says float16 "
                            f"({rows_expected}, {dim}); the gallery is damaged: enrol again into a new --gallery")
-    if not (folder / ROWS).is_file():
-        raise GalleryError(f"{folder / ROWS}: missing; the gallery is damaged: enrol again into a new --gallery")
-    rows = _parse_rows(folder / ROWS)
+    try:
+        rows = _parse_rows(folder / ROWS)
+    except OSError:  # gone, or removed by a commit two generations on while this reader was opening it
+        raise GalleryError(f"{folder / ROWS}: missing; the gallery is damaged: enrol again into a new --gallery") \
+            from None
     if len(rows) != rows_expected:
         raise GalleryError(f"{folder / ROWS}: {len(rows)} rows, the manifest says {rows_expected}; the gallery is "
                            f"damaged: enrol again into a new --gallery")

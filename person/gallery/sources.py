@@ -48,7 +48,8 @@ class Source:
 def _inside(root: Path, path: Path) -> str | None:
     """`path` relative to `root` when it resolves inside it (symlinks followed; person.files.resolve_under), else
     None."""
-    target = files.resolve_under(root, os.fspath(path))
+    # `path` includes `root` (relative or not): made absolute first, or resolve_under would join root twice.
+    target = files.resolve_under(root, os.path.join(os.getcwd(), os.fspath(path)))
     return None if target is None else PurePosixPath(Path(target).relative_to(os.path.realpath(root))).as_posix()
 
 

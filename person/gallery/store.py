@@ -7,6 +7,7 @@ are removed by the next write. A `Gallery` holds what it opened: a reader never 
 from __future__ import annotations
 
 import shutil
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -119,14 +120,15 @@ def create(folder: str | Path, encoder: dict[str, Any], space: dict[str, Any], d
     with writer_lock(folder):
         if (folder / "gallery.json").exists():
             raise GalleryError(f"{folder} already holds a gallery")
-        manifest = Manifest(encoder=encoder, space=space, dim=dim, image_root=str(Path(image_root).resolve()))
+        manifest = Manifest(encoder=encoder, space=space, dim=dim, image_root=str(Path(image_root).resolve()),
+                            id=uuid.uuid4().hex)
         write_manifest(folder, manifest)
     return manifest
 
 
-def _commit(folder: Path, manifest: Manifest) -> Manifest:
-    previous = manifest
-    manifest = replace(manifest, generation=manifest.generation + 1)
+def _commit(folder: Path, previous: Manifest, changed: Manifest) -> Manifest:
+    """Write `changed` as the generation after `previous` (the manifest the writer read), under the writer lock."""
+    manifest = replace(changed, generation=previous.generation + 1)
     write_manifest(folder, manifest)
     _remove_unnamed(folder, (manifest, previous))
     return manifest
@@ -134,14 +136,19 @@ def _commit(folder: Path, manifest: Manifest) -> Manifest:
 
 def _remove_unnamed(folder: Path, keep: tuple[Manifest, ...]) -> None:
     """Segments and tombstone files neither the new nor the previous manifest names (replaced two generations
-    ago, or left by a killed write): a reader that opened the previous generation still finds its files."""
+    ago, or temp files left by a killed write: the caller holds the writer lock, so no write is under way): a
+    reader that opened the previous generation still finds its files."""
     segments = {s.name for m in keep for s in m.segments}
     tombstones = {m.tombstones for m in keep}
     for p in (folder / SEGMENTS).iterdir() if (folder / SEGMENTS).is_dir() else ():
-        if p.name not in segments and not p.name.startswith("."):  # a temp folder is its writer's to remove
+        if p.name in segments:
+            continue
+        if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     for p in (folder / TOMBSTONES).iterdir() if (folder / TOMBSTONES).is_dir() else ():
-        if p.name not in tombstones and not p.name.startswith("."):
+        if p.name not in tombstones:
             p.unlink(missing_ok=True)
 
 
@@ -155,9 +162,8 @@ def append(folder: str | Path, features: np.ndarray, rows: Rows) -> Manifest:
         name = f"seg-{manifest.generation + 1:06d}"
         rows = replace(rows, uid=np.arange(manifest.next_uid, manifest.next_uid + len(rows), dtype=np.int64))
         write_segment(folder, name, features, rows)
-        manifest = replace(manifest, segments=[*manifest.segments, Segment(name, len(rows))],
-                           next_uid=manifest.next_uid + len(rows))
-        return _commit(folder, manifest)
+        return _commit(folder, manifest, replace(manifest, segments=[*manifest.segments, Segment(name, len(rows))],
+                                                 next_uid=manifest.next_uid + len(rows)))
 
 
 def delete(folder: str | Path, uids: np.ndarray) -> Manifest:
@@ -172,7 +178,7 @@ def delete(folder: str | Path, uids: np.ndarray) -> Manifest:
         name = f"tomb-{manifest.generation + 1:06d}.npy"
         with files.atomic_file(files.make_folder(folder / TOMBSTONES) / name) as f:
             np.save(f, uids, allow_pickle=False)
-        return _commit(folder, replace(manifest, tombstones=name, deleted=len(uids)))
+        return _commit(folder, manifest, replace(manifest, tombstones=name, deleted=len(uids)))
 
 
 def compact(folder: str | Path) -> Manifest:
@@ -187,6 +193,5 @@ def compact(folder: str | Path) -> Manifest:
         name = f"seg-{manifest.generation + 1:06d}"
         rows = gallery.rows.take(keep)
         write_segment(folder, name, np.asarray(gallery.features()[keep]), rows)
-        manifest = replace(manifest, segments=[Segment(name, len(rows))] if len(rows) else [], tombstones=None,
-                           deleted=0)
-        return _commit(folder, manifest)
+        return _commit(folder, manifest, replace(manifest, segments=[Segment(name, len(rows))] if len(rows) else [],
+                                                 tombstones=None, deleted=0))
