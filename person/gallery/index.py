@@ -182,7 +182,7 @@ def _saved(folder: Path, kind: str) -> tuple[faiss.Index, IndexInfo] | None:
             raise ValueError(f"not an index file name: {name!r}")
         info = IndexInfo(**{**raw, "segments": tuple((str(n), int(r)) for n, r in raw["segments"])})
         index = faiss.read_index(str(folder / name))
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RuntimeError) as e:
         log.warning("%s: unreadable saved %s index (%s); building it again", folder, kind, e)
         return None
     return (index, info) if index.ntotal == info.rows else None
@@ -232,7 +232,7 @@ def load_or_build(gallery_folder: Path, features: np.ndarray, kind: str, manifes
                      len(segments) - len(info.segments))
         _tune(index, kind)
         extended = SearchIndex(index, replace(info, generation=generation, rows=len(features), segments=segments))
-        if extended.info != info:
+        if info.rows < len(features):  # a deletion alone changes nothing saved: rows are masked at search time
             _save(folder, extended)
         return extended
     built = build(features, kind, generation)
