@@ -7,6 +7,9 @@ the cases it guards would silently go untested.
 `trained_setup`, `trained_checkpoint`, `plain_export`: one tiny distillation run (a drawn set, a made-up
 teacher store, 3 iterations of small students) and its fp32 export, made once per test session for the export
 and gallery tests.
+
+`small_set`, `small_records`: the drawn set of 10 identities x 2 images (3 held out) the store tests write
+stores for; read only.
 """
 import os
 import subprocess
@@ -14,6 +17,8 @@ import subprocess
 import pytest
 
 import main as main_cmd
+from person.data.records import load_records
+from person.data.synthetic import write_dataset
 from person.export.exporter import export_checkpoint
 from person.export.options import ExportOptions
 from tests.distill_fixtures import make_setup
@@ -28,6 +33,16 @@ def train_tiny(setup, log_dir, *extra):
     """The last checkpoint of a tiny run on `setup` (make_setup's (json, store, broken))."""
     return main_cmd.main(["--embedding_path", str(setup[1]), "--log_dir", str(log_dir), "--run_name", "r",
                           *TRAINED_STUDENTS, *extra]).last_checkpoint
+
+
+@pytest.fixture(scope="session")
+def small_set(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("data"), 10, 2, seed=0, workers=1)
+
+
+@pytest.fixture(scope="session")
+def small_records(small_set):
+    return load_records(small_set, eval_ids=3)
 
 
 @pytest.fixture(scope="session")

@@ -32,16 +32,6 @@ def identity(dim=DIM):
             "preprocessing": {}}
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return write_dataset(tmp_path_factory.mktemp("data"), 10, 2, seed=0, workers=1)
-
-
-@pytest.fixture(scope="module")
-def records(dataset):
-    return load_records(dataset, eval_ids=3)
-
-
 class Content:
     """Unit embeddings for every row, image row 5 unreadable (zero, with a reason)."""
 
@@ -85,10 +75,10 @@ def assert_same_arrays(path, clean):
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory, records):
+def clean(tmp_path_factory, small_records):
     """Stores written without interruption on an ordinary disk: what every repaired or resumed store must equal."""
     out = tmp_path_factory.mktemp("clean")
-    return {(fmt, dim): write_all(out / f"clean{dim}.{fmt}", records, Content(records, dim)).path
+    return {(fmt, dim): write_all(out / f"clean{dim}.{fmt}", small_records, Content(small_records, dim)).path
             for fmt in S.FORMATS for dim in (8, DIM)}
 
 
@@ -124,13 +114,13 @@ def sizes(message):
 
 
 @pytest.mark.parametrize("fmt", S.FORMATS)
-def test_a_full_disk_stops_the_run_keeps_finished_chunks_and_the_rerun_completes(tmp_path, tmpfs, records, clean,
+def test_a_full_disk_stops_the_run_keeps_finished_chunks_and_the_rerun_completes(tmp_path, tmpfs, small_records, clean,
                                                                                   fmt):
     mount, _ = tmpfs
     folder = mount(1024)
     path = folder / f"s.{fmt}"
-    content = Content(records)
-    writer = open_writer(path, records)  # the store is created ...
+    content = Content(small_records)
+    writer = open_writer(path, small_records)  # the store is created ...
     filler = fill_leaving(folder, 6)  # ... then the disk fills up: room for a few chunks' rows only
     written, failed, error = write_until_error(writer, content)
     assert written, "some chunks fit before the disk was full"
@@ -158,7 +148,7 @@ def test_a_full_disk_stops_the_run_keeps_finished_chunks_and_the_rerun_completes
                 assert np.array_equal(store.captions(rows, np.float16), content.captions[rows])
 
     filler.unlink()  # room again: the same writing continues
-    resumed = open_writer(path, records)
+    resumed = open_writer(path, small_records)
     assert resumed.pending() == writer.units[len(written):]
     for unit in resumed.pending():
         content.write(resumed, unit)
@@ -166,12 +156,12 @@ def test_a_full_disk_stops_the_run_keeps_finished_chunks_and_the_rerun_completes
 
 
 @pytest.mark.parametrize("fmt", S.FORMATS)
-def test_creating_a_store_on_a_full_or_read_only_disk_is_one_clear_error(tmpfs, records, clean, fmt):
+def test_creating_a_store_on_a_full_or_read_only_disk_is_one_clear_error(tmpfs, small_records, clean, fmt):
     mount, remount = tmpfs
     small = mount(16)  # a few pages: not even the store's text and indexes fit
     path = small / f"s.{fmt}"
     with pytest.raises(S.StoreWriteError) as e:
-        open_writer(path, records)
+        open_writer(path, small_records)
     message = str(e.value)
     assert e.value.errno == errno.ENOSPC and "\n" not in message
     assert message.startswith(f"{path}: creating the store failed: No space left on device (ENOSPC); the store "
@@ -179,23 +169,23 @@ def test_creating_a_store_on_a_full_or_read_only_disk_is_one_clear_error(tmpfs, 
     assert f"is free on {small}; free space there, then run the same command again" in message
     assert sorted(os.listdir(small)) == [], "the partial build is removed, its space given back"
     remount(small, "size=1024k")
-    write_all(path, records, Content(records))
+    write_all(path, small_records, Content(small_records))
     assert_same_arrays(path, clean[fmt, DIM])
 
     readonly = mount(1024, readonly=True)
     with pytest.raises(S.StoreWriteError, match=rf"{readonly}/s.{fmt}: creating the store failed: Read-only file "
                                                 rf"system \(EROFS\); .* make that filesystem writable") as e:
-        open_writer(readonly / f"s.{fmt}", records)
+        open_writer(readonly / f"s.{fmt}", small_records)
     assert e.value.errno == errno.EROFS
 
 
 @pytest.mark.parametrize("fmt", S.FORMATS)
-def test_a_disk_turned_read_only_mid_run_stops_it_and_the_rerun_completes(tmpfs, records, clean, fmt):
+def test_a_disk_turned_read_only_mid_run_stops_it_and_the_rerun_completes(tmpfs, small_records, clean, fmt):
     mount, remount = tmpfs
     folder = mount(1024)
     path = folder / f"s.{fmt}"
-    content = Content(records)
-    writer = open_writer(path, records)
+    content = Content(small_records)
+    writer = open_writer(path, small_records)
     first = writer.pending()[:2]
     for unit in first:
         content.write(writer, unit)
@@ -208,7 +198,7 @@ def test_a_disk_turned_read_only_mid_run_stops_it_and_the_rerun_completes(tmpfs,
     assert "make that filesystem writable (or move the store to one that is), then run the same command again: " \
            "it continues where it stopped (2 of 27 chunks are finished and kept)" in str(e.value)
     remount(folder, "rw")
-    resumed = open_writer(path, records)
+    resumed = open_writer(path, small_records)
     for unit in resumed.pending():
         content.write(resumed, unit)
     assert_same_arrays(path, clean[fmt, DIM])
@@ -336,7 +326,7 @@ REFUSED_LAYOUTS = {
 
 @pytest.mark.parametrize("fmt", S.FORMATS)
 @pytest.mark.parametrize("case", REFUSED_LAYOUTS)
-def test_a_store_whose_layout_disagrees_with_its_counts_is_refused(tmp_path, records, clean, fmt, case):
+def test_a_store_whose_layout_disagrees_with_its_counts_is_refused(tmp_path, small_records, clean, fmt, case):
     path = tmp_path / f"s.{fmt}"
     shutil.copytree(clean[fmt, 8], path) if fmt == "zarr" else shutil.copy(clean[fmt, 8], path)
     edit, message = REFUSED_LAYOUTS[case]
@@ -346,7 +336,7 @@ def test_a_store_whose_layout_disagrees_with_its_counts_is_refused(tmp_path, rec
             S.open_store(path, in_memory=in_memory)
         assert str(e.value).endswith(REEXTRACT) and "\n" not in str(e.value)
     with pytest.raises(S.StoreFormatError, match=message):  # nothing is written into a store like that
-        open_writer(path, records, dim=8)
+        open_writer(path, small_records, dim=8)
 
 
 def zero_rows(name, rows):
@@ -386,7 +376,7 @@ DAMAGED = {  # (format, edit, the message's start, the unit the writer redoes)
 
 
 @pytest.mark.parametrize("case", DAMAGED)
-def test_done_chunks_that_lost_their_rows_are_refused_and_the_rerun_redoes_exactly_them(tmp_path, records, clean,
+def test_done_chunks_that_lost_their_rows_are_refused_and_the_rerun_redoes_exactly_them(tmp_path, small_records, clean,
                                                                                         caplog, case):
     fmt, edit, found, unit = DAMAGED[case]
     path = tmp_path / f"s.{fmt}"
@@ -399,11 +389,11 @@ def test_done_chunks_that_lost_their_rows_are_refused_and_the_rerun_redoes_exact
         assert str(e.value) == f"{path}: {found}; the store is damaged: {REDO}"
 
     with caplog.at_level(logging.WARNING, logger="person.teacher.store.writer"):
-        writer = open_writer(path, records, dim=8)
+        writer = open_writer(path, small_records, dim=8)
     assert writer.pending() == [unit]
     assert f"{path}: {found}; marked pending, so this run extracts it again" in caplog.text
     S.open_store(path, allow_incomplete=True).close()  # now merely unfinished
-    Content(records, 8).write(writer, unit)
+    Content(small_records, 8).write(writer, unit)
     assert_same_arrays(path, clean[fmt, 8])
     if fmt == "h5":
         assert outside_data(path) == before  # clearing and rewriting touched data bytes only
@@ -422,7 +412,7 @@ def outside_data(path):
     return h.hexdigest(), len(data)
 
 
-def test_many_damaged_chunks_are_counted_in_the_message(tmp_path, records, clean):
+def test_many_damaged_chunks_are_counted_in_the_message(tmp_path, small_records, clean):
     path = tmp_path / "s.zarr"
     shutil.copytree(clean["zarr", 8], path)
     for k in (1, 4, 9):
@@ -431,17 +421,17 @@ def test_many_damaged_chunks_are_counted_in_the_message(tmp_path, records, clean
                                                   r"chunk file caption_emb/c/1/0 is missing \(and 2 more damaged "
                                                   r"chunks\); the store is damaged"):
         S.open_store(path)
-    assert [u.index for u in open_writer(path, records, dim=8).pending()] == [1, 4, 9]
+    assert [u.index for u in open_writer(path, small_records, dim=8).pending()] == [1, 4, 9]
 
 
 @pytest.mark.parametrize("fmt", S.FORMATS)
-def test_a_zero_row_the_open_check_misses_is_refused_when_read_and_repaired_by_the_rerun(tmp_path, records, fmt):
+def test_a_zero_row_the_open_check_misses_is_refused_when_read_and_repaired_by_the_rerun(tmp_path, small_records, fmt):
     """Opening checks first, middle and last row of a chunk; row 1 of a 5-row chunk is none of them. Reading it
     refuses it, and reopening the writer (which checks every row) redoes its chunk."""
-    content = Content(records, 8)
-    clean = write_all(tmp_path / f"clean.{fmt}", records, content, chunk_rows=5).path
+    content = Content(small_records, 8)
+    clean = write_all(tmp_path / f"clean.{fmt}", small_records, content, chunk_rows=5).path
     path = tmp_path / f"s.{fmt}"
-    write_all(path, records, content, chunk_rows=5)
+    write_all(path, small_records, content, chunk_rows=5)
     (damage_h5 if fmt == "h5" else damage_zarr)(path, zero_rows("caption_emb", 6))
     for in_memory in (True, False):
         with S.open_store(path, in_memory=in_memory) as store:
@@ -451,15 +441,15 @@ def test_a_zero_row_the_open_check_misses_is_refused_when_read_and_repaired_by_t
                     store.captions([5, 6, 7], dtype)
                 assert str(e.value) == (f"{path}: caption_emb row 6 (chunk 1 (caption rows 5..9)) has L2 norm 0, not "
                                         f"1: the store is damaged; {REDO}")
-    writer = open_writer(path, records, dim=8, chunk_rows=5)
+    writer = open_writer(path, small_records, dim=8, chunk_rows=5)
     assert writer.pending() == [S.Unit("caption", 1, 5, 10)]
     content.write(writer, writer.pending()[0])
     assert_same_arrays(path, clean)
 
 
-def test_the_writer_refuses_rows_that_are_not_unit_vectors(tmp_path, records):
-    content = Content(records, 8)
-    writer = open_writer(tmp_path / "s.h5", records, dim=8)
+def test_the_writer_refuses_rows_that_are_not_unit_vectors(tmp_path, small_records):
+    content = Content(small_records, 8)
+    writer = open_writer(tmp_path / "s.h5", small_records, dim=8)
     unit = writer.pending()[0]
     emb = content.images[unit.start:unit.stop].copy()
     emb[1] = np.nan
