@@ -189,6 +189,18 @@ def _en_hair(a: dict, keys: set, rng: np.random.Generator) -> str | None:
     return " ".join(parts) + " hair"
 
 
+def _en_with_wearing(noun: str, hair: str | None, wear: list[str], bag: str | None, carry: str) -> str:
+    """"A woman with long brown hair wearing ..., carrying ...": one sentence, any part may be missing."""
+    s = _article(noun)
+    if hair:
+        s += f" with {hair}"
+    if wear:
+        s += f" wearing {_join_en(wear)}"
+    if bag:
+        s += f", {carry} {bag}" if wear else f" {carry} {bag}"
+    return s + "."
+
+
 def _caption_en(a: dict, keys: set, rng: np.random.Generator) -> str:
     gender = a["gender"] if "gender" in keys else None
     noun = _pick(rng, _EN_SUBJECT[gender])
@@ -205,14 +217,7 @@ def _caption_en(a: dict, keys: set, rng: np.random.Generator) -> str:
     carry = "carrying" if bag is None or rng.random() < 0.7 else ("holding" if a["bag_type"] == "handbag" else "with")
     style = int(rng.random() * 5)
     if style == 0:  # A woman with long brown hair wearing ..., carrying ...
-        s = _article(noun)
-        if hair:
-            s += f" with {hair}"
-        if wear:
-            s += f" wearing {_join_en(wear)}"
-        if bag:
-            s += f", {carry} {bag}" if wear else f" {carry} {bag}"
-        out = [s + "."]
+        out = [_en_with_wearing(noun, hair, wear, bag, carry)]
     elif style == 1:  # This man has short black hair. He wears ... He carries ...
         subj = f"{_pick(rng, ['This', 'The'])} {noun}"
         out = []
@@ -265,14 +270,7 @@ def _caption_en(a: dict, keys: set, rng: np.random.Generator) -> str:
             s += " " + " and ".join(tail)
             out = [s + "."]
         else:
-            s = _article(noun)
-            if hair:
-                s += f" with {hair}"
-            if wear:
-                s += f" wearing {_join_en(wear)}"
-            if bag:
-                s += f", {carry} {bag}" if wear else f" {carry} {bag}"
-            out = [s + "."]
+            out = [_en_with_wearing(noun, hair, wear, bag, carry)]
     text = " ".join(out)
     return text[0].upper() + text[1:]
 
