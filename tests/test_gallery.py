@@ -269,6 +269,7 @@ def test_approximate_indexes_are_saved_extended_on_enrolment_and_rebuilt_after_c
     store.append(g, *clustered_rows(500, 2))   # an enrolment: its rows are added to the saved index
     store.delete(g, np.array([0, 1]))           # deleted rows stay in it, masked at search time
     gallery, extended = opened_index(g, kind)
+    # extended, not built again: the build's own record (its duration) is carried over unchanged
     assert extended.index.ntotal == 4500 and extended.info.build_seconds == built.info.build_seconds
     assert extended.info.generation == gallery.generation == 3
     exact = gindex.build(gallery.features(), "exact", gallery.generation)
