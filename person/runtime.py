@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -188,17 +188,21 @@ class ExportedModels:
         return run_session(session, feeds, session.get_inputs()[0].shape[0] if self.static else None)
 
 
-def run_session(session: ort.InferenceSession, feeds: dict[str, np.ndarray], static_batch: int | None) -> np.ndarray:
-    """Run a graph on any number of rows; a static-batch (npu) graph runs batch by batch, the last batch padded
-    with copies of its last row (the copies' outputs are dropped)."""
-    if static_batch is None:
-        return session.run(None, feeds)[0]
+def static_batches(feeds: dict[str, np.ndarray], static_batch: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:
+    """(batch, rows in it that are real): `feeds` cut into batches of exactly `static_batch` rows, as a static-batch
+    (npu) graph takes them, the last padded with copies of its last row."""
     n = len(next(iter(feeds.values())))
-    parts = []
     for a in range(0, n, static_batch):
         part = {k: v[a:a + static_batch] for k, v in feeds.items()}
         m = len(next(iter(part.values())))
         if m < static_batch:
             part = {k: np.concatenate([v, np.repeat(v[-1:], static_batch - m, axis=0)]) for k, v in part.items()}
-        parts.append(session.run(None, part)[0][:m])
-    return np.concatenate(parts)
+        yield part, m
+
+
+def run_session(session: ort.InferenceSession, feeds: dict[str, np.ndarray], static_batch: int | None) -> np.ndarray:
+    """Run a graph on any number of rows; a static-batch (npu) graph runs batch by batch (static_batches), the
+    padding copies' outputs dropped."""
+    if static_batch is None:
+        return session.run(None, feeds)[0]
+    return np.concatenate([session.run(None, part)[0][:m] for part, m in static_batches(feeds, static_batch)])

@@ -36,7 +36,7 @@ from person.export.targets import Target, check_ops, check_opset, get_target
 from person.export.variants import to_fp16, to_int8
 from person.models.checkpoint import load_checkpoint, students_from_checkpoint
 from person.models.students import Students, StudentSpec
-from person.runtime import CARD_FILE, run_session
+from person.runtime import CARD_FILE, run_session, static_batches
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,8 @@ class _GraphExport:
             self._parity(name, "fp16", fp16, feeds, want)
         if self.opts.int8 and calibration is not None:
             int8 = path.with_name(file.replace(".onnx", ".int8.onnx"))
+            if self.target.static:  # the graph takes only full batches: the last calibration batch is padded
+                calibration = [part for f in calibration for part, _ in static_batches(f, self.opts.batch)]
             to_int8(path, int8, calibration)
             check_ops(onnx.load(str(int8)), self.target, int8.name)
             self._parity(name, "int8", int8, feeds, want)
