@@ -58,9 +58,28 @@ def column(rows: Rows, field: str) -> list[Any]:
     return [m.get(field) for m in rows.meta]
 
 
-def _numbers(values: list[Any]) -> np.ndarray:
-    return np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan for v in values],
-                    np.float64)
+@dataclass(frozen=True)
+class _Column:
+    """A field's values in the forms conditions compare: built once per field, kept in the caller's cache."""
+
+    numbers: np.ndarray   # float64, NaN where the value is not a number (or missing)
+    present: np.ndarray   # bool: the row has a value
+    where: np.ndarray     # positions of the rows that have one
+    texts: np.ndarray     # their values as text, in `where` order
+
+    @classmethod
+    def of(cls, values: list[Any]) -> _Column:
+        numbers = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan for v in values],
+                           np.float64)
+        present = np.array([v is not None for v in values], dtype=bool)
+        where = np.flatnonzero(present)
+        return cls(numbers, present, where, np.array([str(values[i]) for i in where], dtype=str))
+
+    def text_matches(self, op: str, value: str) -> np.ndarray:
+        """bool [n]: rows that have a value whose text compares so with `value`."""
+        result = np.zeros(len(self.present), dtype=bool)
+        result[self.where] = _compare(self.texts, op, value)
+        return result
 
 
 def mask(rows: Rows, conditions: list[Condition], cache: dict | None = None) -> np.ndarray:
@@ -71,27 +90,19 @@ def mask(rows: Rows, conditions: list[Condition], cache: dict | None = None) -> 
     cache = {} if cache is None else cache
     for c in conditions:
         if c.field not in cache:
-            values = column(rows, c.field)
-            cache[c.field] = (_numbers(values), np.array([None if v is None else str(v) for v in values], object))
-        numbers, texts = cache[c.field]
-        present = np.array([t is not None for t in texts])
+            cache[c.field] = _Column.of(column(rows, c.field))
+        col = cache[c.field]
         if isinstance(c.value, (int, float)):
-            got = _compare(numbers, c.op, c.value) & ~np.isnan(numbers)
+            got = _compare(col.numbers, c.op, c.value) & ~np.isnan(col.numbers)
             if c.op in ("=", "!="):  # a number may be stored as text ("3")
-                got |= present & np.isnan(numbers) & _compare(texts, c.op, str(c.value), present)
+                got |= np.isnan(col.numbers) & col.text_matches(c.op, str(c.value))
         else:
-            got = present & _compare(texts, c.op, str(c.value), present)
+            got = col.text_matches(c.op, str(c.value))
         out &= got
     return out
 
 
-def _compare(column: np.ndarray, op: str, value: Any, present: np.ndarray | None = None) -> np.ndarray:
-    if present is not None:  # text: compare only where the row has a value
-        result = np.zeros(len(column), dtype=bool)
-        idx = np.flatnonzero(present)
-        sub = column[idx].astype(str)
-        result[idx] = _compare(sub, op, value)
-        return result
+def _compare(column: np.ndarray, op: str, value: Any) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         return {"=": column == value, "!=": column != value, ">": column > value, ">=": column >= value,
                 "<": column < value, "<=": column <= value}[op]

@@ -72,12 +72,18 @@ class LocalBackend:
         self.index = search_index.load_or_build(gallery.folder, gallery.features(),
                                                 search_index.choose(kind, len(gallery.rows)), gallery.manifest)
         self._columns: dict = {}
+        self._last: tuple[tuple[filters.Condition, ...], np.ndarray | None] | None = None
 
     def allowed(self, conditions: list[filters.Condition]) -> np.ndarray | None:
-        mask = self.gallery.live
-        if conditions:
-            mask = mask & filters.mask(self.gallery.rows, conditions, self._columns)
-        return None if mask.all() else mask
+        """The live rows matching `conditions`, or None for all rows; the last mask is kept, since grouping asks
+        for the same one in every round of a query."""
+        key, last = tuple(conditions), self._last  # one read: another thread may replace it meanwhile
+        if last is None or last[0] != key:
+            mask = self.gallery.live
+            if conditions:
+                mask = mask & filters.mask(self.gallery.rows, conditions, self._columns)
+            last = self._last = (key, None if mask.all() else mask)
+        return last[1]
 
     def search(self, queries: np.ndarray, k: int, conditions: list[filters.Condition]
                ) -> tuple[np.ndarray, np.ndarray]:
