@@ -143,10 +143,20 @@ class Searcher:
         return True
 
     # ------------------------------------------------------------------ queries
+    @property
+    def has_text(self) -> bool:
+        """Whether text queries can be answered (a text encoder with its text model)."""
+        return self.text_encoder is not None and bool(getattr(self.text_encoder, "has_text", True))
+
+    @property
+    def has_image(self) -> bool:
+        """Whether image queries can be answered (an image encoder with its image model)."""
+        return self.image_encoder is not None and bool(getattr(self.image_encoder, "has_image", True))
+
     def search(self, texts: Sequence[str], k: int = 10, where: Sequence[str] = (), group_by: str | None = None
                ) -> list[QueryResult]:
         """The top-k rows for each text query."""
-        if self.text_encoder is None or not getattr(self.text_encoder, "has_text", True):
+        if not self.has_text:
             raise GalleryError("this Searcher has no text model: give --text-model or --teacher")
         if isinstance(texts, str):
             raise TypeError("search takes a list of queries, got a single str")
@@ -164,7 +174,7 @@ class Searcher:
                       group_by: str | None = None) -> list[QueryResult]:
         """The top-k rows for each query image (uint8 RGB pixels, or an image file, decoded as enrolment decodes
         it): the same person elsewhere in the gallery."""
-        if self.image_encoder is None or not getattr(self.image_encoder, "has_image", True):
+        if not self.has_image:
             raise GalleryError("this Searcher has no image model: give --image-model (or --teacher) to search by "
                                "image")
         start = time.perf_counter()

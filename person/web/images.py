@@ -5,12 +5,12 @@ import hashlib
 import logging
 import os
 import tempfile
-import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from person import files
 from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageReadError, load_pixels
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class ThumbnailCache:
         data = make_thumbnail(pixels, self.side)
         try:  # a cache: no fsync, a unique temp name per thread, renamed into place whole
             file.parent.mkdir(exist_ok=True)
-            tmp = file.with_name(f".{file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp = files.temp_name(file)
             tmp.write_bytes(data)
             os.replace(tmp, file)
         except OSError as e:

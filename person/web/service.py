@@ -90,13 +90,11 @@ class SearchService:
 
     @property
     def has_text(self) -> bool:
-        encoder = self.searcher.text_encoder
-        return encoder is not None and bool(getattr(encoder, "has_text", True))
+        return self.searcher.has_text
 
     @property
     def has_image(self) -> bool:
-        encoder = self.searcher.image_encoder
-        return encoder is not None and bool(getattr(encoder, "has_image", True))
+        return self.searcher.has_image
 
     def current(self) -> Gallery:
         """The generation to answer from, after swapping in one an enrolment committed since the last request.
