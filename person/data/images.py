@@ -87,7 +87,12 @@ def load_pixels(path: str | Path, size_hint: tuple[int, int] | None = None,
     A plain 8-bit JPEG (nearly every person crop) is decoded by OpenCV's libjpeg-turbo: bit-identical
     to Pillow's decode, ~1.5x faster on crops. Anything else goes through Pillow, as `load_image`.
     """
-    data = read_image_bytes(path, limits)
+    return decode_pixels(read_image_bytes(path, limits), path, size_hint, limits)
+
+
+def decode_pixels(data: bytes, path: str | Path, size_hint: tuple[int, int] | None = None,
+                  limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """`load_pixels` of bytes already read (an upload); `path` only names them in errors."""
     size = plain_jpeg_size(data)
     if size is None:
         return np.asarray(_decode_pil(data, path, size_hint, limits))

@@ -6,7 +6,6 @@ import logging
 import threading
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,7 @@ from fastapi.responses import Response
 from PIL import Image, UnidentifiedImageError
 from starlette.exceptions import HTTPException
 
-from person.data.images import ImageLimits, ImageReadError, load_pixels, read_image_bytes
+from person.data.images import ImageLimits, ImageReadError, decode_pixels, read_image_bytes
 from person.errors import PersonError
 from person.files import resolve_under
 from person.gallery.manifest import MANIFEST, GalleryError
@@ -196,13 +195,10 @@ class SearchService:
             raise Refused(413, f"the upload decodes to {said} pixels, over the {self.limits.upload_pixels}-pixel "
                                f"limit; send a smaller photo")
         limits = ImageLimits(self.limits.upload_bytes, self.limits.upload_pixels)
-        with tempfile.NamedTemporaryFile(suffix=".upload") as f:  # decoded exactly as enrolment decodes a file
-            f.write(data)
-            f.flush()
-            try:
-                return load_pixels(f.name, None, limits)
-            except ImageReadError as e:
-                raise Refused(400, "the upload cannot be decoded: " + str(e).replace(f.name, "upload")) from None
+        try:  # decoded exactly as enrolment decodes a file
+            return decode_pixels(data, "upload", None, limits)
+        except ImageReadError as e:
+            raise Refused(400, f"the upload cannot be decoded: {e}") from None
 
     def info(self) -> dict[str, Any]:
         gallery = self.current()
