@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from person import files
-from person.data.records import DatasetOptions, load_records
-from person.data.synthetic.writer import JSON_NAME, write_dataset
+from person.data.records import DatasetOptions
+from person.demo.prepare import demo_set, teacher_store
+from person.demo.recipe import DEMO_IDS, DEMO_TRAINING
 from person.eval import report
 from person.eval.evaluate import checkpoint_summary, eval_split, evaluate_checkpoint, teacher_evaluation
 from person.export.evaluation import evaluate_export, export_summary
@@ -33,9 +34,7 @@ from person.gallery.search import Searcher
 from person.models.checkpoint import last_checkpoint
 from person.options import run_command
 from person.runtime import ExportDirError, read_card
-from person.teacher.extract import extract
-from person.teacher.hf import load_teacher
-from person.teacher.store import StoreIncompleteError, open_store, resolve_store_path
+from person.teacher.store import open_store
 from person.train.options import TrainOptions
 from person.train.trainer import Trainer
 from search import app as search_app
@@ -43,64 +42,6 @@ from search import app as search_app
 ROOT = Path(__file__).resolve().parent
 
 DEMO_TEACHER = ROOT / "tools" / "demo_teacher"
-DEMO_IDS, DEMO_IMAGES_PER_ID, DEMO_SEED = 1000, 4, 0
-# The students the demo trains: small enough for ~15 minutes on 2 CPU cores. A CPU run uses a smaller
-# input than the 224x112 default for real data; everything else is main.py's defaults unless named.
-# Measured on this set (held-out EER of student text vs teacher images after 750 text-only iterations):
-# the text student learns from how many different captions it sees, so a batch is 64 identities x 1
-# image (9.6% with 2 captions each) rather than 32 x 2 (11.2%): two images of one person bring captions
-# of the same attributes. rel_temperature 0.1 instead of main.py's 0.02 (for SigLIP2's similarities, ~0..0.25;
-# the demo teacher's spread over -0.6..0.5): 7.4% against 9.6% (0.05: 8.3%). mix_rel instead of dist_rel: in
-# equal 750-iteration joint runs dist_rel (both students chasing each other) left the student pair at EER
-# 36.1%, mix_rel (each student against the teacher's other side) at 29.8%.
-# Images at 96x48 in channels-last layout: the demo teacher itself sees 64x64, and image-only runs of 750
-# iterations scored teacher text vs student images at 7.62% (128x64), 7.87% (96x48), 8.87% (64x32), while
-# 96x48 with channels-last makes a joint step 0.37 s instead of 0.58 s: 2100 iterations fit where 1500 did.
-# Weight decay 0.5 instead of 0.05: at 0.05 the pair scored like the teacher on the training identities (EER
-# 6.03% vs 6.07%) but 7.78% on the held-out ones; 0.2 gave 7.62%, 0.5 gave 7.41% (2100 joint iterations).
-DEMO_TRAINING = dict(backbone="backbone.mf3.ANet2_w050", tbackbone="tbackbone.char.L2", text_width=128,
-                     image_size="96x48", channels_last=True, p=64, k=1, captions_per_image=2,
-                     caption_fields="captions", max_iters=2100, warmup_iters=100, lr=2e-3, weight_decay=0.5,
-                     dist_rel_weight=0.0, mix_rel_weight=1.0, rel_temperature=0.1,
-                     eval_every=700, save_every=350, log_every=50, num_workers=1)
-
-
-def step_data(workdir: Path, ids: int) -> Path:
-    """The demo set: `ids` identities x 4 images in SYNTH-PEDES format, 20% Chinese captions; refused when
-    its training identities cannot fill one batch."""
-    json_path = workdir / "data" / JSON_NAME["synthpedes"]
-    if json_path.is_file():
-        print(f"[data] {json_path} is there; skipped")
-    else:
-        start = time.perf_counter()
-        write_dataset(workdir / "data", ids, DEMO_IMAGES_PER_ID, DEMO_SEED, "synthpedes")
-        print(f"[data] drew {ids} x {DEMO_IMAGES_PER_ID} pedestrians in {time.perf_counter() - start:.1f} s")
-    records = load_records(json_path)
-    counts = records.split_counts()
-    print(f"[data] {json_path}: {len(records)} images of {records.num_ids} identities; " +
-          "; ".join(f"{split}: {c['ids']} ids, {c['images']} images, {c['captions']} captions"
-                    for split, c in counts.items()))
-    if counts["train"]["ids"] < DEMO_TRAINING["p"]:
-        raise ValueError(f"{json_path}: {counts['train']['ids']} training identities cannot fill the demo's batches "
-                         f"of {DEMO_TRAINING['p']} identities: draw more with --ids in a new --workdir")
-    return json_path
-
-
-def step_extract(workdir: Path, json_path: Path, teacher_dir: Path) -> Path:
-    """The teacher's embeddings of every image and caption (resumed if a previous run was killed)."""
-    records = load_records(json_path)
-    teacher = load_teacher(teacher_dir)
-    path = resolve_store_path(workdir / "embeddings", records, teacher)  # named after the dataset and teacher
-    try:
-        with open_store(path, records=records, teacher=teacher):
-            print(f"[extract] {path} is there; skipped")
-            return path
-    except (FileNotFoundError, StoreIncompleteError):
-        pass
-    summary = extract(records, teacher, path, workers=2, progress=True)
-    print(f"[extract] {summary.images} images and {summary.captions} captions with {teacher_dir} in "
-          f"{summary.seconds:.1f} s -> {path} ({summary.store_bytes / 2**20:.1f} MiB)")
-    return path
 
 
 def step_teacher_report(workdir: Path, store_path: Path) -> dict:
@@ -237,8 +178,8 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     overrides = {} if args.max_iters is None else {"max_iters": args.max_iters, "eval_every": 0,
                                                    "save_every": args.max_iters}
-    json_path = step_data(args.workdir, args.ids)
-    store_path = step_extract(args.workdir, json_path, args.teacher)
+    json_path = demo_set(args.workdir / "data", args.ids, DEMO_TRAINING["p"])
+    store_path = teacher_store(args.workdir / "embeddings", json_path, args.teacher)
     teacher = step_teacher_report(args.workdir, store_path)
     checkpoint = step_train(args.workdir, store_path, overrides)
     students = step_student_report(args.workdir, checkpoint)

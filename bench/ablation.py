@@ -1,0 +1,256 @@
+"""Which losses matter, and how close the students get for the compute spent (the quality issue's answer).
+
+1. The ablation: the demo recipe (person.demo.recipe) on the demo set, against the recipe without each of
+   its loss terms, with each term it leaves out, with other memory sizes, widths and cheaper steps; same
+   seed and iterations for every row (`--iters`; `--seeds` for the rows named in `--seeded`, with their
+   spread). Per row: the student pair's held-out EER, Rank-1, mAP, the two mixed cases' EER and Rank-1
+   (student text against the teacher's gallery, and the reverse), and the training minutes. Rows run as
+   separate processes, `--jobs` at a time with 2 / jobs torch threads each (2 x 1 thread does ~1.4x the
+   work of 1 x 2 threads on 2 cores); each finished row is kept in WORKDIR/ablation.json, so a rerun only
+   trains rows that are missing or whose settings changed.
+2. `--curve`: held-out EER and Rank-1 against training minutes of one run of the recipe (evaluated every
+   `--eval-every` iterations, alone on the machine as the demo runs), the teacher as a horizontal line and
+   the int8 export of the final checkpoint as a point: a PNG (`--plot`) and the figures. `--run RUN_DIR`
+   reads a finished run's evaluations (its TensorBoard events) instead of training one.
+
+Usage: python bench/ablation.py [--workdir ablation] [--iters 500] [--jobs 2] [--rows recipe no-mix_rel ...]
+       python bench/ablation.py --curve [--plot docs/curve.png] [--eval-every 100] [--run RUN_DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+from person import files
+from person.demo.prepare import demo_set, teacher_store
+from person.demo.recipe import DEMO_IDS, DEMO_TRAINING
+
+DEMO_TEACHER = ROOT / "tools" / "demo_teacher"
+# Added terms start at weights where they are of the size of the recipe's own terms (~0.02-0.1 late in a
+# run): the contrastive and pair terms are sums of (1 - cos) over positives, ~1 at first, so they get 0.1.
+ID_TERMS = dict(id_img_weight=0.1, id_cap_weight=0.1, id_img_cap_weight=0.1, memory_warmup=100)
+ROWS: dict[str, tuple[str, dict[str, Any]]] = {
+    "recipe": ("the demo recipe: dist_img + dist_cap + mix_rel", {}),
+    "no-dist_img": ("without dist_img", dict(dist_img_weight=0.0)),
+    "no-dist_cap": ("without dist_cap", dict(dist_cap_weight=0.0)),
+    "no-mix_rel": ("without mix_rel", dict(mix_rel_weight=0.0)),
+    "with-dist_rel": ("+ dist_rel (1)", dict(dist_rel_weight=1.0)),
+    "with-rel": ("+ rel_img, rel_cap (1, 1)", dict(rel_img_weight=1.0, rel_cap_weight=1.0)),
+    "with-rkda": ("+ rkda (1)", dict(rkda_weight=1.0)),
+    "with-id": ("+ id_img, id_cap, id_img_cap (0.1 each), memory 1024", dict(ID_TERMS, memory_size=1024)),
+    "with-id-mem4096": ("+ id terms, memory 4096", dict(ID_TERMS, memory_size=4096)),
+    "with-pairs": ("+ d_pos, s_neg (0.1, 0.1)", dict(d_pos_weight=0.1, s_neg_weight=0.1)),
+    "image-ANet2": ("image student backbone.mf3.ANet2 (full width)", dict(backbone="backbone.mf3.ANet2")),
+    "text-256": ("text student width 256", dict(text_width=256)),
+    "captions-1": ("1 caption per image (half the text batch)", dict(captions_per_image=1)),
+    "stride-3": ("text stem stride 3 (a third fewer positions)", dict(text_stride=3)),
+}
+CASES = (("student", "pair"), ("student_text_teacher_image", "s.text>t.images"),
+         ("teacher_text_student_image", "t.text>s.images"))
+
+
+def row_options(name: str, store: Path, workdir: Path, iters: int, seed: int) -> dict[str, Any]:
+    """The TrainOptions of one row: the recipe, the row's changes, the ablation's length and seed."""
+    run = dict(max_iters=iters, seed=seed, eval_every=0, save_every=iters, keep_last=1, num_workers=0,
+               warmup_iters=min(DEMO_TRAINING["warmup_iters"], iters // 10))
+    return dict(DEMO_TRAINING | ROWS[name][1] | run, embedding_path=str(store), log_dir=str(workdir / "logs"),
+                run_name=f"{name}-s{seed}", overwrite=True)
+
+
+def train_row(options: dict[str, Any], threads: int, out: Path) -> None:
+    """One row in this process (the `--one` mode the parent starts): train, score, write `out`."""
+    import torch
+    torch.set_num_threads(threads)
+    from person.train.options import TrainOptions
+    from person.train.trainer import Trainer
+    start = time.perf_counter()
+    result = Trainer(TrainOptions(**options)).fit()
+    minutes = (time.perf_counter() - start) / 60
+    files.write_json(out, {"options": options, "threads": threads, "minutes": minutes,
+                           "cases": {case: {k: result.final[case][k] for k in ("eer", "rank1", "mAP")}
+                                     for case, _ in CASES}})
+
+
+def run_rows(tasks: list[tuple[str, int]], store: Path, workdir: Path, iters: int, jobs: int) -> dict:
+    """Train the rows not yet in WORKDIR/ablation.json (or trained with other settings), `jobs` at a time."""
+    results_path = workdir / "ablation.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    threads = max(1, (os.cpu_count() or 2) // jobs)
+    pending = []
+    for name, seed in tasks:
+        key, options = f"{name}/s{seed}/{iters}", row_options(name, store, workdir, iters, seed)
+        if results.get(key, {}).get("options") != options:
+            pending.append((key, options))
+    running: list[tuple[str, subprocess.Popen, Path, float]] = []
+    while pending or running:
+        while pending and len(running) < jobs:
+            key, options = pending.pop(0)
+            out = workdir / "rows" / (key.replace("/", "_") + ".json")
+            log = out.with_suffix(".log")
+            files.make_folder(out.parent)
+            spec = json.dumps({"options": options, "threads": threads, "out": str(out)})
+            with log.open("w") as f:
+                proc = subprocess.Popen([sys.executable, __file__, "--one", spec], stdout=f, stderr=subprocess.STDOUT)
+            running.append((key, proc, out, time.perf_counter()))
+            print(f"[ablation] {key}: started ({threads} thread(s)), log {log}", flush=True)
+        time.sleep(2)
+        for item in list(running):
+            key, proc, out, started = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode != 0:
+                raise RuntimeError(f"row {key} failed (exit {proc.returncode}): see {out.with_suffix('.log')}")
+            results[key] = json.loads(out.read_text())
+            files.write_json(results_path, results)
+            pair = results[key]["cases"]["student"]
+            print(f"[ablation] {key}: EER {100 * pair['eer']:.2f}%  Rank-1 {100 * pair['rank1']:.2f}%  "
+                  f"in {results[key]['minutes']:.1f} min", flush=True)
+    return results
+
+
+def _cell(values: list[float], percent: bool = True) -> str:
+    scale = 100 if percent else 1
+    mean = statistics.fmean(values) * scale
+    if len(values) == 1:
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ±{(max(values) - min(values)) * scale / 2:.2f}"
+
+
+def ablation_table(results: dict, names: list[str], iters: int, teacher: dict) -> str:
+    """Markdown: one line per row (seeds averaged, ± half their range), the teacher's figures first."""
+    head = ("| row | pair EER % | pair Rank-1 % | pair mAP % | s.text>t.images EER / R1 % | "
+            "t.text>s.images EER / R1 % | train min | seeds |")
+    lines = [head, "|" + "---|" * 8,
+             f"| teacher (demo teacher's own embeddings) | {100 * teacher['eer']:.2f} | {100 * teacher['rank1']:.2f} | "
+             f"{100 * teacher['mAP']:.2f} | | | | |"]
+    for name in names:
+        runs = [r for k, r in sorted(results.items()) if k.split("/")[0] == name and k.endswith(f"/{iters}")]
+        if not runs:
+            continue
+        cases = {case: {m: [r["cases"][case][m] for r in runs] for m in ("eer", "rank1", "mAP")} for case, _ in CASES}
+        pair, st, ts = (cases[c] for c, _ in CASES)
+        lines.append(f"| {ROWS[name][0]} | {_cell(pair['eer'])} | {_cell(pair['rank1'])} | {_cell(pair['mAP'])} | "
+                     f"{_cell(st['eer'])} / {_cell(st['rank1'])} | {_cell(ts['eer'])} / {_cell(ts['rank1'])} | "
+                     f"{_cell([r['minutes'] for r in runs], percent=False)} | {len(runs)} |")
+    return "\n".join(lines)
+
+
+def teacher_figures(store: Path) -> dict:
+    from person.eval.evaluate import teacher_evaluation
+    from person.teacher.store import open_store
+    with open_store(store) as s:
+        evaluation, _ = teacher_evaluation(s)
+    return evaluation.to_dict()
+
+
+def curve_points(run_dir: Path) -> list[dict]:
+    """(iteration, minutes since the run's first logged step, held-out EER, Rank-1) of every evaluation in
+    a run's TensorBoard events; the minutes include the evaluations themselves (~2 s each on the demo set)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    start = min(e.wall_time for e in events.Scalars("train/total"))
+    first_step = min(e.step for e in events.Scalars("train/total"))
+    # The first logged step came `first_step` iterations in: its time is extrapolated back to iteration 0.
+    rate = [e for e in events.Scalars("train/images_per_s") if e.step == first_step]
+    options = json.loads((run_dir / "options.json").read_text())
+    start -= first_step * options["p"] * options["k"] / rate[0].value if rate else 0.0
+    rank1 = {e.step: e.value for e in events.Scalars("eval/rank1")}
+    return [{"iteration": e.step, "minutes": (e.wall_time - start) / 60, "eer": e.value, "rank1": rank1[e.step]}
+            for e in events.Scalars("eval/eer")]
+
+
+def curve(args: argparse.Namespace, store: Path, teacher: dict) -> None:
+    from person.export.evaluation import evaluate_export
+    from person.export.exporter import export_checkpoint
+    from person.export.options import ExportOptions
+    from person.models.checkpoint import last_checkpoint
+    from person.train.options import TrainOptions
+    from person.train.trainer import Trainer
+    run_dir = args.run
+    if run_dir is None:
+        opts = TrainOptions(**(DEMO_TRAINING | dict(eval_every=args.eval_every)), embedding_path=str(store),
+                            log_dir=str(args.workdir / "logs"), run_name="curve", overwrite=True)
+        run_dir = Trainer(opts).fit().run_dir
+    points = curve_points(run_dir)
+    checkpoint = last_checkpoint(run_dir)
+    export_dir = args.workdir / "curve-export"
+    export_checkpoint(checkpoint, export_dir, ExportOptions(int8=True, calibration=512, overwrite=True))
+    _, int8 = evaluate_export(export_dir, "int8", cases=["student"])
+    int8_pair = int8.summaries()["student"]
+    lines = ["| iteration | train min | pair EER % | pair Rank-1 % |", "|---|---|---|---|"]
+    lines += [f"| {p['iteration']} | {p['minutes']:.1f} | {100 * p['eer']:.2f} | {100 * p['rank1']:.2f} |" for p in points]
+    lines.append(f"| {points[-1]['iteration']}, int8 export | {points[-1]['minutes']:.1f} | "
+                 f"{100 * int8_pair['eer']:.2f} | {100 * int8_pair['rank1']:.2f} |")
+    lines.append(f"| teacher | | {100 * teacher['eer']:.2f} | {100 * teacher['rank1']:.2f} |")
+    print(f"\nrun {run_dir}\n" + "\n".join(lines))
+    files.write_json(args.workdir / "curve.json", {"run": str(run_dir), "points": points, "int8": int8_pair,
+                                                    "teacher": {k: teacher[k] for k in ("eer", "rank1", "mAP")}})
+    plot_curve(points, int8_pair, teacher, args.plot)
+    print(f"plot: {args.plot}")
+
+
+def plot_curve(points: list[dict], int8: dict, teacher: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    minutes = [p["minutes"] for p in points]
+    for ax, key, label in ((axes[0], "eer", "held-out EER %"), (axes[1], "rank1", "held-out Rank-1 %")):
+        ax.plot(minutes, [100 * p[key] for p in points], "o-", label="student pair")
+        ax.axhline(100 * teacher[key], color="k", linestyle="--", label="teacher")
+        ax.plot([minutes[-1]], [100 * int8[key]], "s", color="tab:red", label="int8 export (final)")
+        ax.set_xlabel("training minutes (2 CPU cores)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    files.make_folder(path.parent)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=Path("ablation"), help="set, store, runs and results")
+    p.add_argument("--iters", type=int, default=500, help="iterations of every ablation row")
+    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="rows to run (default: all)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of the rows in --seeded")
+    p.add_argument("--seeded", nargs="*", choices=list(ROWS), default=["recipe"],
+                   help="rows run with every seed in --seeds (the others with the first)")
+    p.add_argument("--jobs", type=int, default=2, help="rows trained at once")
+    p.add_argument("--curve", action="store_true", help="the quality-per-minute curve instead of the table")
+    p.add_argument("--eval-every", type=int, default=100, help="with --curve: evaluate every N iterations")
+    p.add_argument("--run", type=Path, default=None, help="with --curve: a finished run of the recipe to read")
+    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "curve.png", help="with --curve: the PNG")
+    p.add_argument("--one", help=argparse.SUPPRESS)  # the child process of one row
+    args = p.parse_args()
+    if args.one:
+        spec = json.loads(args.one)
+        train_row(spec["options"], spec["threads"], Path(spec["out"]))
+        return
+    json_path = demo_set(args.workdir / "data", DEMO_IDS, DEMO_TRAINING["p"])
+    store = teacher_store(args.workdir / "embeddings", json_path, DEMO_TEACHER)
+    teacher = teacher_figures(store)
+    if args.curve:
+        curve(args, store, teacher)
+        return
+    tasks = [(name, seed) for name in args.rows for seed in (args.seeds if name in args.seeded else args.seeds[:1])]
+    results = run_rows(tasks, store, args.workdir, args.iters, args.jobs)
+    print(f"\n{args.iters} iterations a row, {args.jobs} row(s) at a time\n")
+    print(ablation_table(results, args.rows, args.iters, teacher))
+
+
+if __name__ == "__main__":
+    main()
