@@ -69,10 +69,11 @@ def step_train(workdir: Path, store_path: Path, overrides: dict) -> Path:
         return last
     trainer = (Trainer(TrainOptions(resume=str(last), max_iters=opts.max_iters), given={"resume", "max_iters"})
                if last is not None else Trainer(opts))
-    start = time.perf_counter()
+    start, first = time.perf_counter(), trainer.iteration
     result = trainer.fit()
-    print(f"[train] {result.iteration} iterations in {(time.perf_counter() - start) / 60:.1f} min -> "
-          f"{result.last_checkpoint}")
+    seconds = time.perf_counter() - start
+    print(f"[train] {result.iteration - first} iterations in {seconds / 60:.1f} min "
+          f"({(result.iteration - first) / seconds:.2f} it/s, evaluations included) -> {result.last_checkpoint}")
     return result.last_checkpoint
 
 
@@ -176,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--port", type=int, default=5005, help="with --serve: the port on 127.0.0.1")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    start = time.perf_counter()
     overrides = {} if args.max_iters is None else {"max_iters": args.max_iters, "eval_every": 0,
                                                    "save_every": args.max_iters}
     json_path = demo_set(args.workdir / "data", args.ids, DEMO_TRAINING["p"])
@@ -191,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     **exported}))
     print("(s.text>t.images: student text queries against a gallery the teacher enrolled; t.text>s.images: the "
           "reverse; onnx fp32 / int8: the exported student pair through onnxruntime)")
+    print(f"[demo] every step done in {(time.perf_counter() - start) / 60:.1f} min")
     if args.serve:
         print(f"\n[serve] the search page: http://127.0.0.1:{args.port}/  (the held-out images, enrolled by the "
               f"student; queries through its text model; Ctrl-C stops it)", flush=True)

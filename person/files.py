@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,14 +89,32 @@ def clean_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]
     return removed
 
 
+def fsync(path: str | Path) -> None:
+    """fsync a file or a folder (a folder: its entries, so a rename or a new file in it is durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make the rename itself durable (the folder's entry), where the platform allows it."""
     with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync(folder)
+
+
+def remove(path: str | Path, ignore_errors: bool = False) -> None:
+    """Delete a file or a folder tree; nothing when it is not there."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=ignore_errors)
+        return
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        if not ignore_errors:
+            raise
 
 
 @contextlib.contextmanager

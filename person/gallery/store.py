@@ -6,7 +6,6 @@ are removed by the next write. A `Gallery` holds what it opened: a reader never 
 """
 from __future__ import annotations
 
-import shutil
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -143,10 +142,7 @@ def _remove_unnamed(folder: Path, keep: tuple[Manifest, ...]) -> None:
     for p in (folder / SEGMENTS).iterdir() if (folder / SEGMENTS).is_dir() else ():
         if p.name in segments:
             continue
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
+        files.remove(p, ignore_errors=True)
     for p in (folder / TOMBSTONES).iterdir() if (folder / TOMBSTONES).is_dir() else ():
         if p.name not in tombstones:
             p.unlink(missing_ok=True)

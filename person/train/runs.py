@@ -6,9 +6,9 @@ refused unless the user asks to replace it (`--overwrite`).
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
+from person import files
 from person.errors import PersonError
 
 # What a run writes into its folder; --overwrite removes exactly these.
@@ -43,4 +43,4 @@ def check_new_run(folder: str | Path, overwrite: bool) -> None:
 def clear_run(folder: str | Path) -> None:
     """Remove what an earlier run wrote into `folder` (for --overwrite); other files are left alone."""
     for p in previous_outputs(folder):
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
+        files.remove(p)

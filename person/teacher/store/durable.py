@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from person import files
 from person.teacher.store.backends import _Backend
 from person.teacher.store.schema import StoreWriteError, Unit
 
@@ -106,33 +107,25 @@ def _fsync_chunk(backend: _Backend, name: str, k: int) -> None:
     new folder changed."""
     file = backend.chunk_file(name, k)
     if file.exists():
-        fsync_path(file)
+        files.fsync(file)
     top = Path(backend.zarr.store.root) / backend[name].path
     folder = file.parent
     while True:
-        fsync_path(folder)
+        files.fsync(folder)
         if folder == top or folder == folder.parent:
             break
         folder = folder.parent
 
 
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_tree(root: Path) -> None:
     """fsync a file, or every file and folder under a folder (a store just built, before it is renamed)."""
     if root.is_dir():
-        for folder, _, files in os.walk(root):
-            for name in files:
-                fsync_path(Path(folder) / name)
-            fsync_path(Path(folder))
+        for folder, _, names in os.walk(root):
+            for name in names:
+                files.fsync(Path(folder) / name)
+            files.fsync(Path(folder))
     else:
-        fsync_path(root)
+        files.fsync(root)
 
 
 def unit_bytes(unit: Unit, dim: int, chunk_rows: int, fmt: str, block: int) -> int:

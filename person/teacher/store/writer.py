@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from person import files
 from person.data.records import RecordSet
 from person.errors import PersonError
 from person.teacher.store.backends import _Backend, _create_h5, _create_zarr, _writable_arrays
 from person.teacher.store.checks import (Damage, Layout, check_caption_offsets, check_shapes, find_damage, non_unit,
                                          row_norms)
-from person.teacher.store.durable import (H5Units, Part, ZarrUnits, block_size, create_failure, fsync_path, fsync_tree,
+from person.teacher.store.durable import (H5Units, Part, ZarrUnits, block_size, create_failure, fsync_tree,
                                           unit_bytes, write_failure)
 from person.teacher.store.schema import (FIELDS, FORMAT_VERSION, OK, REASON_BYTES, TEACHER_KEYS, StoreFormatError,
                                          StoreMismatchError, StoreWriteError, Unit, _differences, _jsonable,
@@ -169,7 +169,7 @@ def _create(path: Path, records: RecordSet, identity: dict[str, Any], extraction
     writable = _writable_arrays(len(records), len(layout.texts), identity["dim"], extraction["chunk_rows"])
     tmp = path.with_name(path.name + ".partial")
     try:
-        _remove(tmp)
+        files.remove(tmp)
         path.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "h5":
             _create_h5(tmp, static, attrs, writable)
@@ -178,10 +178,10 @@ def _create(path: Path, records: RecordSet, identity: dict[str, Any], extraction
         fsync_tree(tmp)
         _read_back(tmp, fmt)
         os.replace(tmp, path)
-        fsync_path(path.parent)
+        files.fsync(path.parent)
     except (OSError, RuntimeError, StoreFormatError) as e:  # h5py: RuntimeError when closing on a full disk
         try:
-            _remove(tmp)  # give the space back
+            files.remove(tmp)  # give the space back
         except OSError:
             pass
         embeddings = sum(_nbytes(shape, dtype) for name, (shape, dtype, _) in writable.items() if name.endswith("_emb"))
@@ -203,8 +203,3 @@ def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
     return int(np.prod(shape)) * np.dtype(dtype).itemsize
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
