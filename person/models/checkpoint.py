@@ -78,13 +78,12 @@ def student_spec(state: dict[str, Any]) -> StudentSpec:
         if key not in state:
             raise CheckpointError(f"{where}: no '{key}' entry; not a training checkpoint of main.py")
     o, train = state["options"], state["options"].get("train", "both")
-    try:
-        return StudentSpec(feature_dim=int(state["feature_dim"]),
-                           backbone=o["backbone"] if train != "text" else None,
-                           tbackbone=o["tbackbone"] if train != "image" else None,
-                           image_size=parse_image_size(o.get("image_size", "224x112")),
-                           resize=o.get("resize", "stretch"), max_seq_length=int(o.get("max_seq_length", 128)),
-                           text_width=int(o.get("text_width", 256)), text_stride=int(o.get("text_stride", 2)))
+    try:  # an option the old run did not have takes the spec's own default
+        given = {key: read(o[key]) for key, read in (("image_size", parse_image_size), ("resize", str),
+                                                     ("max_seq_length", int), ("text_width", int),
+                                                     ("text_stride", int)) if key in o}
+        return StudentSpec(feature_dim=int(state["feature_dim"]), backbone=o["backbone"] if train != "text" else None,
+                           tbackbone=o["tbackbone"] if train != "image" else None, **given)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: its options do not describe the students ({type(e).__name__}: {e})") from None
 
