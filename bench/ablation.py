@@ -53,6 +53,11 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "text-256": ("text student width 256", dict(text_width=256)),
     "captions-1": ("1 caption per image (half the text batch)", dict(captions_per_image=1)),
     "stride-3": ("text stem stride 3 (a third fewer positions)", dict(text_stride=3)),
+    "stride-4": ("text stem stride 4", dict(text_stride=4)),
+    "stride-3-len160": ("text stem stride 3, captions read to 160 characters (recipe: 128)",
+                        dict(text_stride=3, max_seq_length=160)),
+    "cheap-step": ("1 caption per image and stride 3", dict(captions_per_image=1, text_stride=3)),
+    "lr-4e-3": ("peak learning rate 4e-3 (recipe: 2e-3)", dict(lr=4e-3)),
 }
 CASES = (("student", "pair"), ("student_text_teacher_image", "s.text>t.images"),
          ("teacher_text_student_image", "t.text>s.images"))

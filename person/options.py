@@ -38,16 +38,25 @@ def _range_text(meta: Mapping[str, Any]) -> str:
     return " and ".join(f"{sign} {meta[key]:g}" for key, sign in signs.items() if key in meta)
 
 
-def check_value(name: str, value: Any, meta: Mapping[str, Any]) -> None:
-    """Refuse a number that is not finite or lies outside the option's declared range."""
+def _range_problem(value: Any, meta: Mapping[str, Any]) -> str | None:
+    """What is wrong with a number against an option's declared range ("a finite number, got nan",
+    ">= 0, got -1"), or None when it is fine or not a number."""
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
+        return None
     if isinstance(value, float) and not math.isfinite(value):
-        raise OptionError(f"--{name} must be a finite number, got {value}")
+        return f"a finite number, got {value}"
     low, high, above = meta.get("at_least"), meta.get("at_most"), meta.get("above")
     if (low is not None and value < low) or (high is not None and value > high) or \
             (above is not None and value <= above):
-        raise OptionError(f"--{name} must be {_range_text(meta)}, got {value}")
+        return f"{_range_text(meta)}, got {value}"
+    return None
+
+
+def check_value(name: str, value: Any, meta: Mapping[str, Any]) -> None:
+    """Refuse a number that is not finite or lies outside the option's declared range."""
+    problem = _range_problem(value, meta)
+    if problem:
+        raise OptionError(f"--{name} must be {problem}")
 
 
 def check_values(opts: Any) -> None:
@@ -60,10 +69,9 @@ def number(type_: Callable[[str], float], **bounds: float) -> Callable[[str], fl
     """An argparse `type=` for a plain argument: parses with `type_` and checks the range as `option` does."""
     def parse(text: str) -> float:
         value = type_(text)
-        try:
-            check_value("value", value, bounds)
-        except OptionError as e:
-            raise argparse.ArgumentTypeError(str(e).removeprefix("--value must be ")) from None
+        problem = _range_problem(value, bounds)
+        if problem:
+            raise argparse.ArgumentTypeError(problem)
         return value
     return parse
 
