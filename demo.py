@@ -12,8 +12,10 @@ evaluation_model.py) and search.json; the export in WORKDIR/export/, the galleri
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,7 @@ from person.models.checkpoint import last_checkpoint
 from person.options import run_command
 from person.runtime import ExportDirError, read_card
 from person.teacher.store import open_store
-from person.train.options import TrainOptions
+from person.train.options import RESUMABLE_CHANGES, TrainOptions
 from person.train.trainer import Trainer
 from search import app as search_app
 
@@ -64,6 +66,10 @@ def step_train(workdir: Path, store_path: Path, overrides: dict) -> Path:
         last = last_checkpoint(folder)
     except FileNotFoundError:
         last = None
+    changed = _recipe_changes(folder, DEMO_TRAINING | overrides) if last is not None else []
+    if changed:  # a run of an earlier recipe (an older checkout's workdir): not resumed, not reported as this one
+        print(f"[train] {folder} holds a run of another recipe ({', '.join(changed)}); training anew")
+        last, opts = None, replace(opts, overwrite=True)
     if last is not None and int(last.stem) >= opts.max_iters:
         print(f"[train] {last} is there; skipped")
         return last
@@ -75,6 +81,15 @@ def step_train(workdir: Path, store_path: Path, overrides: dict) -> Path:
     print(f"[train] {result.iteration - first} iterations in {seconds / 60:.1f} min "
           f"({(result.iteration - first) / seconds:.2f} it/s, evaluations included) -> {result.last_checkpoint}")
     return result.last_checkpoint
+
+
+def _recipe_changes(folder: Path, recipe: dict) -> list[str]:
+    """'name saved -> wanted' for each recipe option a run folder's options.json holds otherwise (how far and
+    how it runs, which a resumed run may change, aside)."""
+    options = folder / "options.json"
+    saved = json.loads(options.read_text()) if options.is_file() else {}
+    return [f"{k} {saved.get(k)} -> {v}" for k, v in recipe.items()
+            if k not in RESUMABLE_CHANGES and saved.get(k) != v]
 
 
 def step_student_report(workdir: Path, checkpoint: Path) -> dict:

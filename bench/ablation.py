@@ -1,19 +1,20 @@
 """Which losses matter, and how close the students get for the compute spent (the quality issue's answer).
 
-1. The ablation: the demo recipe (person.demo.recipe) on the demo set, against the recipe without each of
-   its loss terms, with each term it leaves out, with other memory sizes, widths and cheaper steps; same
-   seed and iterations for every row (`--iters`; `--seeds` for the rows named in `--seeded`, with their
+1. The ablation: a base recipe (`--base`: the demo's, person.demo.recipe, as it is or as it stood before this
+   table moved it) on the demo set, against the recipe without each of its loss terms, with each term it
+   leaves out, with other memory sizes, widths and cheaper steps; same seed and iterations for every row (`--iters`; `--seeds` for the rows named in `--seeded`, with their
    spread). Per row: the student pair's held-out EER, Rank-1, mAP, the two mixed cases' EER and Rank-1
    (student text against the teacher's gallery, and the reverse), and the training minutes. Rows run as
-   separate processes, `--jobs` at a time with 2 / jobs torch threads each (2 x 1 thread does ~1.4x the
-   work of 1 x 2 threads on 2 cores); each finished row is kept in WORKDIR/ablation.json, so a rerun only
+   separate processes, `--jobs` at a time with cores / jobs torch threads each (2 x 1 thread does ~1.4x
+   the work of 1 x 2 threads on 2 cores); each finished row is kept in WORKDIR/ablation.json, so a rerun only
    trains rows that are missing or whose settings changed.
 2. `--curve`: held-out EER and Rank-1 against training minutes of one run of the recipe (evaluated every
    `--eval-every` iterations, alone on the machine as the demo runs), the teacher as a horizontal line and
    the int8 export of the final checkpoint as a point: a PNG (`--plot`) and the figures. `--run RUN_DIR`
    reads a finished run's evaluations (its TensorBoard events) instead of training one.
 
-Usage: python bench/ablation.py [--workdir ablation] [--iters 500] [--jobs 2] [--rows recipe no-mix_rel ...]
+Usage: python bench/ablation.py [--workdir ablation] [--base current|previous] [--iters 500] [--jobs 2]
+                                [--rows recipe no-mix_rel ...] [--seeds 0 1] [--seeded recipe stride-3 ...]
        python bench/ablation.py --curve [--plot docs/curve.png] [--eval-every 100] [--run RUN_DIR]
 """
 from __future__ import annotations
@@ -33,13 +34,19 @@ ROOT = Path(__file__).resolve().parents[1]
 from person import files
 from person.demo.prepare import demo_set, teacher_store
 from person.demo.recipe import DEMO_IDS, DEMO_TRAINING
+from person.options import number
 
 DEMO_TEACHER = ROOT / "tools" / "demo_teacher"
+# The recipe each row changes. "current": the demo's recipe as it is. "previous": as it stood when this table was
+# first run (text stride 2, lr 2e-3); its stride and learning-rate rows are what moved the recipe to stride 3
+# and 4e-3, and BENCHMARKS.md's table is of this base.
+PREVIOUS = dict(text_stride=2, lr=2e-3)
+BASES = ("current", "previous")
 # Added terms start at weights where they are of the size of the recipe's own terms (~0.02-0.1 late in a
 # run): the contrastive and pair terms are sums of (1 - cos) over positives, ~1 at first, so they get 0.1.
 ID_TERMS = dict(id_img_weight=0.1, id_cap_weight=0.1, id_img_cap_weight=0.1, memory_warmup=100)
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
-    "recipe": ("the demo recipe: dist_img + dist_cap + mix_rel", {}),
+    "recipe": ("the base recipe: dist_img + dist_cap + mix_rel", {}),
     "no-dist_img": ("without dist_img", dict(dist_img_weight=0.0)),
     "no-dist_cap": ("without dist_cap", dict(dist_cap_weight=0.0)),
     "no-mix_rel": ("without mix_rel", dict(mix_rel_weight=0.0)),
@@ -54,21 +61,30 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "captions-1": ("1 caption per image (half the text batch)", dict(captions_per_image=1)),
     "stride-3": ("text stem stride 3 (a third fewer positions)", dict(text_stride=3)),
     "stride-4": ("text stem stride 4", dict(text_stride=4)),
-    "stride-3-len160": ("text stem stride 3, captions read to 160 characters (recipe: 128)",
+    "stride-3-len160": ("text stem stride 3, captions read to 160 characters (not 128)",
                         dict(text_stride=3, max_seq_length=160)),
     "cheap-step": ("1 caption per image and stride 3", dict(captions_per_image=1, text_stride=3)),
-    "lr-4e-3": ("peak learning rate 4e-3 (recipe: 2e-3)", dict(lr=4e-3)),
+    "lr-4e-3": ("peak learning rate 4e-3", dict(lr=4e-3)),
+    "lr-8e-3": ("peak learning rate 8e-3", dict(lr=8e-3)),
+    "stride-3-lr-4e-3": ("text stem stride 3 and learning rate 4e-3", dict(text_stride=3, lr=4e-3)),
 }
 CASES = (("student", "pair"), ("student_text_teacher_image", "s.text>t.images"),
          ("teacher_text_student_image", "t.text>s.images"))
 
 
-def row_options(name: str, store: Path, workdir: Path, iters: int, seed: int) -> dict[str, Any]:
-    """The TrainOptions of one row: the recipe, the row's changes, the ablation's length and seed."""
+def base_recipe(base: str) -> dict[str, Any]:
+    if base not in BASES:
+        raise ValueError(f"base {base!r}: use one of {', '.join(BASES)}")
+    return DEMO_TRAINING | (PREVIOUS if base == "previous" else {})
+
+
+def row_options(name: str, store: Path, workdir: Path, iters: int, seed: int, base: str = "current") -> dict[str, Any]:
+    """The TrainOptions of one row: the base recipe, the row's changes, the ablation's length and seed."""
+    recipe = base_recipe(base)
     run = dict(max_iters=iters, seed=seed, eval_every=0, save_every=iters, keep_last=1, num_workers=0,
-               warmup_iters=min(DEMO_TRAINING["warmup_iters"], iters // 10))
-    return dict(DEMO_TRAINING | ROWS[name][1] | run, embedding_path=str(store), log_dir=str(workdir / "logs"),
-                run_name=f"{name}-s{seed}", overwrite=True)
+               warmup_iters=min(recipe["warmup_iters"], iters // 10))
+    return dict(recipe | ROWS[name][1] | run, embedding_path=str(Path(store).resolve()),
+                log_dir=str((workdir / "logs").resolve()), run_name=f"{name}-s{seed}", overwrite=True)
 
 
 def train_row(options: dict[str, Any], threads: int, out: Path) -> None:
@@ -85,42 +101,65 @@ def train_row(options: dict[str, Any], threads: int, out: Path) -> None:
                                      for case, _ in CASES}})
 
 
-def run_rows(tasks: list[tuple[str, int]], store: Path, workdir: Path, iters: int, jobs: int) -> dict:
-    """Train the rows not yet in WORKDIR/ablation.json (or trained with other settings), `jobs` at a time."""
+def _finished(result: dict | None, options: dict[str, Any], threads: int) -> bool:
+    """A kept result of exactly these settings (minutes are only comparable at the same thread count)."""
+    return bool(result) and result.get("options") == options and result.get("threads") == threads
+
+
+def run_rows(tasks: list[tuple[str, int]], store: Path, workdir: Path, iters: int, jobs: int,
+             base: str = "current") -> dict[str, dict]:
+    """The results of `tasks` (row, seed), training those not kept in WORKDIR/ablation.json with these settings,
+    `jobs` at a time. A failed row does not stop the others; the failures are raised together at the end, and
+    an interrupted run (Ctrl-C, a kill of this process) stops its children."""
     results_path = workdir / "ablation.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     threads = max(1, (os.cpu_count() or 2) // jobs)
-    pending = []
+    keys, pending, failed = [], [], []
     for name, seed in tasks:
-        key, options = f"{name}/s{seed}/{iters}", row_options(name, store, workdir, iters, seed)
-        if results.get(key, {}).get("options") != options:
-            pending.append((key, options))
-    running: list[tuple[str, subprocess.Popen, Path, float]] = []
-    while pending or running:
-        while pending and len(running) < jobs:
-            key, options = pending.pop(0)
-            out = workdir / "rows" / (key.replace("/", "_") + ".json")
-            log = out.with_suffix(".log")
-            files.make_folder(out.parent)
-            spec = json.dumps({"options": options, "threads": threads, "out": str(out)})
-            with log.open("w") as f:
-                proc = subprocess.Popen([sys.executable, __file__, "--one", spec], stdout=f, stderr=subprocess.STDOUT)
-            running.append((key, proc, out, time.perf_counter()))
-            print(f"[ablation] {key}: started ({threads} thread(s)), log {log}", flush=True)
-        time.sleep(2)
-        for item in list(running):
-            key, proc, out, started = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            if proc.returncode != 0:
-                raise RuntimeError(f"row {key} failed (exit {proc.returncode}): see {out.with_suffix('.log')}")
-            results[key] = json.loads(out.read_text())
-            files.write_json(results_path, results)
-            pair = results[key]["cases"]["student"]
-            print(f"[ablation] {key}: EER {100 * pair['eer']:.2f}%  Rank-1 {100 * pair['rank1']:.2f}%  "
-                  f"in {results[key]['minutes']:.1f} min", flush=True)
-    return results
+        key, options = f"{name}/s{seed}/{iters}", row_options(name, store, workdir, iters, seed, base)
+        out = workdir / "rows" / (key.replace("/", "_") + ".json")
+        keys.append(key)
+        if not _finished(results.get(key), options, threads):
+            done = json.loads(out.read_text()) if out.exists() else None  # a row whose parent was killed
+            if _finished(done, options, threads):
+                results[key] = done
+            else:
+                pending.append((key, options, out))
+    files.write_json(results_path, results)
+    running: list[tuple[str, subprocess.Popen, Path]] = []
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                key, options, out = pending.pop(0)
+                log = out.with_suffix(".log")
+                files.make_folder(out.parent)
+                out.unlink(missing_ok=True)
+                spec = json.dumps({"options": options, "threads": threads, "out": str(out)})
+                with log.open("w") as f:
+                    proc = subprocess.Popen([sys.executable, __file__, "--one", spec], stdout=f,
+                                            stderr=subprocess.STDOUT)
+                running.append((key, proc, out))
+                print(f"[ablation] {key}: started ({threads} thread(s)), log {log}", flush=True)
+            time.sleep(0.5)
+            for item in [r for r in running if r[1].poll() is not None]:
+                running.remove(item)
+                key, proc, out = item
+                if proc.returncode != 0:
+                    failed.append(f"{key} (exit {proc.returncode}, log {out.with_suffix('.log')})")
+                    print(f"[ablation] {key}: FAILED, see {out.with_suffix('.log')}", flush=True)
+                    continue
+                results[key] = json.loads(out.read_text())
+                files.write_json(results_path, results)
+                pair = results[key]["cases"]["student"]
+                print(f"[ablation] {key}: EER {100 * pair['eer']:.2f}%  Rank-1 {100 * pair['rank1']:.2f}%  "
+                      f"in {results[key]['minutes']:.1f} min", flush=True)
+    finally:
+        for _, proc, _ in running:
+            proc.terminate()
+            proc.wait()
+    if failed:
+        raise RuntimeError(f"{len(failed)} row(s) failed: {'; '.join(failed)}")
+    return {key: results[key] for key in keys}
 
 
 def _cell(values: list[float], percent: bool = True) -> str:
@@ -131,15 +170,15 @@ def _cell(values: list[float], percent: bool = True) -> str:
     return f"{mean:.2f} ±{(max(values) - min(values)) * scale / 2:.2f}"
 
 
-def ablation_table(results: dict, names: list[str], iters: int, teacher: dict) -> str:
-    """Markdown: one line per row (seeds averaged, ± half their range), the teacher's figures first."""
+def ablation_table(results: dict[str, dict], names: list[str], teacher: dict) -> str:
+    """Markdown of run_rows' results: one line per row (seeds averaged, ± half their range), the teacher first."""
     head = ("| row | pair EER % | pair Rank-1 % | pair mAP % | s.text>t.images EER / R1 % | "
             "t.text>s.images EER / R1 % | train min | seeds |")
     lines = [head, "|" + "---|" * 8,
              f"| teacher (demo teacher's own embeddings) | {100 * teacher['eer']:.2f} | {100 * teacher['rank1']:.2f} | "
              f"{100 * teacher['mAP']:.2f} | | | | |"]
     for name in names:
-        runs = [r for k, r in sorted(results.items()) if k.split("/")[0] == name and k.endswith(f"/{iters}")]
+        runs = [r for k, r in sorted(results.items()) if k.split("/")[0] == name]
         if not runs:
             continue
         cases = {case: {m: [r["cases"][case][m] for r in runs] for m in ("eer", "rank1", "mAP")} for case, _ in CASES}
@@ -229,15 +268,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", type=Path, default=Path("ablation"), help="set, store, runs and results")
-    p.add_argument("--iters", type=int, default=500, help="iterations of every ablation row")
+    p.add_argument("--base", choices=BASES, default="current", help="the recipe the rows change (default: the "
+                   "demo's as it is; previous: stride 2 and lr 2e-3, the base of BENCHMARKS.md's table)")
+    p.add_argument("--iters", type=number(int, at_least=1), default=500, help="iterations of every ablation row")
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="rows to run (default: all)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds of the rows in --seeded")
+    p.add_argument("--seeds", type=number(int, at_least=0), nargs="+", default=[0, 1],
+                   help="seeds of the rows in --seeded")
     p.add_argument("--seeded", nargs="*", choices=list(ROWS), default=["recipe"],
                    help="rows run with every seed in --seeds (the others with the first)")
-    p.add_argument("--jobs", type=int, default=2, help="rows trained at once")
+    p.add_argument("--jobs", type=number(int, at_least=1), default=2, help="rows trained at once")
     p.add_argument("--curve", action="store_true", help="the quality-per-minute curve instead of the table")
-    p.add_argument("--eval-every", type=int, default=100, help="with --curve: evaluate every N iterations")
-    p.add_argument("--run", type=Path, default=None, help="with --curve: a finished run of the recipe to read")
+    p.add_argument("--eval-every", type=number(int, at_least=1), default=100,
+                   help="with --curve: evaluate every N iterations")
+    p.add_argument("--run", type=Path, default=None, help="with --curve: a finished run of the recipe to read "
+                                                          "(trained in one go: a resumed run's pause would count)")
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "curve.png", help="with --curve: the PNG")
     p.add_argument("--one", help=argparse.SUPPRESS)  # the child process of one row
     args = p.parse_args()
@@ -245,16 +289,19 @@ def main() -> None:
         spec = json.loads(args.one)
         train_row(spec["options"], spec["threads"], Path(spec["out"]))
         return
-    json_path = demo_set(args.workdir / "data", DEMO_IDS, DEMO_TRAINING["p"])
-    store = teacher_store(args.workdir / "embeddings", json_path, DEMO_TEACHER)
+    if args.curve and args.run is not None:  # the run's own store
+        store = Path(json.loads((args.run / "options.json").read_text())["embedding_path"])
+    else:
+        json_path = demo_set(args.workdir / "data", DEMO_IDS, DEMO_TRAINING["p"])
+        store = teacher_store(args.workdir / "embeddings", json_path, DEMO_TEACHER)
     teacher = teacher_figures(store)
     if args.curve:
         curve(args, store, teacher)
         return
     tasks = [(name, seed) for name in args.rows for seed in (args.seeds if name in args.seeded else args.seeds[:1])]
-    results = run_rows(tasks, store, args.workdir, args.iters, args.jobs)
-    print(f"\n{args.iters} iterations a row, {args.jobs} row(s) at a time\n")
-    print(ablation_table(results, args.rows, args.iters, teacher))
+    results = run_rows(tasks, store, args.workdir, args.iters, args.jobs, args.base)
+    print(f"\n{args.base} base, {args.iters} iterations a row, {args.jobs} row(s) at a time\n")
+    print(ablation_table(results, args.rows, teacher))
 
 
 if __name__ == "__main__":

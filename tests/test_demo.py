@@ -19,7 +19,7 @@ KEYS = {"eer", "eer_threshold", "frr_at_far", "threshold_at_far", "rank1", "rank
         "positives", "negatives"}
 
 
-def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys):
+def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys, monkeypatch):
     teacher = build_tiny_siglip(tmp_path / "teacher")
     argv = ["--workdir", str(tmp_path / "w"), "--ids", "80", "--teacher", str(teacher), "--max-iters", "2"]
     first = demo.main(argv)
@@ -73,6 +73,16 @@ def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys):
         server.terminate()
         out = server.communicate(timeout=30)[0]
     assert f"[serve] the search page: http://127.0.0.1:{port}/" in out
+
+    # A workdir trained with another recipe (an older checkout's) is trained anew, not skipped as this one.
+    recipe_lr = demo.DEMO_TRAINING["lr"]
+    monkeypatch.setitem(demo.DEMO_TRAINING, "lr", recipe_lr / 4)
+    store = next((tmp_path / "w" / "embeddings").glob("*.h5"))
+    checkpoint = demo.step_train(tmp_path / "w", store, {"max_iters": 2, "eval_every": 0, "save_every": 2})
+    out = capsys.readouterr().out
+    assert f"holds a run of another recipe (lr {recipe_lr} -> {recipe_lr / 4}); training anew" in out
+    assert "[train] 2 iterations" in out
+    assert json.loads((checkpoint.parent / "options.json").read_text())["lr"] == recipe_lr / 4
 
 
 def free_port() -> int:

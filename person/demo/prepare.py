@@ -30,7 +30,7 @@ def demo_set(folder: Path, ids: int, min_train_ids: int = 1) -> Path:
                     for split, c in counts.items()))
     if counts["train"]["ids"] < min_train_ids:
         raise ValueError(f"{json_path}: {counts['train']['ids']} training identities cannot fill the demo's batches "
-                         f"of {min_train_ids} identities: draw more with --ids in a new --workdir")
+                         f"of {min_train_ids} identities: draw more (demo.py --ids N --workdir NEW_FOLDER)")
     return json_path
 
 

@@ -387,7 +387,7 @@ class Trainer:
             files.make_folder(self.run_dir)
             files.clean_stale_temps(self.run_dir)
             files.write_json(self.run_dir / "options.json", to_dict(o))
-        writer = _tensorboard(self.run_dir / "tb") if main else None
+        writer = _tensorboard(self.run_dir / "tb", self.iteration) if main else None
         handler = _file_log(self.run_dir / "train.log") if main else None
         try:
             with logging_redirect_tqdm():
@@ -442,9 +442,11 @@ class Trainer:
         return last, final
 
 
-def _tensorboard(folder: Path) -> SummaryWriter:
+def _tensorboard(folder: Path, iteration: int) -> SummaryWriter:
+    """The run's event writer; a resumed run first drops what a killed run logged after its checkpoint, so a
+    step is never in the events twice."""
     try:
-        return SummaryWriter(str(files.make_folder(folder)))
+        return SummaryWriter(str(files.make_folder(folder)), purge_step=iteration + 1 if iteration else None)
     except OSError as e:
         raise files.output_error(folder, e) from None
 
