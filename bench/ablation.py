@@ -2,8 +2,8 @@
 
 1. The ablation: a base recipe (`--base`: the demo's, person.demo.recipe, as it is or as it stood before this
    table moved it) on the demo set, against the recipe without each of its loss terms, with each term it
-   leaves out, with other memory sizes, widths and cheaper steps; same seed and iterations for every row (`--iters`; `--seeds` for the rows named in `--seeded`, with their
-   spread). Per row: the student pair's held-out EER, Rank-1, mAP, the two mixed cases' EER and Rank-1
+   leaves out, with other memory sizes, widths and cheaper steps; same seed and iterations for every row
+   (`--iters`; `--seeds` for the rows named in `--seeded`, with their spread). Per row: the student pair's held-out EER, Rank-1, mAP, the two mixed cases' EER and Rank-1
    (student text against the teacher's gallery, and the reverse), and the training minutes. Rows run as
    separate processes, `--jobs` at a time with cores / jobs torch threads each (2 x 1 thread does ~1.4x
    the work of 1 x 2 threads on 2 cores); each finished row is kept in WORKDIR/ablation.json, so a rerun only
