@@ -3,11 +3,12 @@
 1. The ablation: a base recipe (`--base`: the demo's, person.demo.recipe, as it is or as it stood before this
    table moved it) on the demo set, against the recipe without each of its loss terms, with each term it
    leaves out, with other memory sizes, widths and cheaper steps; same seed and iterations for every row
-   (`--iters`; `--seeds` for the rows named in `--seeded`, with their spread). Per row: the student pair's held-out EER, Rank-1, mAP, the two mixed cases' EER and Rank-1
-   (student text against the teacher's gallery, and the reverse), and the training minutes. Rows run as
-   separate processes, `--jobs` at a time with cores / jobs torch threads each (2 x 1 thread does ~1.4x
-   the work of 1 x 2 threads on 2 cores); each finished row is kept in WORKDIR/ablation.json, so a rerun only
-   trains rows that are missing or whose settings changed.
+   (`--iters`; `--seeds` for the rows named in `--seeded`, with their spread). Per row: the student pair's
+   held-out EER, Rank-1, mAP, the two mixed cases' EER and Rank-1 (student text against the teacher's
+   gallery, and the reverse), and the training minutes. Rows run as separate processes, `--jobs` at a time
+   with cores / jobs torch threads each (2 x 1 thread does ~1.4x the work of 1 x 2 threads on 2 cores);
+   each finished row is kept in WORKDIR/ablation.json, so a rerun only trains rows that are missing or
+   whose settings changed.
 2. `--curve`: held-out EER and Rank-1 against training minutes of one run of the recipe (evaluated every
    `--eval-every` iterations, alone on the machine as the demo runs), the teacher as a horizontal line and
    the int8 export of the final checkpoint as a point: a PNG (`--plot`) and the figures. `--run RUN_DIR`
@@ -84,7 +85,7 @@ def row_options(name: str, store: Path, workdir: Path, iters: int, seed: int, ba
     run = dict(max_iters=iters, seed=seed, eval_every=0, save_every=iters, keep_last=1, num_workers=0,
                warmup_iters=min(recipe["warmup_iters"], iters // 10))
     return dict(recipe | ROWS[name][1] | run, embedding_path=str(Path(store).resolve()),
-                log_dir=str((workdir / "logs").resolve()), run_name=f"{name}-s{seed}", overwrite=True)
+                log_dir=str((workdir / "logs").resolve()), run_name=f"{base}-{name}-s{seed}", overwrite=True)
 
 
 def train_row(options: dict[str, Any], threads: int, out: Path) -> None:
@@ -116,7 +117,7 @@ def run_rows(tasks: list[tuple[str, int]], store: Path, workdir: Path, iters: in
     threads = max(1, (os.cpu_count() or 2) // jobs)
     keys, pending, failed = [], [], []
     for name, seed in tasks:
-        key, options = f"{name}/s{seed}/{iters}", row_options(name, store, workdir, iters, seed, base)
+        key, options = f"{base}/{name}/s{seed}/{iters}", row_options(name, store, workdir, iters, seed, base)
         out = workdir / "rows" / (key.replace("/", "_") + ".json")
         keys.append(key)
         if not _finished(results.get(key), options, threads):
@@ -178,7 +179,7 @@ def ablation_table(results: dict[str, dict], names: list[str], teacher: dict) ->
              f"| teacher (demo teacher's own embeddings) | {100 * teacher['eer']:.2f} | {100 * teacher['rank1']:.2f} | "
              f"{100 * teacher['mAP']:.2f} | | | | |"]
     for name in names:
-        runs = [r for k, r in sorted(results.items()) if k.split("/")[0] == name]
+        runs = [r for k, r in sorted(results.items()) if k.split("/")[1] == name]
         if not runs:
             continue
         cases = {case: {m: [r["cases"][case][m] for r in runs] for m in ("eer", "rank1", "mAP")} for case, _ in CASES}
@@ -233,7 +234,8 @@ def curve(args: argparse.Namespace, store: Path, teacher: dict) -> None:
     _, int8 = evaluate_export(export_dir, "int8", cases=["student"])
     int8_pair = int8.summaries()["student"]
     lines = ["| iteration | train min | pair EER % | pair Rank-1 % |", "|---|---|---|---|"]
-    lines += [f"| {p['iteration']} | {p['minutes']:.1f} | {100 * p['eer']:.2f} | {100 * p['rank1']:.2f} |" for p in points]
+    lines += [f"| {p['iteration']} | {p['minutes']:.1f} | {100 * p['eer']:.2f} | {100 * p['rank1']:.2f} |"
+              for p in points]
     lines.append(f"| {points[-1]['iteration']}, int8 export | {points[-1]['minutes']:.1f} | "
                  f"{100 * int8_pair['eer']:.2f} | {100 * int8_pair['rank1']:.2f} |")
     lines.append(f"| teacher | | {100 * teacher['eer']:.2f} | {100 * teacher['rank1']:.2f} |")

@@ -21,15 +21,16 @@ def test_rows_are_trained_once_and_retrained_when_their_settings_change(tmp_path
     monkeypatch.setattr(ablation, "DEMO_TRAINING", TINY)
     store, tasks = trained_setup[1], [("recipe", 0), ("no-mix_rel", 0)]
     results = ablation.run_rows(tasks, store, tmp_path, iters=3, jobs=2)
-    assert set(results) == {"recipe/s0/3", "no-mix_rel/s0/3"}
-    assert results["no-mix_rel/s0/3"]["options"]["mix_rel_weight"] == 0.0
-    assert results["recipe/s0/3"]["options"]["mix_rel_weight"] == 1.0
-    assert results["recipe/s0/3"]["threads"] == max(1, (os.cpu_count() or 2) // 2)
+    assert set(results) == {"current/recipe/s0/3", "current/no-mix_rel/s0/3"}
+    assert results["current/no-mix_rel/s0/3"]["options"]["mix_rel_weight"] == 0.0
+    assert results["current/recipe/s0/3"]["options"]["mix_rel_weight"] == 1.0
+    assert results["current/recipe/s0/3"]["threads"] == max(1, (os.cpu_count() or 2) // 2)
     # A row's figures are its last checkpoint's own evaluation (here on this process's thread count).
-    run = next((tmp_path / "logs").glob("*/recipe-s0"))
+    run = next((tmp_path / "logs").glob("*/current-recipe-s0"))
     _, scored = evaluate_checkpoint(last_checkpoint(run), num_workers=0)
     for case, _ in ablation.CASES:
-        assert results["recipe/s0/3"]["cases"][case]["eer"] == pytest.approx(scored.summaries()[case]["eer"], abs=2e-3)
+        expected = scored.summaries()[case]["eer"]
+        assert results["current/recipe/s0/3"]["cases"][case]["eer"] == pytest.approx(expected, abs=2e-3)
     assert json.loads((tmp_path / "ablation.json").read_text()) == results
     capsys.readouterr()
 
@@ -38,26 +39,28 @@ def test_rows_are_trained_once_and_retrained_when_their_settings_change(tmp_path
     monkeypatch.setitem(ablation.ROWS, "no-mix_rel", ("changed", dict(mix_rel_weight=0.0, dist_cap_weight=0.5)))
     again = ablation.run_rows(tasks, store, tmp_path, iters=3, jobs=2)
     started = [line for line in capsys.readouterr().out.splitlines() if "started" in line]
-    assert len(started) == 1 and "no-mix_rel/s0/3" in started[0]
-    assert again["no-mix_rel/s0/3"]["options"]["dist_cap_weight"] == 0.5
-    assert again["recipe/s0/3"] == results["recipe/s0/3"]
+    assert len(started) == 1 and "current/no-mix_rel/s0/3" in started[0]
+    assert again["current/no-mix_rel/s0/3"]["options"]["dist_cap_weight"] == 0.5
+    assert again["current/recipe/s0/3"] == results["current/recipe/s0/3"]
 
-    # The other base recipe changes the options, so the row is trained again for it; only the asked rows return.
+    # The other base recipe is its own row (trained for it, kept beside); only the asked rows return.
     capsys.readouterr()
     previous = ablation.run_rows([("recipe", 0)], store, tmp_path, iters=3, jobs=2, base="previous")
-    assert list(previous) == ["recipe/s0/3"] and previous["recipe/s0/3"]["options"]["lr"] == 2e-3
-    assert previous["recipe/s0/3"]["options"]["text_stride"] == 2
-    assert "recipe/s0/3: started" in capsys.readouterr().out
+    assert list(previous) == ["previous/recipe/s0/3"] and previous["previous/recipe/s0/3"]["options"]["lr"] == 2e-3
+    assert previous["previous/recipe/s0/3"]["options"]["text_stride"] == 2
+    assert "previous/recipe/s0/3: started" in capsys.readouterr().out
+    assert set(json.loads((tmp_path / "ablation.json").read_text())) == set(again) | set(previous)
 
 
 def test_a_failed_row_is_named_after_the_others_are_kept(tmp_path, trained_setup, monkeypatch):
     monkeypatch.setattr(ablation, "DEMO_TRAINING", TINY)
     monkeypatch.setitem(ablation.ROWS, "broken", ("no such student", dict(backbone="backbone.nowhere.Net")))
-    with pytest.raises(RuntimeError, match=r"1 row\(s\) failed: broken/s0/2 \(exit 1, log .*broken_s0_2.log\)"):
+    failed = r"1 row\(s\) failed: current/broken/s0/2 \(exit 1, log .*current_broken_s0_2.log\)"
+    with pytest.raises(RuntimeError, match=failed):
         ablation.run_rows([("broken", 0), ("recipe", 0)], trained_setup[1], tmp_path, iters=2, jobs=2)
     kept = json.loads((tmp_path / "ablation.json").read_text())
-    assert list(kept) == ["recipe/s0/2"]
-    assert "backbone.nowhere" in (tmp_path / "rows" / "broken_s0_2.log").read_text()
+    assert list(kept) == ["current/recipe/s0/2"]
+    assert "backbone.nowhere" in (tmp_path / "rows" / "current_broken_s0_2.log").read_text()
 
 
 def _result(eer: float, rank1: float, minutes: float) -> dict:
@@ -66,13 +69,13 @@ def _result(eer: float, rank1: float, minutes: float) -> dict:
 
 
 def test_the_table_averages_seeds_and_shows_half_their_range():
-    results = {"recipe/s0/500": _result(0.07, 0.68, 10.0), "recipe/s1/500": _result(0.072, 0.66, 11.0),
-               "no-mix_rel/s0/500": _result(0.09, 0.6, 9.0)}
+    results = {"current/recipe/s0/500": _result(0.07, 0.68, 10.0), "current/recipe/s1/500": _result(0.072, 0.66, 11.0),
+               "current/no-mix_rel/s0/500": _result(0.09, 0.6, 9.0)}
     teacher = {"eer": 0.0603, "rank1": 0.7075, "mAP": 0.6997}
     lines = ablation.ablation_table(results, ["recipe", "no-mix_rel", "with-rkda"], teacher).splitlines()
     assert lines[2] == "| teacher (demo teacher's own embeddings) | 6.03 | 70.75 | 69.97 | | | | |"
-    assert lines[3] == ("| the base recipe: dist_img + dist_cap + mix_rel | 7.10 ±0.10 | 67.00 ±1.00 | 50.00 ±0.00 | "
-                        "7.10 ±0.10 / 67.00 ±1.00 | 7.10 ±0.10 / 67.00 ±1.00 | 10.50 ±0.50 | 2 |")
+    assert lines[3] == ("| the base recipe: dist_img + dist_cap + mix_rel | 7.10 ±0.10 | 67.00 ±1.00 | "
+                        "50.00 ±0.00 | 7.10 ±0.10 / 67.00 ±1.00 | 7.10 ±0.10 / 67.00 ±1.00 | 10.50 ±0.50 | 2 |")
     assert lines[4] == "| without mix_rel | 9.00 | 60.00 | 50.00 | 9.00 / 60.00 | 9.00 / 60.00 | 9.00 | 1 |"
     assert len(lines) == 5  # a row without results is left out
 
