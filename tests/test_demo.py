@@ -93,5 +93,5 @@ def free_port() -> int:
 
 def test_too_few_identities_for_the_demo_batches_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"training identities cannot fill the demo's batches of 64 identities: "
-                                         r"draw more with --ids"):
+                                         r"draw more \(demo.py --ids N --workdir NEW_FOLDER\)"):
         demo.main(["--workdir", str(tmp_path / "w"), "--ids", "20", "--max-iters", "1"])
