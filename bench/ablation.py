@@ -47,7 +47,7 @@ BASES = ("current", "previous")
 # run): the contrastive and pair terms are sums of (1 - cos) over positives, ~1 at first, so they get 0.1.
 ID_TERMS = dict(id_img_weight=0.1, id_cap_weight=0.1, id_img_cap_weight=0.1, memory_warmup=100)
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
-    "recipe": ("the base recipe: dist_img + dist_cap + mix_rel", {}),
+    "recipe": ("the base recipe (--base)", {}),
     "no-dist_img": ("without dist_img", dict(dist_img_weight=0.0)),
     "no-dist_cap": ("without dist_cap", dict(dist_cap_weight=0.0)),
     "no-mix_rel": ("without mix_rel", dict(mix_rel_weight=0.0)),

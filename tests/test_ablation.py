@@ -74,7 +74,7 @@ def test_the_table_averages_seeds_and_shows_half_their_range():
     teacher = {"eer": 0.0603, "rank1": 0.7075, "mAP": 0.6997}
     lines = ablation.ablation_table(results, ["recipe", "no-mix_rel", "with-rkda"], teacher).splitlines()
     assert lines[2] == "| teacher (demo teacher's own embeddings) | 6.03 | 70.75 | 69.97 | | | | |"
-    assert lines[3] == ("| the base recipe: dist_img + dist_cap + mix_rel | 7.10 ±0.10 | 67.00 ±1.00 | "
+    assert lines[3] == ("| the base recipe (--base) | 7.10 ±0.10 | 67.00 ±1.00 | "
                         "50.00 ±0.00 | 7.10 ±0.10 / 67.00 ±1.00 | 7.10 ±0.10 / 67.00 ±1.00 | 10.50 ±0.50 | 2 |")
     assert lines[4] == "| without mix_rel | 9.00 | 60.00 | 50.00 | 9.00 / 60.00 | 9.00 / 60.00 | 9.00 | 1 |"
     assert len(lines) == 5  # a row without results is left out
