@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +88,9 @@ def _recipe_changes(folder: Path, recipe: dict) -> list[str]:
     how it runs, which a resumed run may change, aside)."""
     options = folder / "options.json"
     saved = json.loads(options.read_text()) if options.is_file() else {}
-    return [f"{k} {saved.get(k)} -> {v}" for k, v in recipe.items()
-            if k not in RESUMABLE_CHANGES and saved.get(k) != v]
+    defaults = {f.name: f.default for f in fields(TrainOptions)}  # what a key an older run did not save meant
+    return [f"{k} {saved.get(k, defaults[k])} -> {v}" for k, v in recipe.items()
+            if k not in RESUMABLE_CHANGES and saved.get(k, defaults[k]) != v]
 
 
 def step_student_report(workdir: Path, checkpoint: Path) -> dict:

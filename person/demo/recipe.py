@@ -1,7 +1,7 @@
 """The demo's set and the students' training recipe, shared by demo.py and bench/ablation.py.
 
 Why each value is what it is: bench/ablation.py's table in BENCHMARKS.md (the loss terms, memory, widths and
-cheaper steps, each against this recipe on the demo set), and the measurements noted beside each line.
+cheaper steps, each against the recipe as it stood before it), and the measurements noted beside each line.
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 DEMO_IDS, DEMO_IMAGES_PER_ID, DEMO_SEED = 1000, 4, 0
 
-# The students the demo trains on 2 CPU cores (~11 minutes on a slow day: see README). A CPU run uses a smaller input than the 224x112 default for
-# real data; everything else is main.py's defaults unless named.
+# The students the demo trains on 2 CPU cores (~11 minutes on a slow day: see README). A CPU run uses a smaller
+# input than the 224x112 default for real data; everything else is main.py's defaults unless named.
 # - 64 identities x 1 image a batch, 2 captions each: the text student learns from how many different
 #   captions it sees (750 text-only iterations: 9.6% held-out EER, against 11.2% with 32 x 2 images).
 # - rel_temperature 0.1 instead of main.py's 0.02 (for SigLIP2's similarities, ~0..0.25; the demo teacher's

@@ -443,10 +443,10 @@ class Trainer:
 
 
 def _tensorboard(folder: Path, iteration: int) -> SummaryWriter:
-    """The run's event writer; a resumed run first drops what a killed run logged after its checkpoint, so a
-    step is never in the events twice."""
+    """The run's event writer; it first drops what an earlier, killed run logged after `iteration` (its
+    checkpoint, or before any), so a step is never in the events twice."""
     try:
-        return SummaryWriter(str(files.make_folder(folder)), purge_step=iteration + 1 if iteration else None)
+        return SummaryWriter(str(files.make_folder(folder)), purge_step=iteration + 1)
     except OSError as e:
         raise files.output_error(folder, e) from None
 
