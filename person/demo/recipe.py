@@ -25,7 +25,7 @@ DEMO_IDS, DEMO_IMAGES_PER_ID, DEMO_SEED = 1000, 4, 0
 # - text stem stride 3, learning rate 4e-3, d_pos and s_neg at 0.1 (bench/ablation.py, 500 iterations, two
 #   seeds each, BENCHMARKS.md): stride 3 scores as stride 2 (held-out EER 10.98 +-0.43% against 11.39 +-0.30%)
 #   with a step 0.72x as long; lr 4e-3 instead of 2e-3 brings it to 10.12 +-0.34%, the pair terms to 9.63
-#   +-0.16%. So 1500 cheaper iterations replace 2100: the demo's 15 minutes hold on a slow day.
+#   +-0.16%. So 1300 cheaper iterations replace 2100: the demo's 15 minutes hold on a slow day.
 DEMO_TRAINING: dict[str, Any] = dict(
     backbone="backbone.mf3.ANet2_w050", tbackbone="tbackbone.char.L2", text_width=128, text_stride=3,
     image_size="96x48", channels_last=True, p=64, k=1, captions_per_image=2, caption_fields="captions",
