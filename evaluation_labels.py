@@ -20,8 +20,9 @@ import logging
 from pathlib import Path
 
 from person.eval import metrics, report
-from person.eval.features import l2_normalise, load_features, store_features
+from person.eval.features import load_features, store_features
 from person.options import number, run_command
+from person.vectors import unit_rows
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
         source, f = args.embedding_path, store_features(args.embedding_path, args.split or "eval", args.prompt_captions)
     image_emb, caption_emb = f["image_emb"], f["caption_emb"]
     if args.normalize:
-        image_emb, caption_emb = l2_normalise(image_emb), l2_normalise(caption_emb)
+        image_emb, caption_emb = unit_rows(image_emb), unit_rows(caption_emb)
     evaluation = metrics.evaluate(image_emb, f["image_pid"], caption_emb, f["caption_pid"],
                                   top_k=args.top_k, block_pairs=args.block_pairs, device=args.device,
                                   progress=True)

@@ -11,12 +11,14 @@
    whose settings changed.
 2. `--curve`: held-out EER and Rank-1 against training minutes of one run of the recipe (evaluated every
    `--eval-every` iterations, alone on the machine as the demo runs), the teacher as a horizontal line and
-   the int8 export of the final checkpoint as a point: a PNG (`--plot`) and the figures. `--run RUN_DIR`
-   reads a finished run's evaluations (its TensorBoard events) instead of training one.
+   the int8 export of the final checkpoint as a point: a PNG (`--plot`) and the figures. `--iters` and `--rows`
+   make the run longer or change its recipe; `--run RUN_DIR ...` reads finished runs' evaluations (their
+   TensorBoard events) instead of training one, and plots them together.
 
 Usage: python bench/ablation.py [--workdir ablation] [--base current|previous] [--iters 500] [--jobs 2]
                                 [--rows recipe no-mix_rel ...] [--seeds 0 1] [--seeded recipe stride-3 ...]
-       python bench/ablation.py --curve [--plot docs/curve.png] [--eval-every 100] [--run RUN_DIR]
+       python bench/ablation.py --curve [--plot docs/curve.png] [--eval-every 100] [--iters N] [--rows ROW ...]
+                                [--run RUN_DIR ...]
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ DEMO_TEACHER = ROOT / "tools" / "demo_teacher"
 PREVIOUS = dict(text_stride=2, lr=2e-3, d_pos_weight=0.0, s_neg_weight=0.0)
 BASES = ("current", "previous")
 # Added terms start at weights where they are of the size of the recipe's own terms (~0.02-0.1 late in a
-# run): the contrastive and pair terms are sums of (1 - cos) over positives, ~1 at first, so they get 0.1.
+# run): the contrastive and pair terms are means of (1 - cos) over positives, ~1 at first, so they get 0.1.
 ID_TERMS = dict(id_img_weight=0.1, id_cap_weight=0.1, id_img_cap_weight=0.1, memory_warmup=100)
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "recipe": ("the base recipe (--base)", {}),
@@ -56,10 +58,18 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "with-rkda": ("+ rkda (1)", dict(rkda_weight=1.0)),
     "with-id": ("+ id_img, id_cap, id_img_cap (0.1 each), memory 1024", dict(ID_TERMS, memory_size=1024)),
     "with-id-mem4096": ("+ id terms, memory 4096", dict(ID_TERMS, memory_size=4096)),
+    "with-id-margin-0.2": ("+ id terms, memory 1024, negatives above 0.2 (not 0.5)",
+                           dict(ID_TERMS, memory_size=1024, id_margin=0.2)),
+    "with-id-cross": ("+ id_img_cap alone (0.1), memory 1024",
+                      dict(id_img_cap_weight=0.1, memory_warmup=100, memory_size=1024)),
     "with-pairs": ("+ d_pos, s_neg (0.1, 0.1)", dict(d_pos_weight=0.1, s_neg_weight=0.1)),
     "no-pairs": ("without d_pos, s_neg", dict(d_pos_weight=0.0, s_neg_weight=0.0)),
+    "pairs-0.3": ("d_pos, s_neg at 0.3", dict(d_pos_weight=0.3, s_neg_weight=0.3)),
+    "s_neg-1": ("s_neg at 1 (below the teacher on other identities' pairs), d_pos 0.1",
+                dict(d_pos_weight=0.1, s_neg_weight=1.0)),
     "image-ANet2": ("image student backbone.mf3.ANet2 (full width)", dict(backbone="backbone.mf3.ANet2")),
     "text-256": ("text student width 256", dict(text_width=256)),
+    "wide": ("both wider: ANet2 full width and text width 256", dict(backbone="backbone.mf3.ANet2", text_width=256)),
     "captions-1": ("1 caption per image (half the text batch)", dict(captions_per_image=1)),
     "stride-2": ("text stem stride 2", dict(text_stride=2)),
     "stride-3": ("text stem stride 3 (a third fewer positions)", dict(text_stride=3)),
@@ -218,51 +228,72 @@ def curve_points(run_dir: Path) -> list[dict]:
             for e in events.Scalars("eval/eer")]
 
 
+def curve_options(base: str, rows: list[str], iters: int | None, eval_every: int) -> dict[str, Any]:
+    """The curve run's recipe: the base with the named rows' changes (the longer-run candidates: a wider
+    student, more iterations), `iters` long (default: the recipe's own), evaluated and saved every `eval_every`."""
+    recipe = base_recipe(base)
+    for name in rows:
+        recipe |= ROWS[name][1]
+    iters = iters or recipe["max_iters"]
+    label = "-".join([base, *rows, str(iters)])
+    return recipe | dict(max_iters=iters, eval_every=eval_every, save_every=eval_every, run_name=f"curve-{label}")
+
+
 def curve(args: argparse.Namespace, store: Path, teacher: dict) -> None:
+    from person.train.options import TrainOptions
+    from person.train.trainer import Trainer
+    runs = args.run
+    if not runs:
+        opts = TrainOptions(**curve_options(args.base, args.rows, args.iters, args.eval_every),
+                            embedding_path=str(store), log_dir=str(args.workdir / "logs"), overwrite=True)
+        runs = [Trainer(opts).fit().run_dir]
+    curves = [run_curve(run_dir, args.workdir) for run_dir in runs]
+    for c in curves:
+        points, int8 = c["points"], c["int8"]
+        lines = ["| iteration | train min | pair EER % | pair Rank-1 % |", "|---|---|---|---|"]
+        lines += [f"| {p['iteration']} | {p['minutes']:.1f} | {100 * p['eer']:.2f} | {100 * p['rank1']:.2f} |"
+                  for p in points]
+        lines.append(f"| {points[-1]['iteration']}, int8 export | {points[-1]['minutes']:.1f} | "
+                     f"{100 * int8['eer']:.2f} | {100 * int8['rank1']:.2f} |")
+        lines.append(f"| teacher | | {100 * teacher['eer']:.2f} | {100 * teacher['rank1']:.2f} |")
+        print(f"\nrun {c['run']}\n" + "\n".join(lines))
+        files.write_json(args.workdir / f"{Path(c['run']).name}.json",
+                         c | {"teacher": {k: teacher[k] for k in ("eer", "rank1", "mAP")}})
+    plot_curve(curves, teacher, args.plot)
+    print(f"plot: {args.plot}")
+
+
+def run_curve(run_dir: Path, workdir: Path) -> dict:
+    """A run's evaluations (curve_points) and the int8 export of its last checkpoint, scored the same way."""
     from person.export.evaluation import evaluate_export
     from person.export.exporter import export_checkpoint
     from person.export.options import ExportOptions
     from person.models.checkpoint import last_checkpoint
-    from person.train.options import TrainOptions
-    from person.train.trainer import Trainer
-    run_dir = args.run
-    if run_dir is None:
-        opts = TrainOptions(**(DEMO_TRAINING | dict(eval_every=args.eval_every)), embedding_path=str(store),
-                            log_dir=str(args.workdir / "logs"), run_name="curve", overwrite=True)
-        run_dir = Trainer(opts).fit().run_dir
-    points = curve_points(run_dir)
-    checkpoint = last_checkpoint(run_dir)
-    export_dir = args.workdir / "curve-export"
-    export_checkpoint(checkpoint, export_dir, ExportOptions(int8=True, calibration=512, overwrite=True))
+    export_dir = workdir / f"{run_dir.name}-export"
+    export_checkpoint(last_checkpoint(run_dir), export_dir, ExportOptions(int8=True, calibration=512, overwrite=True))
     _, int8 = evaluate_export(export_dir, "int8", cases=["student"])
-    int8_pair = int8.summaries()["student"]
-    lines = ["| iteration | train min | pair EER % | pair Rank-1 % |", "|---|---|---|---|"]
-    lines += [f"| {p['iteration']} | {p['minutes']:.1f} | {100 * p['eer']:.2f} | {100 * p['rank1']:.2f} |"
-              for p in points]
-    lines.append(f"| {points[-1]['iteration']}, int8 export | {points[-1]['minutes']:.1f} | "
-                 f"{100 * int8_pair['eer']:.2f} | {100 * int8_pair['rank1']:.2f} |")
-    lines.append(f"| teacher | | {100 * teacher['eer']:.2f} | {100 * teacher['rank1']:.2f} |")
-    print(f"\nrun {run_dir}\n" + "\n".join(lines))
-    files.write_json(args.workdir / "curve.json", {"run": str(run_dir), "points": points, "int8": int8_pair,
-                                                    "teacher": {k: teacher[k] for k in ("eer", "rank1", "mAP")}})
-    plot_curve(points, int8_pair, teacher, args.plot)
-    print(f"plot: {args.plot}")
+    return {"run": str(run_dir), "points": curve_points(run_dir), "int8": int8.summaries()["student"]}
 
 
-def plot_curve(points: list[dict], int8: dict, teacher: dict, path: Path) -> None:
+def plot_curve(curves: list[dict], teacher: dict, path: Path) -> None:
+    """One line per run (labelled by its length in iterations), each with its int8 export as a square."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    minutes = [p["minutes"] for p in points]
     for ax, key, label in ((axes[0], "eer", "held-out EER %"), (axes[1], "rank1", "held-out Rank-1 %")):
-        ax.plot(minutes, [100 * p[key] for p in points], "o-", label="student pair")
+        for i, c in enumerate(curves):
+            color, points = f"C{i}", c["points"]
+            minutes = [p["minutes"] for p in points]
+            ax.plot(minutes, [100 * p[key] for p in points], "o-", color=color,
+                    label=f"student pair, {points[-1]['iteration']} iterations")
+            ax.plot([minutes[-1]], [100 * c["int8"][key]], "s", color=color, markeredgecolor="k",
+                    label="its int8 export" if i == len(curves) - 1 else None)
         ax.axhline(100 * teacher[key], color="k", linestyle="--", label="teacher")
-        ax.plot([minutes[-1]], [100 * int8[key]], "s", color="tab:red", label="int8 export (final)")
         ax.set_xlabel("training minutes (2 CPU cores)")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     files.make_folder(path.parent)
     fig.savefig(path, dpi=110)
@@ -275,8 +306,10 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=Path("ablation"), help="set, store, runs and results")
     p.add_argument("--base", choices=BASES, default="current", help="the recipe the rows change (default: the "
                    "demo's as it is; previous: stride 2, lr 2e-3, no pair terms: the base of BENCHMARKS.md's table)")
-    p.add_argument("--iters", type=number(int, at_least=1), default=500, help="iterations of every ablation row")
-    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="rows to run (default: all)")
+    p.add_argument("--iters", type=number(int, at_least=1), default=None,
+                   help="iterations of every ablation row (default 500), or of the curve's run (default: the recipe's)")
+    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=None,
+                   help="rows to run (default: all); with --curve, the rows whose changes the curve's run takes")
     p.add_argument("--seeds", type=number(int, at_least=0), nargs="+", default=[0, 1],
                    help="seeds of the rows in --seeded")
     p.add_argument("--seeded", nargs="*", choices=list(ROWS), default=["recipe"],
@@ -285,8 +318,8 @@ def main() -> None:
     p.add_argument("--curve", action="store_true", help="the quality-per-minute curve instead of the table")
     p.add_argument("--eval-every", type=number(int, at_least=1), default=100,
                    help="with --curve: evaluate every N iterations")
-    p.add_argument("--run", type=Path, default=None, help="with --curve: a finished run of the recipe to read "
-                                                          "(trained in one go: a resumed run's pause would count)")
+    p.add_argument("--run", type=Path, nargs="+", default=None, help="with --curve: finished runs of the recipe "
+                   "to read, on one store (each trained in one go: a resumed run's pause would count)")
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "curve.png", help="with --curve: the PNG")
     p.add_argument("--one", help=argparse.SUPPRESS)  # the child process of one row
     args = p.parse_args()
@@ -294,15 +327,21 @@ def main() -> None:
         spec = json.loads(args.one)
         train_row(spec["options"], spec["threads"], Path(spec["out"]))
         return
-    if args.curve and args.run is not None:  # the run's own store
-        store = Path(json.loads((args.run / "options.json").read_text())["embedding_path"])
+    if args.curve and args.run:  # the runs' own store
+        stores = {json.loads((run / "options.json").read_text())["embedding_path"] for run in args.run}
+        if len(stores) > 1:
+            p.error(f"--run: the runs trained on different stores ({', '.join(sorted(stores))}); one curve plot "
+                    f"has one teacher line")
+        store = Path(stores.pop())
     else:
         json_path = demo_set(args.workdir / "data", DEMO_IDS, DEMO_TRAINING["p"])
         store = teacher_store(args.workdir / "embeddings", json_path, DEMO_TEACHER)
     teacher = teacher_figures(store)
     if args.curve:
+        args.rows = [n for n in args.rows or [] if n != "recipe"]
         curve(args, store, teacher)
         return
+    args.rows, args.iters = args.rows or list(ROWS), args.iters or 500
     base = base_recipe(args.base)
     same = [n for n in args.rows if n != "recipe" and base | ROWS[n][1] == base]
     if same:

@@ -22,8 +22,9 @@ import onnxruntime as ort
 
 from person import files
 from person.data.images import ImageTransform, ImageLimits, DEFAULT_LIMITS, load_pixels, normalize_pixels
-from person.data.text import encode_batch, lookup_chars
+from person.data.text import encode_batch, length_batches, lookup_chars
 from person.errors import PersonError
+from person.vectors import unit_rows
 
 CARD_FILE, CARD_FORMAT, CARD_VERSION = "model.json", "person-export", 1  # the card export_model.py writes
 VARIANTS = ("fp32", "fp16", "int8")
@@ -70,10 +71,6 @@ def read_card(export_dir: str | Path) -> dict[str, Any]:
         raise ExportDirError(f"{path}: the card names files outside its directory ({outside[:3]}); an export's "
                              f"card names its files by their plain names")
     return card
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 class ExportedModels:
@@ -153,7 +150,7 @@ class ExportedModels:
         if self._image is None:
             raise ExportDirError(f"{self.dir}: this export has no image model")
         x = normalize_pixels(batch, self.mean, self.std)
-        return normalize_rows(self._run(self._image, {self._image.get_inputs()[0].name: x}))
+        return unit_rows(self._run(self._image, {self._image.get_inputs()[0].name: x}))
 
     def embed_images(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
         """[n, D] float32, L2-normalised, for image paths or pixel arrays (unreadable paths raise ImageReadError)."""
@@ -176,11 +173,9 @@ class ExportedModels:
             raise ExportDirError(f"{self.dir}: this export has no text model")
         if isinstance(texts, str):
             raise TypeError("embed_texts takes a list of texts, got a single str")
-        order = np.argsort([min(len(t), self.max_seq_length) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.feature_dim), np.float32)
-        for i in range(0, len(texts), batch_size):
-            idx = order[i:i + batch_size]
-            out[idx] = normalize_rows(self._run(self._text, self.text_inputs([texts[j] for j in idx])))
+        for idx in length_batches(texts, self.max_seq_length, batch_size):
+            out[idx] = unit_rows(self._run(self._text, self.text_inputs([texts[j] for j in idx])))
         return out
 
     # ------------------------------------------------------------------ running

@@ -80,6 +80,17 @@ def test_the_table_averages_seeds_and_shows_half_their_range():
     assert len(lines) == 5  # a row without results is left out
 
 
+def test_curve_options_take_the_rows_changes_the_length_and_a_name_of_both():
+    wide = ablation.curve_options("current", ["image-ANet2", "with-id"], 3400, 425)
+    assert wide["backbone"] == "backbone.mf3.ANet2" and wide["id_img_cap_weight"] == 0.1
+    assert wide["memory_size"] == 1024 and wide["text_stride"] == DEMO_TRAINING["text_stride"]
+    assert (wide["max_iters"], wide["eval_every"], wide["save_every"]) == (3400, 425, 425)
+    assert wide["run_name"] == "curve-current-image-ANet2-with-id-3400"
+    plain = ablation.curve_options("previous", [], None, 260)
+    assert plain["max_iters"] == DEMO_TRAINING["max_iters"] and plain["lr"] == ablation.PREVIOUS["lr"]
+    assert plain["run_name"] == f"curve-previous-{DEMO_TRAINING['max_iters']}"
+
+
 def test_curve_minutes_count_from_iteration_zero(tmp_path):
     """The first log line came 20 iterations of 8 images at 16 images/s (10 s) after the start."""
     from torch.utils.tensorboard import SummaryWriter

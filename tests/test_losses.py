@@ -79,17 +79,36 @@ def test_rkd_angles_match_the_definition_and_loss_is_zero_on_equal():
 
 def test_contrastive_hand_computed_and_same_identity_never_negative():
     anchor = unit([1, 0], [0, 1])
-    ref = unit([1, 0], [0, 1], [1, 1])
+    ref = unit([1, 0], [0, 1], [1, 1], [-1, 1])
     pid = torch.tensor([0, 1])
-    ref_pid = torch.tensor([0, 1, 0])
-    # sims: a0: [1, 0, .7071]; a1: [0, 1, .7071]
-    # a0: positives (self excluded) ref2 (pid 0): 1 - .7071; negative ref1 sim 0 < margin
-    # a1: positive none (self excluded); negative ref2 (pid 0) sim .7071 > margin .5 -> + .7071
+    ref_pid = torch.tensor([0, 1, 0, 2])
+    # sims: a0: [1, 0, .7071, -.7071]; a1: [0, 1, .7071, .7071]
+    # positives (self excluded): a0-ref2 -> 1 - .7071; a1 has none. Mean over the one pair.
+    # negatives above .5: a1-ref2 (pid 0) and a1-ref3 (pid 2), both .7071; a0's (0, -.7071) are below.
     value = contrastive(anchor, pid, ref, ref_pid, margin=0.5, self_index=torch.tensor([0, 1]))
-    assert value.item() == pytest.approx(((1 - math.sqrt(0.5)) + math.sqrt(0.5)) / 2)
+    assert value.item() == pytest.approx((1 - math.sqrt(0.5)) + math.sqrt(0.5))
     # The same high similarity with the same identity is a positive, never a negative.
-    same = contrastive(anchor[1:], torch.tensor([0]), ref[2:], torch.tensor([0]), margin=0.5)
+    same = contrastive(anchor[1:], torch.tensor([0]), ref[2:3], torch.tensor([0]), margin=0.5)
     assert same.item() == pytest.approx(1 - math.sqrt(0.5))
+    # No positive and no negative above the margin: 0, with a gradient path.
+    none = contrastive(anchor[:1], pid[:1], ref[1:2], ref_pid[1:2], margin=0.5)
+    assert none.item() == 0.0 and none.requires_grad == anchor.requires_grad
+
+
+def test_contrastive_scale_does_not_grow_with_the_memory():
+    # A memory holding the same rows four times over is the same evidence: the averaged term is unchanged
+    # (XBM's sum over the rows would be 4x: at memory 4096 it reached ~1200 and the training collapsed).
+    gen = torch.Generator().manual_seed(0)
+    anchor = F.normalize(torch.randn(6, 8, generator=gen), dim=1)
+    ref = F.normalize(torch.randn(10, 8, generator=gen), dim=1)
+    pid, ref_pid = torch.tensor([0, 1, 2, 0, 1, 2]), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
+    once = contrastive(anchor, pid, ref, ref_pid, margin=-0.2)
+    four = contrastive(anchor, pid, ref.repeat(4, 1), ref_pid.repeat(4), margin=-0.2)
+    assert four.item() == pytest.approx(once.item(), rel=1e-6)
+    sim = anchor @ ref.T
+    same = pid[:, None] == ref_pid[None, :]
+    expected = (1 - sim[same]).mean() + sim[~same & (sim > -0.2)].mean()
+    assert once.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_pair_terms():
@@ -163,11 +182,12 @@ def test_memory_rows_join_the_contrastive_terms_once_active():
     before = loss(img, cap, img, cap, pid, memory)
     memory.update((img, pid), (cap, pid))  # warm-up step: nothing enqueued
     assert memory.image.filled == 0 and memory.active
-    memory.update((img, pid), (cap, pid))
+    past_img, past_cap, past_pid = rand_unit(2, 4, 9), rand_unit(2, 4, 10), torch.tensor([0, 2])
+    memory.update((past_img, past_pid), (past_cap, past_pid))
     after = loss(img, cap, img, cap, pid, memory)
-    # Each anchor now also sees itself (a positive, 1 - 1 = 0) and the other (a negative above margin -1).
-    ref = torch.cat([img, img])
-    expected = contrastive(img, pid, ref, torch.cat([pid, pid]), -1.0, torch.arange(2))
+    # Each anchor now also sees the past rows: identity 0's a positive of anchor 0, the rest negatives.
+    ref = torch.cat([img, past_img])
+    expected = contrastive(img, pid, ref, torch.cat([pid, past_pid]), -1.0, torch.arange(2))
     assert after["id_img"].item() == pytest.approx(expected.item())
     assert after["id_img"].item() != pytest.approx(before["id_img"].item())
 
@@ -189,7 +209,8 @@ def test_several_captions_per_image_use_the_captions_identities():
     # Caption 1's positive is caption 0 (same identity); caption 2 has none and its negatives sit at .7071, 0.
     own = torch.arange(3)
     assert out["id_cap"].item() == pytest.approx(contrastive(s_cap, cap_pid, s_cap, cap_pid, 0.5, own).item())
-    assert out["id_cap"].item() == pytest.approx((2 * (1 - math.sqrt(0.5)) + 2 * math.sqrt(0.5)) / 3)
+    # Positives c0-c1 and c1-c0 (1 - .7071 each), negatives above .5: c1-c2 and c2-c1 (.7071 each).
+    assert out["id_cap"].item() == pytest.approx((1 - math.sqrt(0.5)) + math.sqrt(0.5))
     cross = 0.5 * (contrastive(s_img, pid, s_cap, cap_pid, 0.5) + contrastive(s_cap, cap_pid, s_img, pid, 0.5))
     assert out["id_img_cap"].item() == pytest.approx(cross.item())
     with pytest.raises(ValueError, match="give cap_pid when captions are not one per image"):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from person.data.text import decode_chars, encode_batch, encode_chars
+from person.data.text import decode_chars, encode_batch, encode_chars, length_batches
 
 
 def reference(text):
@@ -84,3 +84,11 @@ def test_lengths_must_be_ints(kwargs, error, message):
         with pytest.raises(error, match=message):
             encode_chars("abc", **kwargs)
     assert encode_chars("abc", np.int64(2)).shape == (2, 4)
+
+
+def test_length_batches_group_texts_by_length_as_read_and_cover_each_once():
+    texts = ["abcdef", "a", "abcdefghij", "ab", "abc", "x" * 50]
+    batches = [list(b) for b in length_batches(texts, max_seq_length=8, batch_size=2)]
+    # Lengths as read: 6, 1, 8, 2, 3, 8 (the 10- and 50-character texts both read as 8; ties keep their order).
+    assert batches == [[1, 3], [4, 0], [2, 5]]
+    assert list(length_batches([], 8, 2)) == []

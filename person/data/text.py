@@ -12,7 +12,7 @@ Any Python str encodes, so a query from an API never fails here:
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -88,3 +88,11 @@ def lookup_chars(table: np.ndarray, chars: np.ndarray) -> np.ndarray:
         raise ValueError(f"chars must be [..., {BYTES_PER_CHAR}] bytes (encode_batch), got {chars.shape}")
     rows = chars.astype(np.int64) + np.arange(BYTES_PER_CHAR) * BYTE_VALUES
     return table[rows].sum(axis=-2, dtype=np.float32)
+
+
+def length_batches(texts: Sequence[str], max_seq_length: int, batch_size: int) -> Iterator[np.ndarray]:
+    """Indices into `texts` in batches of texts of about one length (as read: at most max_seq_length
+    characters), so a short text is not padded to a long one; the caller puts results back by index."""
+    order = np.argsort([min(len(t), max_seq_length) for t in texts], kind="stable")
+    for i in range(0, len(texts), batch_size):
+        yield order[i:i + batch_size]

@@ -23,7 +23,7 @@ from person.data.datasets import ImageDataset, SkipReport, collate_images
 from person.data.datasets import normalize_batch
 from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageTransform
 from person.data.records import DatasetOptions, RecordSet
-from person.data.text import encode_batch
+from person.data.text import encode_batch, length_batches
 from person.eval import metrics
 from person.models.checkpoint import load_checkpoint, student_spec, students_from_checkpoint
 from person.teacher.store import FeatureStore, check_teacher, open_with_records
@@ -124,13 +124,11 @@ def embed_images(model: torch.nn.Module, records: RecordSet, rows: np.ndarray, t
 def embed_texts(model: torch.nn.Module, texts: Sequence[str], max_seq_length: int, device: torch.device,
                 batch_size: int = 256) -> np.ndarray:
     """L2-normalised float32 [n, D] embeddings of `texts` (batched by length: less padding to compute)."""
-    order = np.argsort([min(len(t), max_seq_length) for t in texts], kind="stable")
     out = None
     was_training = model.training
     model.eval()
     try:
-        for i in range(0, len(texts), batch_size):
-            idx = order[i:i + batch_size]
+        for idx in length_batches(texts, max_seq_length, batch_size):
             chars, mask = encode_batch([texts[j] for j in idx], max_seq_length)
             emb = model(torch.from_numpy(chars).to(device), torch.from_numpy(mask).to(device))
             emb = torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()

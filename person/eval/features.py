@@ -86,8 +86,3 @@ def store_features(path: str | Path, split: str = "eval", prompt_captions: bool 
                 "caption_text": np.array(data.caption_texts)}
 
 
-def l2_normalise(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-

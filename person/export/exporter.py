@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -101,17 +101,20 @@ class _GraphExport:
             raise ExportError(f"parity gate: {parity.line()}; below the cosine {PARITY_COSINE} the export is refused. "
                               f"Try --no-simplify, another --opset, or report the model")
         if self.opts.fp16:
-            fp16 = path.with_name(file.replace(".onnx", ".fp16.onnx"))
-            onnx.save(to_fp16(model), str(fp16))
-            check_ops(onnx.load(str(fp16)), self.target, fp16.name)
-            self._parity(name, "fp16", fp16, feeds, want)
+            self._variant(name, path, "fp16", lambda out: onnx.save(to_fp16(model), str(out)), feeds, want)
         if self.opts.int8 and calibration is not None:
-            int8 = path.with_name(file.replace(".onnx", ".int8.onnx"))
             if self.target.static:  # the graph takes only full batches: the last calibration batch is padded
                 calibration = [part for f in calibration for part, _ in static_batches(f, self.opts.batch)]
-            to_int8(path, int8, calibration)
-            check_ops(onnx.load(str(int8)), self.target, int8.name)
-            self._parity(name, "int8", int8, feeds, want)
+            self._variant(name, path, "int8", lambda out: to_int8(path, out, calibration), feeds, want)
+
+    def _variant(self, name: str, path: Path, variant: str, write: Callable[[Path], None],
+                 feeds: list[dict[str, np.ndarray]], want: np.ndarray) -> None:
+        """The graph at `path` in another precision, beside it as <file>.<variant>.onnx: written by `write`,
+        checked against the target's ops and measured against PyTorch (reported, not gated)."""
+        out = path.with_name(path.name.replace(".onnx", f".{variant}.onnx"))
+        write(out)
+        check_ops(onnx.load(str(out)), self.target, out.name)
+        self._parity(name, variant, out, feeds, want)
 
     def _parity(self, name: str, variant: str, path: Path, feeds: list[dict[str, np.ndarray]],
                 want: np.ndarray) -> Parity:

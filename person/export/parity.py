@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from person.vectors import unit_rows
+
 PARITY_COSINE = 0.99999
 
 
@@ -36,15 +38,10 @@ class Parity:
         return asdict(self)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def compare(graph: str, variant: str, got: np.ndarray, want: np.ndarray) -> Parity:
     """`got` (ONNX) against `want` (PyTorch), both [n, D]."""
     if got.shape != want.shape:
         raise ValueError(f"{graph} {variant}: ONNX gave {got.shape}, PyTorch {want.shape}")
-    cos = (_unit(got) * _unit(want)).sum(axis=1)
+    cos = (unit_rows(got, np.float64) * unit_rows(want, np.float64)).sum(axis=1)
     return Parity(graph, variant, len(got), float(cos.min()), float(cos.mean()),
                   float(np.abs(got.astype(np.float64) - want).max()))

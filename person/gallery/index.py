@@ -28,6 +28,7 @@ import numpy as np
 
 from person import files
 from person.gallery.manifest import GalleryError, Manifest
+from person.vectors import unit_rows
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def recall_at_10(index: SearchIndex, exact: SearchIndex, features: np.ndarray, s
     rng = np.random.default_rng(0)
     picks = rng.choice(len(features), size=min(samples, len(features)), replace=False)
     q = np.asarray(features[picks], dtype=np.float32) + rng.normal(0, 0.05, (len(picks), features.shape[1]))
-    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    q = unit_rows(q)
     _, want = exact.search(q, 10)
     _, got = index.search(q, 10)
     return float(np.mean([len(set(w) & set(g)) / len(w) for w, g in zip(want, got)]))

@@ -21,7 +21,8 @@ training log prints (DESIGN.md, "Losses"):
 - `rkda`: the RKD angle loss (Park et al., CVPR 2019) within each modality, averaged over the two.
 - `id_img`, `id_cap`, `id_img_cap`: XBM's contrastive loss (Wang et al., CVPR 2020) of the batch against
   a long memory of past embeddings (person.train.memory) plus the batch itself: same identity pulled to 1,
-  other identities pushed below a margin; within images, within captions, and across the two.
+  other identities pushed below a margin; within images, within captions, and across the two. Averaged over
+  the pairs that count rather than summed, so the memory's size does not scale the term.
 - `d_pos`, `s_neg`: within the batch, matching image/caption pairs (same identity) pulled together
   (1 - cos), pairs of different identities pushed below the teacher's similarity for the same pair
   (same-identity pairs are never negatives).
@@ -81,16 +82,20 @@ def rkd_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 def contrastive(anchor: torch.Tensor, anchor_pid: torch.Tensor, ref: torch.Tensor, ref_pid: torch.Tensor,
                 margin: float, self_index: torch.Tensor | None = None) -> torch.Tensor:
-    """XBM's contrastive loss: sum over positive pairs of (1 - s) plus over negatives with s > margin of s,
-    divided by the number of anchors. `self_index[a]` is anchor a's own column in `ref` (left out)."""
+    """XBM's contrastive loss, averaged over pairs: the mean of (1 - s) over positive pairs plus the mean of s
+    over the negatives with s > margin (each 0 where there are none). `self_index[a]` is anchor a's own column
+    in `ref` (left out). XBM sums both over the reference rows instead, which makes the term grow with the
+    memory: at memory 4096 it reached ~1200 and the pair collapsed (BENCHMARKS.md); averaging over the pairs
+    that count, as pytorch-metric-learning's default reducer does, keeps its scale whatever the memory size."""
     sim = anchor @ ref.T
-    pos = anchor_pid[:, None] == ref_pid[None, :]
+    same = anchor_pid[:, None] == ref_pid[None, :]
+    pos = same.clone()
     if self_index is not None:
         pos[torch.arange(len(anchor), device=anchor.device), self_index] = False
-    pos_loss = torch.where(pos, 1.0 - sim, torch.zeros_like(sim)).sum()
-    neg = ~(anchor_pid[:, None] == ref_pid[None, :]) & (sim > margin)
-    neg_loss = torch.where(neg, sim, torch.zeros_like(sim)).sum()
-    return (pos_loss + neg_loss) / len(anchor)
+    neg = ~same & (sim > margin)
+    pos_loss = (1.0 - sim[pos]).mean() if pos.any() else sim.sum() * 0.0
+    neg_loss = sim[neg].mean() if neg.any() else sim.sum() * 0.0
+    return pos_loss + neg_loss
 
 
 def pair_terms(s_img: torch.Tensor, s_cap: torch.Tensor, t_img: torch.Tensor, t_cap: torch.Tensor,
