@@ -60,6 +60,12 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "with-id-mem4096": ("+ id terms, memory 4096", dict(ID_TERMS, memory_size=4096)),
     "with-id-margin-0.2": ("+ id terms, memory 1024, negatives above 0.2 (not 0.5)",
                            dict(ID_TERMS, memory_size=1024, id_margin=0.2)),
+    "with-id-0.3": ("+ id terms at 0.3 each, memory 1024, margin 0.2",
+                    dict(ID_TERMS, id_img_weight=0.3, id_cap_weight=0.3, id_img_cap_weight=0.3, memory_size=1024,
+                         id_margin=0.2)),
+    "with-id-1": ("+ id terms at 1 each, memory 1024, margin 0.2",
+                  dict(ID_TERMS, id_img_weight=1.0, id_cap_weight=1.0, id_img_cap_weight=1.0, memory_size=1024,
+                       id_margin=0.2)),
     "with-id-cross": ("+ id_img_cap alone (0.1), memory 1024",
                       dict(id_img_cap_weight=0.1, memory_warmup=100, memory_size=1024)),
     "with-pairs": ("+ d_pos, s_neg (0.1, 0.1)", dict(d_pos_weight=0.1, s_neg_weight=0.1)),
@@ -247,7 +253,8 @@ def curve(args: argparse.Namespace, store: Path, teacher: dict) -> None:
         opts = TrainOptions(**curve_options(args.base, args.rows, args.iters, args.eval_every),
                             embedding_path=str(store), log_dir=str(args.workdir / "logs"), overwrite=True)
         runs = [Trainer(opts).fit().run_dir]
-    curves = [run_curve(run_dir, args.workdir) for run_dir in runs]
+    labels = args.labels or [run.name for run in runs]
+    curves = [run_curve(run_dir, args.workdir) | {"label": label} for run_dir, label in zip(runs, labels)]
     for c in curves:
         points, int8 = c["points"], c["int8"]
         lines = ["| iteration | train min | pair EER % | pair Rank-1 % |", "|---|---|---|---|"]
@@ -256,7 +263,7 @@ def curve(args: argparse.Namespace, store: Path, teacher: dict) -> None:
         lines.append(f"| {points[-1]['iteration']}, int8 export | {points[-1]['minutes']:.1f} | "
                      f"{100 * int8['eer']:.2f} | {100 * int8['rank1']:.2f} |")
         lines.append(f"| teacher | | {100 * teacher['eer']:.2f} | {100 * teacher['rank1']:.2f} |")
-        print(f"\nrun {c['run']}\n" + "\n".join(lines))
+        print(f"\n{c['label']}: run {c['run']}\n" + "\n".join(lines))
         files.write_json(args.workdir / f"{Path(c['run']).name}.json",
                          c | {"teacher": {k: teacher[k] for k in ("eer", "rank1", "mAP")}})
     plot_curve(curves, teacher, args.plot)
@@ -276,7 +283,7 @@ def run_curve(run_dir: Path, workdir: Path) -> dict:
 
 
 def plot_curve(curves: list[dict], teacher: dict, path: Path) -> None:
-    """One line per run (labelled by its length in iterations), each with its int8 export as a square."""
+    """One line per run (its "label"), each with its int8 export as a square."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -285,10 +292,9 @@ def plot_curve(curves: list[dict], teacher: dict, path: Path) -> None:
         for i, c in enumerate(curves):
             color, points = f"C{i}", c["points"]
             minutes = [p["minutes"] for p in points]
-            ax.plot(minutes, [100 * p[key] for p in points], "o-", color=color,
-                    label=f"student pair, {points[-1]['iteration']} iterations")
+            ax.plot(minutes, [100 * p[key] for p in points], "o-", color=color, label=c["label"])
             ax.plot([minutes[-1]], [100 * c["int8"][key]], "s", color=color, markeredgecolor="k",
-                    label="its int8 export" if i == len(curves) - 1 else None)
+                    label="int8 export of the last checkpoint" if i == len(curves) - 1 else None)
         ax.axhline(100 * teacher[key], color="k", linestyle="--", label="teacher")
         ax.set_xlabel("training minutes (2 CPU cores)")
         ax.set_ylabel(label)
@@ -320,23 +326,31 @@ def main() -> None:
                    help="with --curve: evaluate every N iterations")
     p.add_argument("--run", type=Path, nargs="+", default=None, help="with --curve: finished runs of the recipe "
                    "to read, on one store (each trained in one go: a resumed run's pause would count)")
+    p.add_argument("--labels", nargs="+", default=None, help="with --curve --run: the runs' names in the plot "
+                   "(default: their folder names)")
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "curve.png", help="with --curve: the PNG")
     p.add_argument("--one", help=argparse.SUPPRESS)  # the child process of one row
     args = p.parse_args()
+    if (args.run or args.labels) and not args.curve:
+        p.error("--run and --labels go with --curve")
+    if args.labels and len(args.labels) != len(args.run or []):
+        p.error(f"--labels: {len(args.labels)} names for {len(args.run or [])} --run folders")
     if args.one:
         spec = json.loads(args.one)
         train_row(spec["options"], spec["threads"], Path(spec["out"]))
         return
-    if args.curve and args.run:  # the runs' own store
-        stores = {json.loads((run / "options.json").read_text())["embedding_path"] for run in args.run}
-        if len(stores) > 1:
-            p.error(f"--run: the runs trained on different stores ({', '.join(sorted(stores))}); one curve plot "
-                    f"has one teacher line")
-        store = Path(stores.pop())
+    if args.curve and args.run:  # the runs' own stores: copies of one are fine, one plot has one teacher line
+        stores = sorted({json.loads((run / "options.json").read_text())["embedding_path"] for run in args.run})
+        scores = {path: teacher_figures(Path(path)) for path in stores}
+        if len({(t["eer"], t["rank1"]) for t in scores.values()}) > 1:
+            p.error("--run: the runs trained on stores whose teachers score differently on their held-out split ("
+                    + ", ".join(f"{path}: EER {100 * t['eer']:.2f}%" for path, t in scores.items())
+                    + "); one plot has one teacher line")
+        store, teacher = Path(stores[0]), scores[stores[0]]
     else:
         json_path = demo_set(args.workdir / "data", DEMO_IDS, DEMO_TRAINING["p"])
         store = teacher_store(args.workdir / "embeddings", json_path, DEMO_TEACHER)
-    teacher = teacher_figures(store)
+        teacher = teacher_figures(store)
     if args.curve:
         args.rows = [n for n in args.rows or [] if n != "recipe"]
         curve(args, store, teacher)
