@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -219,10 +220,13 @@ def teacher_figures(store: Path) -> dict:
 
 def curve_points(run_dir: Path) -> list[dict]:
     """(iteration, minutes since the run's first logged step, held-out EER, Rank-1) of every evaluation in
-    a run's TensorBoard events; the minutes include the evaluations themselves (~2 s each on the demo set)."""
+    a run's TensorBoard events (none for a run trained without evaluations); the minutes include the
+    evaluations themselves (~2 s each on the demo set)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
     events.Reload()
+    if "eval/eer" not in events.Tags()["scalars"]:
+        return []
     start = min(e.wall_time for e in events.Scalars("train/total"))
     first_step = min(e.step for e in events.Scalars("train/total"))
     # The first logged step came `first_step` iterations in: its time is extrapolated back to iteration 0.
@@ -251,10 +255,13 @@ def curve(args: argparse.Namespace, store: Path, teacher: dict) -> None:
     runs = args.run
     if not runs:
         opts = TrainOptions(**curve_options(args.base, args.rows, args.iters, args.eval_every),
-                            embedding_path=str(store), log_dir=str(args.workdir / "logs"), overwrite=True)
+                            embedding_path=str(store.resolve()), log_dir=str((args.workdir / "logs").resolve()),
+                            overwrite=True)
         runs = [Trainer(opts).fit().run_dir]
     labels = args.labels or [run.name for run in runs]
-    curves = [run_curve(run_dir, args.workdir) | {"label": label} for run_dir, label in zip(runs, labels)]
+    if len(set(labels)) < len(labels):
+        raise SystemExit(f"--run: two runs would share the label and output names {labels}: name them with --labels")
+    curves = [run_curve(run_dir, args.workdir, label) for run_dir, label in zip(runs, labels)]
     for c in curves:
         points, int8 = c["points"], c["int8"]
         lines = ["| iteration | train min | pair EER % | pair Rank-1 % |", "|---|---|---|---|"]
@@ -264,22 +271,32 @@ def curve(args: argparse.Namespace, store: Path, teacher: dict) -> None:
                      f"{100 * int8['eer']:.2f} | {100 * int8['rank1']:.2f} |")
         lines.append(f"| teacher | | {100 * teacher['eer']:.2f} | {100 * teacher['rank1']:.2f} |")
         print(f"\n{c['label']}: run {c['run']}\n" + "\n".join(lines))
-        files.write_json(args.workdir / f"{Path(c['run']).name}.json",
+        files.write_json(args.workdir / f"{_slug(c['label'])}.json",
                          c | {"teacher": {k: teacher[k] for k in ("eer", "rank1", "mAP")}})
     plot_curve(curves, teacher, args.plot)
     print(f"plot: {args.plot}")
 
 
-def run_curve(run_dir: Path, workdir: Path) -> dict:
-    """A run's evaluations (curve_points) and the int8 export of its last checkpoint, scored the same way."""
+def _slug(label: str) -> str:
+    """A label as a file name: what is not a letter, digit, dot or dash becomes "_"."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", label).strip("_") or "run"
+
+
+def run_curve(run_dir: Path, workdir: Path, label: str) -> dict:
+    """A run's evaluations (curve_points) and the int8 export of its last checkpoint, scored the same way;
+    the export goes to WORKDIR/<label>-export."""
+    points = curve_points(run_dir)
+    if not points:
+        raise SystemExit(f"{run_dir}: the run logged no evaluation (trained with --eval_every 0?); a curve needs a "
+                         f"run evaluated as it went")
     from person.export.evaluation import evaluate_export
     from person.export.exporter import export_checkpoint
     from person.export.options import ExportOptions
     from person.models.checkpoint import last_checkpoint
-    export_dir = workdir / f"{run_dir.name}-export"
+    export_dir = workdir / f"{_slug(label)}-export"
     export_checkpoint(last_checkpoint(run_dir), export_dir, ExportOptions(int8=True, calibration=512, overwrite=True))
     _, int8 = evaluate_export(export_dir, "int8", cases=["student"])
-    return {"run": str(run_dir), "points": curve_points(run_dir), "int8": int8.summaries()["student"]}
+    return {"run": str(run_dir), "label": label, "points": points, "int8": int8.summaries()["student"]}
 
 
 def plot_curve(curves: list[dict], teacher: dict, path: Path) -> None:
@@ -333,6 +350,8 @@ def main() -> None:
     args = p.parse_args()
     if (args.run or args.labels) and not args.curve:
         p.error("--run and --labels go with --curve")
+    if args.run and (args.rows or args.iters):
+        p.error("--rows and --iters make the run --curve trains; with --run the runs are already trained")
     if args.labels and len(args.labels) != len(args.run or []):
         p.error(f"--labels: {len(args.labels)} names for {len(args.run or [])} --run folders")
     if args.one:

@@ -109,6 +109,18 @@ def test_curve_minutes_count_from_iteration_zero(tmp_path):
     assert [p["eer"] for p in points] == pytest.approx([0.3, 0.2]) and points[1]["rank1"] == pytest.approx(0.8)
 
 
+def test_a_run_without_evaluations_has_no_curve_and_says_so(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+    (tmp_path / "options.json").write_text(json.dumps({"p": 4, "k": 2}))
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    writer.add_scalar("train/total", 1.0, 20, walltime=1000.0)
+    writer.close()
+    assert ablation.curve_points(tmp_path) == []
+    with pytest.raises(SystemExit, match="logged no evaluation"):
+        ablation.run_curve(tmp_path, tmp_path, "a row")
+    assert ablation._slug("+ d_pos/s_neg 0.3, 3400 its") == "d_pos_s_neg_0.3_3400_its"
+
+
 def test_curve_points_are_the_runs_evaluations_once_each_after_a_resume(tmp_path, trained_setup):
     from tests.conftest import TRAINED_STUDENTS
     result = main_cmd.main(["--embedding_path", str(trained_setup[1]), "--log_dir", str(tmp_path), "--run_name",

@@ -91,8 +91,10 @@ def test_contrastive_hand_computed_and_same_identity_never_negative():
     same = contrastive(anchor[1:], torch.tensor([0]), ref[2:3], torch.tensor([0]), margin=0.5)
     assert same.item() == pytest.approx(1 - math.sqrt(0.5))
     # No positive and no negative above the margin: 0, with a gradient path.
-    none = contrastive(anchor[:1], pid[:1], ref[1:2], ref_pid[1:2], margin=0.5)
-    assert none.item() == 0.0 and none.requires_grad == anchor.requires_grad
+    lone = anchor[:1].clone().requires_grad_()
+    none = contrastive(lone, pid[:1], ref[1:2], ref_pid[1:2], margin=0.5)
+    none.backward()
+    assert none.item() == 0.0 and lone.grad is not None and not lone.grad.any()
 
 
 def test_contrastive_scale_does_not_grow_with_the_memory():

@@ -11,3 +11,5 @@ def test_unit_rows_values_dtype_and_zero_rows():
     np.testing.assert_array_equal(out, np.array([[0.6, 0.8], [0, 0], [-1, 0]], dtype=np.float32))
     wide = unit_rows(np.array([[1e-3, 0, 0]]), np.float64)
     assert wide.dtype == np.float64 and wide[0, 0] == 1.0
+    half = unit_rows(np.array([[0, 0], [0, 2]]), np.float16)
+    assert half.dtype == np.float16 and half.tolist() == [[0, 0], [0, 1]]

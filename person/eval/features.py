@@ -84,5 +84,3 @@ def store_features(path: str | Path, split: str = "eval", prompt_captions: bool 
                 "caption_emb": store.captions(data.caption_rows), "caption_pid": data.caption_pids,
                 "caption_image": data.caption_image, "image_path": np.array(data.paths),
                 "caption_text": np.array(data.caption_texts)}
-
-

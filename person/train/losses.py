@@ -93,8 +93,9 @@ def contrastive(anchor: torch.Tensor, anchor_pid: torch.Tensor, ref: torch.Tenso
     if self_index is not None:
         pos[torch.arange(len(anchor), device=anchor.device), self_index] = False
     neg = ~same & (sim > margin)
-    pos_loss = (1.0 - sim[pos]).mean() if pos.any() else sim.sum() * 0.0
-    neg_loss = sim[neg].mean() if neg.any() else sim.sum() * 0.0
+    # Sums over masks and counts clamped to 1 (0 where a set is empty): no data-dependent branch, so no GPU sync.
+    pos_loss = torch.where(pos, 1.0 - sim, torch.zeros_like(sim)).sum() / pos.sum().clamp_min(1)
+    neg_loss = torch.where(neg, sim, torch.zeros_like(sim)).sum() / neg.sum().clamp_min(1)
     return pos_loss + neg_loss
 
 
