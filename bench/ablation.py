@@ -259,8 +259,8 @@ def curve(args: argparse.Namespace, store: Path, teacher: dict) -> None:
                             overwrite=True)
         runs = [Trainer(opts).fit().run_dir]
     labels = args.labels or [run.name for run in runs]
-    if len(set(labels)) < len(labels):
-        raise SystemExit(f"--run: two runs would share the label and output names {labels}: name them with --labels")
+    if len({_slug(label) for label in labels}) < len(labels):  # their exports and JSON are named by label
+        raise SystemExit(f"--run: two runs would share output names ({labels}): name them apart with --labels")
     curves = [run_curve(run_dir, args.workdir, label) for run_dir, label in zip(runs, labels)]
     for c in curves:
         points, int8 = c["points"], c["int8"]
