@@ -31,6 +31,7 @@ import torch
 from transformers import SiglipConfig, SiglipModel
 
 from person.data.text import encode_batch, lookup_chars
+from person.demo.teacher import DEMO_TEACHER
 from person.export.graphs import IMAGE_INPUT, OUTPUT, TEXT_INPUTS, ImageGraph, TextGraph
 from person.export.onnx_files import constants_to_initializers, export_onnx, simplify
 from person.export.variants import to_fp16, to_int8
@@ -152,7 +153,7 @@ def _rows(title: str, rows: dict[str, tuple[float, float]], kib: dict[str, float
 def teacher_rows(repeat: int, work: Path) -> list[str]:
     from PIL import Image
     out = []
-    demo = load_teacher(ROOT / "tools" / "demo_teacher", device="cpu")
+    demo = load_teacher(DEMO_TEACHER, device="cpu")
     base_cfg = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
     torch.manual_seed(0)
     base = SiglipModel(SiglipConfig(text_config={**base_cfg, "vocab_size": 256000, "max_position_embeddings": 64},

@@ -39,7 +39,7 @@ from person.data.datasets import ImageDataset, collate_images
 from person.data.datasets import normalize_batch
 from person.data.images import DEFAULT_IMAGE_SIZE, ImageTransform, load_image, load_pixels
 from person.data.records import RecordSet, load_records
-from person.data.synthetic.writer import write_dataset
+from person.demo.synthetic.writer import write_dataset
 
 Item = tuple[int, int]  # (row, augmentation seed), as IdentityBatchSampler yields them
 

@@ -31,7 +31,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from person.data.synthetic import write_dataset
+from person.demo.synthetic import write_dataset
 from person.data.text import encode_batch, lookup_chars
 from person.export.graphs import OUTPUT, TEXT_INPUTS, TextGraph
 from person.export.onnx_files import export_onnx

@@ -9,7 +9,7 @@
 (b) Extraction overhead: person.teacher.extract.extract() wall time against the teacher's bare forward passes on
     the same batches (inputs decoded, resized and tokenised beforehand). The teacher is a SiglipModel
     with google/siglip2-base-patch16-224's sizes (randomly initialised; vocabulary 256000), 224 px,
-    saved with the demo teacher's SentencePiece tokenizer (tools/demo_teacher) and loaded through
+    saved with the demo teacher's SentencePiece tokenizer (person/demo/teacher/demo_teacher) and loaded through
     load_teacher. The overhead is measured inside each extraction (the time its teacher spends in the
     model's forward, against its wall time: no outside load can skew that), and against separate bare
     passes alternating with the extractions for a few rounds (fastest vs fastest; on a shared machine
@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from person.data.images import load_image
 from person.data.records import RecordSet, load_records
-from person.data.synthetic import write_dataset
+from person.demo.synthetic import write_dataset
+from person.demo.teacher import DEMO_TEACHER
 from person.teacher import store as S
 from person.teacher.extract import extract
 from person.teacher.hf import load_teacher
@@ -144,7 +145,7 @@ def build_base_teacher(folder: Path) -> Path:
     """SiglipModel with google/siglip2-base-patch16-224's sizes, random weights, 224 px, the demo teacher's
     SentencePiece tokenizer (the vocabulary size is SigLIP2's all the same)."""
     from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel, SiglipProcessor, SiglipTokenizer
-    tokenizer = SiglipTokenizer.from_pretrained(ROOT / "tools" / "demo_teacher")
+    tokenizer = SiglipTokenizer.from_pretrained(DEMO_TEACHER)
     config = SiglipConfig(
         text_config={**SIGLIP2_BASE, "vocab_size": 256000, "max_position_embeddings": 64,
                      "pad_token_id": tokenizer.pad_token_id, "bos_token_id": None,
@@ -216,7 +217,7 @@ def bench_extraction(folder: Path, images: int, batch_size: int, workers: int, r
     return [
         "### (b) Extraction overhead",
         f"Teacher: SiglipModel with google/siglip2-base-patch16-224's sizes ({params:.0f}M parameters, random "
-        f"weights), 224 px, float32 on CPU. {len(records)} images ({records.format} drawn by person.data.synthetic) "
+        f"weights), 224 px, float32 on CPU. {len(records)} images ({records.format} drawn by person.demo.synthetic) "
         f"and {len(texts)} captions, batch {batch_size}, {workers} decoding workers, h5 store; {rounds} rounds of "
         f"(bare forward, extraction) (setup: {setup:.0f} s).", "",
         "| seconds | min | median | rounds |", "|---|---|---|---|",

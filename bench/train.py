@@ -4,7 +4,7 @@
    lookups, caption encoding) against the same steps on batches already in memory, in the same run: the
    ratio says whether loading is the bottleneck (1.0 = it costs nothing); and the in-memory steps again with
    the image student in channels-last layout (`--channels_last`). Data: a drawn demo-like set,
-   its store extracted with the shipped demo teacher (tools/demo_teacher) through the real path.
+   its store extracted with the shipped demo teacher (person/demo/teacher/demo_teacher) through the real path.
 2. Parameters and multiply-accumulates (Conv2d + Linear, person.models.flops) of every registered student beside
    the teachers': the shipped demo teacher and the real architectures (SigLIP2 so400m/16 at 512 px and
    MEXMA's XLM-R-large text tower), built on the meta device (no weights, no memory).
@@ -27,7 +27,8 @@ from transformers import SiglipConfig, SiglipModel, XLMRobertaConfig, XLMRoberta
 ROOT = Path(__file__).resolve().parents[1]
 
 from person.data.records import load_records
-from person.data.synthetic import write_dataset
+from person.demo.synthetic import write_dataset
+from person.demo.teacher import DEMO_TEACHER
 from person.models.flops import count_macs
 from person.models.students import create_image_student, create_text_student, image_students, text_students
 from person.teacher.extract import extract
@@ -35,7 +36,6 @@ from person.teacher.hf import load_teacher
 from person.train.options import TrainOptions
 from person.train.trainer import Trainer
 
-DEMO_TEACHER = ROOT / "tools" / "demo_teacher"
 CAPTION_CHARS = 110  # a typical English caption of the demo set, in characters
 
 

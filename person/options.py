@@ -13,6 +13,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from person.errors import PersonError
@@ -140,9 +141,11 @@ def given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[s
     return {a.dest for a in parser._actions if written & set(a.option_strings)}
 
 
-def run_command(main: Callable[[], Any], prog: str) -> None:
+def run_command(main: Callable[[], Any], prog: str | None = None) -> None:
     """Run a command's `main()`; bad input (a missing file, a malformed value or record, an unreadable image
-    in strict mode) ends it with its message, which names the thing and the fix, instead of a traceback."""
+    in strict mode) ends it with its message, which names the thing and the fix, instead of a traceback.
+    `prog` defaults to the name it was started by (`main.py`, `person-train`), as argparse's does."""
+    prog = prog or Path(sys.argv[0]).name
     try:
         main()
     except (FileNotFoundError, ValueError, PersonError) as e:

@@ -16,12 +16,12 @@ import subprocess
 
 import pytest
 
-import main as main_cmd
+from person.cli import train as main_cmd
 from person.data.records import load_records
-from person.data.synthetic import write_dataset
+from person.demo.synthetic import write_dataset
 from person.export.exporter import export_checkpoint
 from person.export.options import ExportOptions
-from tests.distill_fixtures import make_setup
+from tests.train.distill_fixtures import make_setup
 
 # Small students that still have every part (GDC head, text stem), at 64x32 and 24 characters.
 TRAINED_STUDENTS = ["--backbone", "backbone.mf3.ANet2_w050", "--tbackbone", "tbackbone.char.L1", "--text_width",

@@ -24,6 +24,7 @@ from person import files
 from person.data.records import DatasetOptions
 from person.demo.prepare import demo_set, teacher_store
 from person.demo.recipe import DEMO_IDS, DEMO_TRAINING
+from person.demo.teacher import DEMO_TEACHER
 from person.eval import report
 from person.eval.evaluate import checkpoint_summary, eval_split, evaluate_checkpoint, teacher_evaluation
 from person.export.evaluation import evaluate_export, export_summary
@@ -39,11 +40,9 @@ from person.runtime import ExportDirError, read_card
 from person.teacher.store import open_store
 from person.train.options import RESUMABLE_CHANGES, TrainOptions
 from person.train.trainer import Trainer
-from search import app as search_app
+from person.cli import serve as search_app
 
-ROOT = Path(__file__).resolve().parent
 
-DEMO_TEACHER = ROOT / "tools" / "demo_teacher"
 
 
 def step_teacher_report(workdir: Path, store_path: Path) -> dict:
@@ -218,5 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
     return {"teacher": teacher, "students": students, "export": exported, "search": searched}
 
 
-if __name__ == "__main__":
-    run_command(main, "demo.py")
+
+def run() -> None:
+    """`person-demo`, and the script at the top of the repository."""
+    run_command(main)

@@ -60,5 +60,7 @@ def main(argv: list[str] | None = None) -> EnrollSummary:
     return summary
 
 
-if __name__ == "__main__":
-    run_command(main, "enroll.py")
+
+def run() -> None:
+    """`person-enroll`, and the script at the top of the repository."""
+    run_command(main)

@@ -77,5 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     return out
 
 
-if __name__ == "__main__":
-    run_command(main, "evaluation_model.py")
+
+def run() -> None:
+    """`person-eval`, and the script at the top of the repository."""
+    run_command(main)

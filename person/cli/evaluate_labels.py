@@ -68,5 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-if __name__ == "__main__":
-    run_command(main, "evaluation_labels.py")
+
+def run() -> None:
+    """`person-eval-labels`, and the script at the top of the repository."""
+    run_command(main)

@@ -55,5 +55,7 @@ def main(argv: list[str] | None = None) -> ExportResult:
     return result
 
 
-if __name__ == "__main__":
-    run_command(main, "export_model.py")
+
+def run() -> None:
+    """`person-export`, and the script at the top of the repository."""
+    run_command(main)

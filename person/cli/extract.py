@@ -81,5 +81,7 @@ def main(argv: list[str] | None = None) -> ExtractSummary:
     return summary
 
 
-if __name__ == "__main__":
-    run_command(main, "extract_label.py")
+
+def run() -> None:
+    """`person-extract`, and the script at the top of the repository."""
+    run_command(main)

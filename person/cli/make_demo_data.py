@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 
-from person.data.synthetic.captions import DEFAULT_CHINESE_SHARE
-from person.data.synthetic.writer import FORMATS, dataset_summary, default_workers, write_dataset
+from person.demo.synthetic.captions import DEFAULT_CHINESE_SHARE
+from person.demo.synthetic.writer import FORMATS, dataset_summary, default_workers, write_dataset
+from person.options import run_command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,5 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+
+def run() -> None:
+    """`person-demo-data`, and the script at the top of the repository."""
+    run_command(main)

@@ -88,5 +88,7 @@ def main(argv: list[str] | None = None) -> list[QueryResult]:
     return results
 
 
-if __name__ == "__main__":
-    run_command(main, "api.py")
+
+def run() -> None:
+    """`person-search`, and the script at the top of the repository."""
+    run_command(main)

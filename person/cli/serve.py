@@ -34,7 +34,7 @@ from person.gallery.search_options import SearcherOptions
 from person.options import add_options, from_namespace, number, run_command
 from person.web.app import create_app
 
-STATIC = Path(__file__).resolve().parent / "static"
+STATIC = Path(__file__).resolve().parents[1] / "web" / "static"
 LOCAL_NAMES = ["127.0.0.1", "localhost", "::1"]
 
 
@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     build_app(args)  # fail here, with the error, before any worker starts
     os.environ[ARGV_VARIABLE] = json.dumps(sys.argv[1:] if argv is None else argv)
-    uvicorn.run("app:worker_app", factory=True, workers=args.workers, app_dir=str(Path(__file__).parent), **common)
+    uvicorn.run("person.cli.serve:worker_app", factory=True, workers=args.workers, **common)
 
 
-if __name__ == "__main__":
-    run_command(main, "app.py")
+
+def run() -> None:
+    """`person-serve`, and the script at the top of the repository."""
+    run_command(main)

@@ -44,5 +44,7 @@ def main(argv: list[str] | None = None) -> TrainResult:
     return result
 
 
-if __name__ == "__main__":
-    run_command(main, "main.py")
+
+def run() -> None:
+    """`person-train`, and the script at the top of the repository."""
+    run_command(main)

@@ -1,11 +1,11 @@
-"""Train the shipped demo teacher (tools/demo_teacher/) and report it on the demo set's held-out identities.
+"""Train the shipped demo teacher (person/demo/teacher/demo_teacher/) and report it on the demo set's held-out identities.
 
-    python tools/train_demo_teacher.py --out tools/demo_teacher [--steps 14000 | --minutes M] [--work DIR]
+    python tools/train_demo_teacher.py --out person/demo/teacher/demo_teacher [--steps 14000 | --minutes M] [--work DIR]
 
-The defaults are the shipped teacher's recipe (tools/demo_teacher/README.md).
+The defaults are the shipped teacher's recipe (person/demo/teacher/demo_teacher/README.md).
 
 Draws the demo set, a validation set and the teacher's own training set into --work, trains a small
-SigLIP from scratch (the model: person/teacher/demo_model.py; the recipe: person/demo/teacher_recipe.py),
+SigLIP from scratch (the model: person/demo/teacher/model.py; the recipe: person/demo/teacher/recipe.py),
 saves it as a Hugging Face directory with a model card, and prints its figures beside the attribute
 oracle's. Every DemoTeacherConfig field is an option.
 """
@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 
 from person import files
-from person.demo.teacher_recipe import make_demo_teacher, model_card
-from person.teacher.demo_model import DemoTeacherConfig
+from person.demo.teacher.recipe import make_demo_teacher, model_card
+from person.demo.teacher.model import DemoTeacherConfig
+from person.options import run_command
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,5 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+
+def run() -> None:
+    """`person-demo-teacher`, and the script at the top of the repository."""
+    run_command(main)

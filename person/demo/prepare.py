@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from person.data.records import load_records
-from person.data.synthetic.writer import JSON_NAME, write_dataset
+from person.demo.synthetic.writer import JSON_NAME, write_dataset
 from person.demo.recipe import DEMO_IMAGES_PER_ID, DEMO_SEED
 from person.teacher.extract import extract
 from person.teacher.hf import load_teacher

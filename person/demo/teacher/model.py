@@ -1,11 +1,11 @@
 """The shipped demo teacher's model: a small transformers SigLIP, its SentencePiece tokenizer and processor.
 
 Nothing real can be downloaded, yet the quick start must run end to end, so the project ships a teacher
-it trained itself (tools/demo_teacher/, made by tools/train_demo_teacher.py). It is a transformers
+it trained itself (person/demo/teacher/demo_teacher/, made by tools/train_demo_teacher.py). It is a transformers
 `SiglipModel` with a SentencePiece `SiglipTokenizer` trained on the training captions and a
 `SiglipImageProcessor`, saved as a normal Hugging Face directory that `person.teacher.hf.load_teacher`
 loads like any user's checkpoint. How it is trained (the recipe, above training and evaluation in the
-pipeline) is `person.demo.teacher_recipe`.
+pipeline) is `person.demo.teacher.recipe`.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel, SiglipTokenizer
 
 from person import files
-from person.data.synthetic.captions import DEFAULT_CHINESE_SHARE
+from person.demo.synthetic.captions import DEFAULT_CHINESE_SHARE
 
 SPIECE = "spiece.model"
 # write_dataset arguments: the README's demo set, which the report scores, and the validation set

@@ -12,7 +12,7 @@ attribute combination equals an identity of a reserved set (the whole demo set, 
 set) is dropped: no caption the teacher is scored on describes a combination it trained on.
 
 It sits above training and evaluation: it uses the schedule (person.train) and the metrics (person.eval),
-and its model (person.teacher.demo_model) is what the loader reads like any user's teacher.
+and its model (person.demo.teacher.model) is what the loader reads like any user's teacher.
 """
 from __future__ import annotations
 
@@ -35,12 +35,12 @@ from transformers import SiglipImageProcessorPil, SiglipModel, SiglipTokenizer
 
 from person import files
 from person.data.records import load_records
-from person.data.synthetic.attributes import attribute_key
-from person.data.synthetic.captions import DEFAULT_CHINESE_SHARE, keyed_caption, mentionable, pick_language
-from person.data.synthetic.oracle import attribute_codes, key_mask, oracle_scores, read_truth
-from person.data.synthetic.writer import TRUTH_NAME, TRUTH_VERSION, write_dataset
+from person.demo.synthetic.attributes import attribute_key
+from person.demo.synthetic.captions import DEFAULT_CHINESE_SHARE, keyed_caption, mentionable, pick_language
+from person.demo.synthetic.oracle import attribute_codes, key_mask, oracle_scores, read_truth
+from person.demo.synthetic.writer import TRUTH_NAME, TRUTH_VERSION, write_dataset
 from person.eval.metrics import Evaluation, evaluate, evaluate_from_scores
-from person.teacher.demo_model import (DEMO_SET, VALIDATION_SET, DemoTeacherConfig, build_model, embed,
+from person.demo.teacher.model import (DEMO_SET, VALIDATION_SET, DemoTeacherConfig, build_model, embed,
                                        encode_captions, image_processor, save_teacher, train_tokenizer)
 from person.teacher.hf import load_teacher
 from person.train.schedule import warmup_cosine
@@ -60,7 +60,7 @@ class TrainingSet:
     pixels: torch.Tensor            # [N, 3, S, S] float16, the processor's output
     identity: np.ndarray            # [N] index into attrs
     attrs: list[dict]               # per identity: its attributes
-    codes: np.ndarray               # [identities, keys] attribute codes (person.data.synthetic.oracle)
+    codes: np.ndarray               # [identities, keys] attribute codes (person.demo.synthetic.oracle)
     visible: list[dict]             # per image
     captions: list[list[tuple[str, list[str]]]]  # per image: (caption, keys it names)
     dropped_identities: int = 0     # identities left out because a reserved set has their combination
@@ -418,10 +418,10 @@ def model_card(report: dict, command: str) -> str:
     return "\n".join([
         "# Demo teacher: a small SigLIP trained on the project's synthetic pedestrians",
         "",
-        "Not a real vision-language model: it knows only the pedestrians of `person.data.synthetic` (16 attributes,",
+        "Not a real vision-language model: it knows only the pedestrians of `person.demo.synthetic` (16 attributes,",
         "English and Chinese captions). It lets the quick start run offline end to end in place of",
-        "SigLIP2 / MEXMA-SigLIP2, and loads like them: `person.teacher.hf.load_teacher(\"tools/demo_teacher\")`.",
-        "Made by `tools/train_demo_teacher.py` (library: `person/teacher/demo_model.py`, `person/demo/teacher_recipe.py`).",
+        "SigLIP2 / MEXMA-SigLIP2, and loads like them: `person.teacher.hf.load_teacher(\"person/demo/teacher/demo_teacher\")`.",
+        "Made by `tools/train_demo_teacher.py` (library: `person/demo/teacher/model.py`, `person/demo/teacher/recipe.py`).",
         "",
         "| | |",
         "|---|---|",
@@ -444,7 +444,7 @@ def model_card(report: dict, command: str) -> str:
         *(f"| {name} | {100 * f['eer']:.1f}% | {100 * f['rank1']:.1f}% | {100 * f['rank5']:.1f}% | "
           f"{100 * f['mAP']:.1f}% |" for name, f in figures.items()),
         "",
-        "The attribute oracle (`person/data/synthetic/oracle.py`) knows every image's attributes and which attributes",
+        "The attribute oracle (`person/demo/synthetic/oracle.py`) knows every image's attributes and which attributes",
         "each caption names, and scores a pair by the share of named attributes the image's identity has. About a",
         "third of the demo captions name only some of what an image shows, and many identities differ in one or",
         "two attributes, so even the oracle cannot tell them all apart: its figures are the ceiling that caption",

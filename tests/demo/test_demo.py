@@ -1,0 +1,97 @@
+"""The quick start's main command, end to end on a tiny teacher: every step runs, writes its report, and a
+second run skips what is there."""
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from person.cli import demo
+from person.eval.metrics import FAR_LEVELS
+from tests.teacher.tiny_teachers import build_tiny_siglip
+
+ROOT = Path(__file__).resolve().parents[2]
+KEYS = {"eer", "eer_threshold", "frr_at_far", "threshold_at_far", "rank1", "rank5", "rank10", "mAP", "mINP",
+        "positives", "negatives"}
+
+
+def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys, monkeypatch):
+    teacher = build_tiny_siglip(tmp_path / "teacher")
+    argv = ["--workdir", str(tmp_path / "w"), "--ids", "80", "--teacher", str(teacher), "--max-iters", "2"]
+    first = demo.main(argv)
+    out = capsys.readouterr().out
+    teacher_json = json.loads((tmp_path / "w" / "reports" / "teacher.json").read_text())
+    student_json = json.loads((tmp_path / "w" / "reports" / "student.json").read_text())
+    assert KEYS <= set(teacher_json) and KEYS <= set(student_json)
+    assert set(student_json["frr_at_far"]) == set(FAR_LEVELS)
+    assert student_json["case"] == "student" and student_json["iteration"] == 2
+    assert set(student_json["cases"]) == {"teacher", "student_text_teacher_image", "teacher_text_student_image"}
+    # The teacher's figures come from its store alone, and the students' report scores the same pairs.
+    assert student_json["cases"]["teacher"]["eer"] == teacher_json["eer"] == first["teacher"]["eer"]
+    assert student_json["positives"] == teacher_json["positives"]
+    assert "s.text>t.images" in out and (tmp_path / "w" / "reports" / "student_roc.png").exists()
+    # The export: fp32 and int8 beside the checkpoint; fp32 scores as the checkpoint does.
+    card = json.loads((tmp_path / "w" / "export" / "model.json").read_text())
+    assert card["checkpoint"]["iteration"] == 2 and set(card["image"]["variants"]) == {"int8"}
+    fp32 = json.loads((tmp_path / "w" / "reports" / "export_fp32.json").read_text())
+    assert abs(fp32["eer"] - student_json["eer"]) <= 0.0005 and fp32["variant"] == "fp32"
+    assert set(first["export"]) == {"onnx fp32", "onnx int8"} and "onnx int8" in out
+    # Search: both galleries enrolled, example queries printed, the CLI path's Rank-1 equal to evaluation's.
+    search = json.loads((tmp_path / "w" / "reports" / "search.json").read_text())
+    assert set(search) == {"student", "teacher"} and search["student"]["rows"] == search["teacher"]["rows"] > 0
+    assert search["student"]["rank1"] == pytest.approx(search["student"]["evaluation_rank1"], abs=1e-12)
+    assert sum("first is right" in line or "first is wrong" in line for line in out.splitlines()) == 6
+
+    demo.main(argv)
+    again = capsys.readouterr().out
+    for step in ("[data]", "[extract]", "[train]", "[export]"):
+        assert any(line.startswith(step) and "skipped" in line for line in again.splitlines()), step
+    assert sum(line.startswith("[search]") and " 0 added" in line for line in again.splitlines()) == 2
+
+    # --serve: every step skipped, then the search page on the student gallery answers a query.
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "demo.py", *argv, "--serve", "--port", str(port)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?q=a+man+in+red&k=3", timeout=5) as r:
+                    answer = json.loads(r.read())
+                break
+            except OSError:
+                assert server.poll() is None, server.stdout.read()
+                time.sleep(0.5)
+        else:
+            pytest.fail("demo.py --serve did not answer")
+        assert len(answer["results"][0]["hits"]) == 3
+    finally:
+        server.terminate()
+        out = server.communicate(timeout=30)[0]
+    assert f"[serve] the search page: http://127.0.0.1:{port}/" in out
+
+    # A workdir trained with another recipe (an older checkout's) is trained anew, not skipped as this one.
+    recipe_lr = demo.DEMO_TRAINING["lr"]
+    monkeypatch.setitem(demo.DEMO_TRAINING, "lr", recipe_lr / 4)
+    store = next((tmp_path / "w" / "embeddings").glob("*.h5"))
+    checkpoint = demo.step_train(tmp_path / "w", store, {"max_iters": 2, "eval_every": 0, "save_every": 2})
+    out = capsys.readouterr().out
+    assert f"holds a run of another recipe (lr {recipe_lr} -> {recipe_lr / 4}); training anew" in out
+    assert "[train] 2 iterations" in out
+    assert json.loads((checkpoint.parent / "options.json").read_text())["lr"] == recipe_lr / 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_too_few_identities_for_the_demo_batches_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match=r"training identities cannot fill the demo's batches of 64 identities: "
+                                         r"draw more \(demo.py --ids N --workdir NEW_FOLDER\)"):
+        demo.main(["--workdir", str(tmp_path / "w"), "--ids", "20", "--max-iters", "1"])

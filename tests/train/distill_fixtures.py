@@ -1,0 +1,52 @@
+"""A small distillation setup for trainer tests: a drawn dataset and a store of made-up teacher embeddings.
+
+The embeddings come from a fixed rule, not a model: each identity has a random unit centre, its images
+and captions are noisy copies of it. So training tests need no teacher, run in seconds, and still have
+something learnable. The store is written through person.teacher.store's real writer.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from person.data.records import load_records
+from person.demo.synthetic import write_dataset
+from person.teacher.store import StoreWriter, caption_layout
+
+DIM = 16
+IDENTITY = {"teacher": "made-up", "kind": "siglip", "config_hash": "0" * 64, "dim": DIM, "dtype": "float32",
+            "preprocessing": {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+
+
+def make_setup(root: Path, ids: int = 12, images_per_id: int = 2, seed: int = 0, broken: bool = False,
+               fmt: str = "synthpedes") -> tuple[Path, Path, int | None]:
+    """(dataset JSON, store path, broken row) under `root`. With `broken`, the first training image's JPEG
+    is garbage and marked unreadable in the store, as extraction would."""
+    json_path = write_dataset(root / "data", ids, images_per_id, seed, fmt, workers=1)
+    records = load_records(json_path)
+    broken = int(records.split_indices("train")[0]) if broken else None
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(records.num_ids, DIM))
+    images = _unit(centres[records.pids] + 0.5 * rng.normal(size=(len(records), DIM)))
+    layout = caption_layout(records)
+    captions = _unit(centres[records.pids[layout.image]] + 0.5 * rng.normal(size=(len(layout.texts), DIM)))
+    status = np.ones(len(records), dtype=np.uint8)
+    reasons = {}
+    if broken is not None:
+        records.image_path(broken).write_bytes(b"not a jpeg")
+        status[broken], images[broken] = 2, 0
+        reasons[broken] = f"{records.image_path(broken)}: not an image Pillow can read"
+    store = root / "store.h5"
+    writer = StoreWriter.open(store, records, IDENTITY, chunk_rows=16, batch_size=8)
+    for unit in writer.pending():
+        if unit.kind == "image":
+            part = {r: t for r, t in reasons.items() if unit.start <= r < unit.stop}
+            writer.write(unit, images[unit.start:unit.stop], status[unit.start:unit.stop], part)
+        else:
+            writer.write(unit, captions[unit.start:unit.stop])
+    return json_path, store, broken
