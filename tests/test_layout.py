@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PERSON = ROOT / "person"
-# Stage order (DESIGN.md): a module may import its own stage and the ones to its left.
+# Stage order (ARCHITECTURE.md, "The import rule"): a module may import its own stage and the ones to its left.
 ORDER = {"options": 0, "errors": 0, "files": 0, "distributed": 0, "vectors": 0, "data": 1, "teacher": 2, "models": 3,
          "eval": 4, "train": 5, "export": 6, "runtime": 6, "gallery": 7, "web": 8, "demo": 9, "cli": 10}
 MAX_LINES = 500
@@ -37,7 +37,7 @@ MODULES = sorted(p for p in PERSON.rglob("*.py") if p.parent != PERSON or p.name
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_imports_run_down_the_pipeline(path):
     own = stage("person." + ".".join(path.relative_to(PERSON).with_suffix("").parts))
-    assert own in ORDER, f"{path}: a new stage? add it to ORDER (and DESIGN.md) first"
+    assert own in ORDER, f"{path}: a new stage? add it to ORDER (and ARCHITECTURE.md) first"
     upward = sorted(m for m in person_imports(path) if ORDER[stage(m)] > ORDER[own])
     assert not upward, f"{path.relative_to(ROOT)} ({own}) imports a later stage: {upward}"
 

@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
                                    top_errors=args.top_k > 0))
     print("\n" + report.format_comparison(result.titled_summaries()))
     if args.json is not None:
-        plot = report.plot_roc(result.cases[out["case"]].verification, report.roc_path(args.json),
-                               title=f"{out['case']} @ {out['iteration']}")
-        print(f"\nwrote {report.write_json(out, args.json)} and {plot}")
+        written, plot = report.write_report(out, result.cases[out["case"]].verification, args.json,
+                                            title=f"{out['case']} @ {out['iteration']}")
+        print(f"\nwrote {written} and {plot}")
     return out
 
 

@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> dict:
     summary = evaluation.to_dict()
     print(report.format_report(evaluation, f.get("image_path"), f.get("caption_text"), f.get("caption_image")))
     if args.json is not None:
-        print(f"\nwrote {report.write_json(summary, args.json)} and "
-              f"{report.plot_roc(evaluation.verification, report.roc_path(args.json), title=source.name)}")
+        written, plot = report.write_report(summary, evaluation.verification, args.json, title=source.name)
+        print(f"\nwrote {written} and {plot}")
     return summary
 
 

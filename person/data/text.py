@@ -2,7 +2,7 @@
 
 A caption becomes `uint8 [L, 4]` (one row per character: b0, b1, b2, b3, zero-padded) plus a boolean
 mask (True = a real character). The student's character vector is the sum of four byte-position
-embeddings of that row (DESIGN.md, "Text as characters").
+embeddings of that row (ARCHITECTURE.md, "Text as characters").
 
 Any Python str encodes, so a query from an API never fails here:
 - a lone surrogate (U+D800..U+DFFF, which UTF-8 proper cannot hold) becomes its 3-byte generalised UTF-8

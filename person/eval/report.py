@@ -100,6 +100,13 @@ def write_json(summary: Mapping, path: str | Path) -> Path:
     return files.write_json(path, summary)
 
 
+def write_report(summary: Mapping, verification: VerificationResult, path: str | Path,
+                 title: str = "Verification ROC") -> tuple[Path, Path]:
+    """A report as every command writes it: the summary as JSON at `path`, its ROC plot beside it (`roc_path`)."""
+    out = write_json(summary, path)
+    return out, plot_roc(verification, roc_path(out), title=title)
+
+
 def plot_roc(result: VerificationResult, path: str | Path, title: str = "Verification ROC") -> Path:
     """TAR (1 - FRR) against FAR on a log axis, with the EER and FAR-level points marked, as a PNG."""
     fig = Figure(figsize=(6.4, 4.8), dpi=100)

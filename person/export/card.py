@@ -1,5 +1,5 @@
 """model.json, the card: everything a device integrator needs to reproduce the embeddings with numpy and
-onnxruntime alone, and nothing else (DESIGN.md, "Export dir").
+onnxruntime alone, and nothing else (ARCHITECTURE.md, "The export directory and its card").
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Exact: FAISS's fp16 scalar quantizer holds the float16 rows as they are stored and scans them all, inner
 product (cosine, on L2-normalised rows), top-k without a full sort; numpy's own float16 matmul has no BLAS
-behind it and is ~50x slower (shared/MEASURED.md). A row mask (deleted rows, --where conditions) goes into the
+behind it and is ~50x slower (BENCHMARKS.md, "Search"). A row mask (deleted rows, --where conditions) goes into the
 scan as an ID selector, so a filtered exact query still returns k rows when k match (an approximate index with a
 selector explores only part of the graph or the lists: a very selective filter may leave it fewer).
 Approximate: `ivf` (IVF with fp16 rows, nlist ~ sqrt(n), nprobe 64) or `hnsw` (M 32, efSearch 128), saved

@@ -3,7 +3,7 @@
 Every term works on L2-normalised embeddings: `s_img`, `t_img` [B, D] (student, teacher), `s_cap`, `t_cap`
 [C, D], and identities `pid` [B] of the images and `cap_pid` [C] of the captions (C = B and cap_pid = pid,
 caption b describing image b, unless a batch brings several captions per image). Names are the ones the
-training log prints (DESIGN.md, "Losses"):
+training log prints (README.md, "Losses"):
 
 - `dist_img`, `dist_cap`: 1 - cos(student, teacher) per item. They pin the student to the teacher's own
   space (relation terms alone leave it free up to a rotation), which is what lets a gallery enrolled by

@@ -5,9 +5,12 @@ The resolved `TrainOptions` is saved in every checkpoint and beside the run (`op
 """
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from person.data.images import parse_image_size
 from person.data.records import DatasetOptions
@@ -126,3 +129,29 @@ class TrainOptions(DatasetOptions):
 RESUMABLE_CHANGES = frozenset({"resume", "max_iters", "log_every", "save_every", "eval_every", "keep_last",
                                "num_workers", "device", "channels_last", "log_dir", "max_nonfinite", "data",
                                "image_root", "embedding_path", "overwrite", "max_image_pixels", "max_image_bytes"})
+
+
+OPTIONS_FILE = "options.json"  # beside a run's checkpoints: its resolved options, as the trainer saved them
+
+
+def saved_options(folder: str | Path) -> dict[str, Any]:
+    """A run folder's saved options, with TrainOptions' defaults for the keys an older run did not save."""
+    path = Path(folder) / OPTIONS_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is not there: {folder} is not a run folder of main.py") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise OptionError(f"{path}: unreadable run options ({e}); the run folder is damaged") from None
+    if not isinstance(saved, dict):
+        raise OptionError(f"{path}: holds {type(saved).__name__}, not a run's options; the run folder is damaged")
+    return {f.name: f.default for f in fields(TrainOptions)} | saved
+
+
+def recipe_changes(folder: str | Path, recipe: Mapping[str, Any]) -> list[str]:
+    """'name saved -> wanted' for each option of `recipe` that the run in `folder` was trained with otherwise (how
+    far and how it runs, which a resumed run may change, aside); [] when the folder holds no options."""
+    if not (Path(folder) / OPTIONS_FILE).is_file():
+        return []
+    saved = saved_options(folder)
+    return [f"{k} {saved[k]} -> {v}" for k, v in recipe.items() if k not in RESUMABLE_CHANGES and saved[k] != v]

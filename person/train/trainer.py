@@ -44,7 +44,7 @@ from person.train.batches import DistillCollate, DistillDataset, teacher_targets
 from person.train.losses import DistillLoss
 from person.train.memory import CrossModalMemory, gather_for_memory
 from person.train.meters import Meters
-from person.train.options import RESUMABLE_CHANGES, TrainOptions
+from person.train.options import OPTIONS_FILE, RESUMABLE_CHANGES, TrainOptions
 from person.train.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -386,7 +386,7 @@ class Trainer:
                 runs.clear_run(self.run_dir)
             files.make_folder(self.run_dir)
             files.clean_stale_temps(self.run_dir)
-            files.write_json(self.run_dir / "options.json", to_dict(o))
+            files.write_json(self.run_dir / OPTIONS_FILE, to_dict(o))
         writer = _tensorboard(self.run_dir / "tb", self.iteration) if main else None
         handler = _file_log(self.run_dir / "train.log") if main else None
         try:

@@ -3,7 +3,7 @@
     app = create_app(Searcher("gallery/", ExportEncoder("export/")), static_dir="search/static")
     uvicorn.run(app, host="127.0.0.1", port=5005)        # what search/app.py does
 
-Safe to expose, as the serving side of the field learned (shared/STYLE.md):
+Safe to expose, as the serving side of the field learned (Immich, Starlette; ARCHITECTURE.md, "Serving"):
 - Ids, not paths (Immich): a result carries its row's uid. `/images/{id}` and `/thumbs/{id}` look the row up, resolve
   its stored path with symlinks followed and open it only when it lies under the gallery's image root
   (`os.path.commonpath` after `os.path.realpath`, Starlette's CVE-2023-29159 lesson), so no request reads another

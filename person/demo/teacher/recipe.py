@@ -1,6 +1,6 @@
 """How the shipped demo teacher is trained: data, the label-matrix loss, evaluation, the whole job.
 
-Recipe (what a prototype measured, shared/DEMO_TEACHER.md): a small model; **partial captions** (a
+Recipe (what a prototype measured: ARCHITECTURE.md, "The demo teacher"): a small model; **partial captions** (a
 share of the rows name only 1-3 attributes) with a label-matrix sigmoid loss in which every image that
 has all the attributes a caption names is a positive, positives weighted 1/P per row; logit scale and
 bias start at log 10 and -10.

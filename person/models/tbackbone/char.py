@@ -1,4 +1,4 @@
-"""Char-level transformer text students: UTF-8 bytes in, no tokenizer, any language (DESIGN.md).
+"""Char-level transformer text students: UTF-8 bytes in, no tokenizer, any language (ARCHITECTURE.md, "Text as characters").
 
 A character is its UTF-8 bytes padded to 4, (b0, b1, b2, b3); its vector is the sum of four rows of one
 byte table `[4 * 256, E]`, row = position * 256 + byte. At export that table becomes
