@@ -1,6 +1,7 @@
 """The project as a package: a built wheel carries the page's files, the demo teacher's weights and a `person-*`
 entry point for every command, so an installed copy (not only this checkout) serves its page and runs its demo."""
 import importlib
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -11,7 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_wheel_holds_package_data_and_the_entry_points(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    source = tmp_path / "source"  # a copy: setuptools builds in the source tree, and a test writes nowhere else
+    source.mkdir()
+    for part in ("pyproject.toml", "README.md", "person"):
+        copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
+        copy(ROOT / part, source / part, **({"ignore": shutil.ignore_patterns("__pycache__")} if part == "person"
+                                            else {}))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                            "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     [wheel] = tmp_path.glob("person-*.whl")
