@@ -40,12 +40,9 @@ from person.gallery import sources
 from person.gallery.encoders import ExportEncoder
 from person.gallery.enroll import enroll
 from person.models.students import create_text_student
+from person.vectors import unit_rows
 
 QUERY = "a woman in a red coat with a black bag"
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
 def clustered(rows: int, dim: int, queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -60,14 +57,14 @@ def clustered(rows: int, dim: int, queries: int, seed: int = 0) -> tuple[np.ndar
     identity = np.empty((ids, dim), np.float32)
     for a in range(0, ids, 65536):
         block = picks[a:a + 65536]
-        identity[a:a + len(block)] = _unit(values[np.arange(12), block].sum(axis=1)
-                                           + 0.8 * rng.standard_normal((len(block), dim), dtype=np.float32))
+        identity[a:a + len(block)] = unit_rows(values[np.arange(12), block].sum(axis=1)
+                                               + 0.8 * rng.standard_normal((len(block), dim), dtype=np.float32))
     out = np.empty((rows, dim), np.float16)
     for a in range(0, rows, 65536):
         who = np.arange(a, min(a + 65536, rows)) % ids
-        out[a:a + len(who)] = _unit(identity[who] + 0.02 * rng.standard_normal((len(who), dim), dtype=np.float32))
+        out[a:a + len(who)] = unit_rows(identity[who] + 0.02 * rng.standard_normal((len(who), dim), dtype=np.float32))
     q = identity[rng.integers(0, ids, queries)] + 0.04 * rng.standard_normal((queries, dim), dtype=np.float32)
-    return out, _unit(q).astype(np.float32)
+    return out, unit_rows(q)
 
 
 def per_query_ms(fn, queries: np.ndarray) -> float:

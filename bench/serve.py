@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from person.gallery import store
 from person.gallery.segments import Rows
 from person.runtime import ExportedModels
+from person.vectors import unit_rows
 
 QUERIES = ["a woman in a red coat", "a man in a black jacket and blue jeans", "穿红色外套的女孩", "背着黑色书包的男人",
            "a child with a yellow umbrella", "a person in a white shirt carrying a bag", "戴帽子的老人", "🧥 red coat"]
@@ -59,14 +60,12 @@ def synthetic_gallery(folder: Path, export: Path, rows: int, identities: int = 2
         Image.fromarray(rng.integers(0, 255, (128, 64, 3), dtype=np.uint8)).save(images / f"{i}.jpg", quality=90)
     gallery = folder / "gallery"
     store.create(gallery, {"kind": "synthetic", "name": "bench/serve.py"}, models.space, dim, images)
-    centres = rng.normal(size=(identities, dim))
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    centres = unit_rows(rng.normal(size=(identities, dim)), np.float64)
     for part in np.array_split(np.arange(rows), segments):
         ids = rng.integers(0, identities, len(part))
         x = centres[ids] + 0.3 / np.sqrt(dim) * rng.normal(size=(len(part), dim))
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
         n = len(part)
-        store.append(gallery, x.astype(np.float16), Rows(
+        store.append(gallery, unit_rows(x, np.float16), Rows(
             np.zeros(n, np.int64), [f"{i % 8}.jpg" for i in part], np.full((n, 4), np.nan, np.float32), ids,
             np.zeros(n, np.int64), np.zeros(n, np.int64), [{"camera": int(i % 5)} for i in part]))
     return gallery

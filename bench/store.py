@@ -39,6 +39,7 @@ from person.demo.teacher import DEMO_TEACHER
 from person.teacher import store as S
 from person.teacher.extract import extract
 from person.teacher.hf import load_teacher
+from person.vectors import unit_rows
 
 DIM = 1152  # so400m / MEXMA width: the SYNTH-PEDES store the reader is for
 READ_BATCH = 256
@@ -64,10 +65,10 @@ def read_records(folder: Path, images: int) -> RecordSet:
                      splits=np.zeros(images, dtype=np.int8), split_rule="bench")
 
 
-def unit_rows(unit: S.Unit) -> np.ndarray:
+def random_rows(unit: S.Unit) -> np.ndarray:
+    """A unit's rows: random unit vectors, float16 as a store holds them, the same for the same unit."""
     rng = np.random.default_rng([unit.kind == "image", unit.index])
-    x = rng.random((unit.stop - unit.start, DIM), dtype=np.float32) - 0.5
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)
+    return unit_rows(rng.random((unit.stop - unit.start, DIM), dtype=np.float32) - 0.5, np.float16)
 
 
 def build_read_stores(folder: Path, gb: float) -> dict[str, Path]:
@@ -82,7 +83,7 @@ def build_read_stores(folder: Path, gb: float) -> dict[str, Path]:
                                             shape=(counts[f"{kind}s"], DIM)) for kind in ("image", "caption")}
     ok = np.full(S.DEFAULT_CHUNK_ROWS, S.OK, dtype=np.uint8)
     for unit in writers["h5"].pending():
-        rows = unit_rows(unit)
+        rows = random_rows(unit)
         status = ok[:len(rows)] if unit.kind == "image" else None
         for writer in writers.values():
             writer.write(unit, rows, status)

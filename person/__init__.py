@@ -4,7 +4,9 @@ The library behind every command of the project (see ARCHITECTURE.md): it never 
 never prints from deep inside and never reaches the network. One subpackage per pipeline stage,
 each importing only the stages before it:
 
-    data -> teacher -> models -> eval -> train -> demo, export, runtime -> gallery -> web
+    data -> teacher -> models -> eval -> train -> export, runtime -> gallery -> web -> demo -> cli
 
-`options` (typed options, the commands' bad-input exit), `errors` and `distributed` are shared by all.
+`options` (typed options, the commands' bad-input exit), `errors`, `files`, `vectors` and `distributed` are
+shared by all. `demo` runs every stage on the built-in demo; `cli` holds the commands (ARCHITECTURE.md,
+"The import rule").
 """

@@ -1,10 +1,16 @@
-"""Every file the project writes goes through one atomic writer: a temp file in the same folder, fsync, rename.
+"""Atomic writers of files and folders (a temp beside the target, fsync, rename), and OutputError, their failure.
 
+Every file the project writes goes through one atomic writer: a temp file in the same folder, fsync, rename.
 A reader then sees the old file or the new one, never a half-written one: a failed `--json` write leaves the
 previous report as it was (not at 0 bytes), a killed plot leaves no truncated PNG. The temp file is named
 `.<name>.<pid>-<thread>.tmp` (two threads writing one file do not collide); one left by a killed process (its pid
 no longer running) is removed the next time that file is written, or by `clean_stale_temps` when a command
 starts in a folder.
+
+A folder (an export, a gallery segment, a feature store; or a file a library builds at a path) is replaced
+whole the same way by `atomic_dir`: built under the temp name, fsynced, renamed into place, the one it replaces
+renamed aside first (`.<name>.<pid>-<thread>.old`) and removed after. A process killed between those two
+renames leaves the previous one aside: `clean_stale_temps` puts it back.
 
 A write that fails for a reason of the disk (full, read-only, a folder that is a file) raises `OutputError`,
 one line naming the file and the reason.
@@ -15,6 +21,7 @@ import contextlib
 import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,7 +32,9 @@ from typing import IO, Any
 
 from person.errors import PersonError
 
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})(?:-[0-9]+)?\.tmp$")
+log = logging.getLogger(__name__)
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})(?:-[0-9]+)?\.(?P<kind>tmp|old)$")
 
 
 class OutputError(PersonError, OSError):
@@ -76,16 +85,25 @@ def process_alive(pid: int) -> bool:
 
 
 def clean_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]:
-    """Remove temp files of killed writes in `folder` (only those of `name` when given); returns them."""
+    """Tidy what killed writes left in `folder` (only those of `name` when given); returns what was removed.
+
+    Their temp files and folders are removed. A replaced folder that `atomic_dir` had moved aside is put back
+    when its writer was killed before the new one went in (nothing stands at its name), else removed."""
     folder, removed = Path(folder), []
     if not folder.is_dir():
         return removed
-    for p in folder.iterdir():
+    for p in sorted(folder.iterdir()):
         m = _TEMP.match(p.name)
-        if m and (name is None or m["name"] == name) and not process_alive(int(m["pid"])):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-                removed.append(p)
+        if not m or (name is not None and m["name"] != name) or process_alive(int(m["pid"])):
+            continue
+        target = folder / m["name"]
+        if m["kind"] == "old" and not (target.exists() or target.is_symlink()):
+            os.replace(p, target)
+            log.warning("%s: put back the previous version, which an interrupted replacement had moved aside", target)
+            continue
+        remove(p, ignore_errors=True)
+        if not p.exists():
+            removed.append(p)
     return removed
 
 
@@ -96,6 +114,18 @@ def fsync(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_tree(root: str | Path) -> None:
+    """fsync a file, or every file and folder under a folder (a tree just built, before it is renamed)."""
+    root = Path(root)
+    if root.is_dir():
+        for folder, _, names in os.walk(root):
+            for name in names:
+                fsync(Path(folder) / name)
+            fsync(folder)
+    else:
+        fsync(root)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -137,6 +167,50 @@ def atomic_file(path: str | Path, mode: str = "wb", encoding: str | None = None)
         _discard(tmp)
         raise
     _fsync_folder(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, make: bool = True) -> Iterator[Path]:
+    """Build what replaces `path` in the temp folder yielded (beside it, named as `temp_name` says); when the
+    block ends without error it is fsynced and takes the place of `path`, else it is removed and `path` stays.
+
+    Stale temps of `path` are tidied first (`clean_stale_temps`: a previous version a killed replacement moved
+    aside is put back). `make=False` yields the temp path with nothing there, for a library that creates it
+    itself (HDF5 builds a file). Errors raised in the block pass through as they are; the renames' own become
+    an OutputError naming `path`."""
+    path = Path(path)
+    make_folder(path.parent)
+    clean_stale_temps(path.parent, path.name)
+    tmp = temp_name(path)
+    remove(tmp, ignore_errors=True)  # this thread's own, left by an earlier attempt whose cleanup failed
+    try:
+        if make:
+            make_folder(tmp)
+        yield tmp
+        try:
+            fsync_tree(tmp)
+            _swap(tmp, path)
+        except OSError as e:
+            raise output_error(path, e) from None
+    except BaseException:
+        remove(tmp, ignore_errors=True)
+        raise
+
+
+def _swap(tmp: Path, path: Path) -> None:
+    """Rename `tmp` to `path`, the one there moved aside first and removed after (a folder cannot be renamed over
+    a folder that holds files)."""
+    aside = tmp.with_suffix(".old")
+    try:
+        if path.exists() or path.is_symlink():
+            os.replace(path, aside)
+        os.replace(tmp, path)
+    except OSError:
+        if aside.exists() and not path.exists():
+            os.replace(aside, path)  # the previous one stays as it was
+        raise
+    _fsync_folder(path.parent)
+    remove(aside, ignore_errors=True)
 
 
 def resolve_under(root: str | Path, relative: str) -> str | None:

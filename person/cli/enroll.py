@@ -1,8 +1,8 @@
 """Enrol images into a gallery with an exported image student (no torch) or a teacher, for text search.
 
     python search/enroll.py --model EXPORT_DIR --image-dir photos/ --gallery gallery/
-    python search/enroll.py --teacher ID_OR_DIR --data CUHK-PEDES/reid_raw.json --split eval --gallery g/
-    python search/enroll.py --model EXPORT_DIR --detections boxes.jsonl [--image-root frames/] --gallery g/
+    person-enroll --teacher ID_OR_DIR --data CUHK-PEDES/reid_raw.json --split eval --gallery g/
+    person-enroll --model EXPORT_DIR --detections boxes.jsonl [--image-root frames/] --gallery g/
 
 Run it again to add new or changed images (--prune also drops rows whose image is gone); killed at any
 moment, it resumes and ends with the gallery an uninterrupted run gives. Unreadable images and unusable
@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> EnrollSummary:
     summary = enroll(args.gallery, encoder, source, args.prune, args.chunk, args.workers, options.image_limits())
     print("\n".join(summary.lines()))
     return summary
-
 
 
 def run() -> None:

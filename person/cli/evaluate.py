@@ -2,7 +2,7 @@
 worst pairs, JSON and ROC, plus the mixed cases (student text against teacher-enrolled images and the reverse).
 
     python evaluation_model.py logs/expModel-.../RUN/best.pt [--json report.json]
-    python evaluation_model.py EXPORT_DIR [--variant fp32|fp16|int8]   # the exported models, through onnxruntime
+    person-eval EXPORT_DIR [--variant fp32|fp16|int8]   # the exported models, through onnxruntime
 
 Everything comes from the checkpoint's saved options (dataset, store, input size); pass --data,
 --image-root or --embedding_path only when those files have moved. With --json OUT the checkpoint's main
@@ -15,7 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from person.data.records import DatasetOptions
+from person.data.flags import add_moved_files, moved_files
 from person.eval import report
 from person.eval.evaluate import CASES, checkpoint_summary, evaluate_checkpoint
 from person.export.evaluation import evaluate_export, export_summary
@@ -33,10 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="write the report here (and the ROC plot beside it)")
     p.add_argument("--split", default="eval", help="split to score (default: eval, the held-out identities)")
     p.add_argument("--cases", nargs="+", choices=CASES, default=None, help="which cases (default: all it can)")
-    p.add_argument("--data", default=None, help="the dataset JSON, if it moved since training")
-    p.add_argument("--image-root", "--image_root", dest="image_root", default=None, help="its images, if moved")
-    p.add_argument("--embedding_path", "--embedding-path", dest="embedding_path", default=None,
-                   help="the feature store, if moved")
+    add_moved_files(p)
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     p.add_argument("--num-workers", type=number(int, at_least=0), default=2, help="image loading processes")
     p.add_argument("--top-k", type=number(int, at_least=0), default=15, help="how many worst pairs to list")
@@ -50,14 +47,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    dataset = DatasetOptions(data=args.data, image_root=args.image_root)
-    if (args.checkpoint / CARD_FILE).is_file():
-        card, result = evaluate_export(args.checkpoint, args.variant, dataset, args.embedding_path, args.split,
+    dataset, embedding_path = moved_files(args)
+    if (args.checkpoint / CARD_FILE).is_file():  # an export directory: its models through onnxruntime
+        card, result = evaluate_export(args.checkpoint, args.variant, dataset, embedding_path, args.split,
                                        args.cases, args.top_k)
         out = export_summary(args.checkpoint, args.variant, card, result)
         title = f"{args.checkpoint} ({args.variant}, from iteration {out['iteration']} of {out['checkpoint']})"
     else:
-        state, result = evaluate_checkpoint(args.checkpoint, dataset, args.embedding_path, args.split, args.cases,
+        state, result = evaluate_checkpoint(args.checkpoint, dataset, embedding_path, args.split, args.cases,
                                             args.device, args.num_workers, args.top_k, args.import_module)
         out = checkpoint_summary(state, result)
         title = f"{state['path']} (iteration {state['iteration']})"
@@ -75,7 +72,6 @@ def main(argv: list[str] | None = None) -> dict:
                                             title=f"{out['case']} @ {out['iteration']}")
         print(f"\nwrote {written} and {plot}")
     return out
-
 
 
 def run() -> None:

@@ -1,7 +1,7 @@
-"""Score embeddings from any model: verification table, retrieval, worst pairs, JSON + ROC plot.
+"""Score the teacher's extracted embeddings, or any model's: verification table, retrieval, worst pairs, JSON + ROC.
 
     python evaluation_labels.py --embedding_path STORE [--split eval] [--prompt-captions] [--json OUT.json]
-    python evaluation_labels.py --features FILE.npz [--json OUT.json]
+    person-eval-labels --features FILE.npz [--json OUT.json]
 
 STORE is a feature store made by tools/extract_label.py (.h5 or .zarr): the teacher's own report on a
 split, the upper bound the students chase. Its readable images are the gallery and their `captions`
@@ -23,6 +23,7 @@ from person.eval import metrics, report
 from person.eval.features import load_features, store_features
 from person.options import number, run_command
 from person.vectors import unit_rows
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -66,7 +67,6 @@ def main(argv: list[str] | None = None) -> dict:
         written, plot = report.write_report(summary, evaluation.verification, args.json, title=source.name)
         print(f"\nwrote {written} and {plot}")
     return summary
-
 
 
 def run() -> None:

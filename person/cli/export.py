@@ -1,8 +1,8 @@
 """Export a student checkpoint for devices: ONNX graphs, the character table, the card, and their parity.
 
     python export_model.py logs/expModel-.../RUN/best.pt export/            # generic: onnxruntime, dynamic shapes
-    python export_model.py CKPT OUTDIR --target npu --batch 1 --seq-len 64  # static shapes, NPU op set
-    python export_model.py CKPT OUTDIR --fp16 --int8 [--calibration 512]     # smaller variants beside fp32
+    person-export CKPT OUTDIR --target npu --batch 1 --seq-len 64           # static shapes, NPU op set
+    person-export CKPT OUTDIR --fp16 --int8 [--calibration 512]              # smaller variants beside fp32
 
 OUTDIR gets model_image.onnx, model_text.onnx, input_embeddings.npy (the byte table the text graph's input is
 looked up in, outside the graph), optional *.fp16.onnx / *.int8.onnx, and model.json (the card). It is written
@@ -15,7 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from person.data.records import DatasetOptions
+from person.data.flags import add_moved_files, moved_files
 from person.export.exporter import ExportResult, export_checkpoint
 from person.export.onnx_files import format_ops
 from person.export.options import ExportOptions
@@ -28,10 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("checkpoint", type=Path, help="a checkpoint (.pt) or a run folder (its last checkpoint)")
     p.add_argument("out_dir", type=Path, help="the export directory")
     add_options(p, ExportOptions)
-    p.add_argument("--data", default=None, help="the dataset JSON, if it moved since training")
-    p.add_argument("--image-root", "--image_root", dest="image_root", default=None, help="its images, if moved")
-    p.add_argument("--embedding_path", "--embedding-path", dest="embedding_path", default=None,
-                   help="the feature store, if moved")
+    add_moved_files(p)
     p.add_argument("--import-module", action="append", default=[], metavar="MODULE",
                    help="a module outside the project that the checkpoint's student names may be imported from")
     return p.parse_args(argv)
@@ -40,9 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> ExportResult:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    result = export_checkpoint(args.checkpoint, args.out_dir, from_namespace(ExportOptions, args),
-                               DatasetOptions(data=args.data, image_root=args.image_root), args.embedding_path,
-                               args.import_module)
+    dataset, embedding_path = moved_files(args)
+    result = export_checkpoint(args.checkpoint, args.out_dir, from_namespace(ExportOptions, args), dataset,
+                               embedding_path, args.import_module)
     for graph in result.graphs:
         print(format_ops(graph) + "\n")
     for parity in result.parity:
@@ -53,7 +50,6 @@ def main(argv: list[str] | None = None) -> ExportResult:
     print(f"\n{result.out_dir}: " + ", ".join(f"{name} ({info['bytes'] / 2**20:.2f} MiB)"
                                               for name, info in card["files"].items()))
     return result
-
 
 
 def run() -> None:

@@ -1,17 +1,18 @@
-"""Embed every image and caption of a dataset with a teacher, into one feature store (person/teacher/store/).
+"""Extract the teacher's embeddings of every image and caption of a dataset into the feature store.
 
     python tools/extract_label.py --data demo/synth --teacher DIR_OR_HUB_ID --embedding_path embeddings
+    person-extract --data DATASET.json --teacher DIR_OR_HUB_ID --embedding_path store.zarr
     torchrun --nproc_per_node=N tools/extract_label.py ...   (same arguments; one store, as a single run makes)
 
 Killed? Run the same command again: it continues, and ends with the store an uninterrupted run makes.
-A folder --embedding_path (default embeddings/) gets a store named after the dataset and the teacher.
+A folder --embedding_path (default embeddings/) gets a store named after the dataset and the teacher (its format:
+person/teacher/store/). The script keeps its old name, extract_label.py ("labels": the teacher's embeddings).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 from dataclasses import dataclass
-
 
 from person.data.datasets import SkipReport
 from person.data.records import DatasetOptions
@@ -79,7 +80,6 @@ def main(argv: list[str] | None = None) -> ExtractSummary:
     if info.is_main:
         print(describe(summary))
     return summary
-
 
 
 def run() -> None:

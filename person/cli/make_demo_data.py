@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from person.demo.synthetic.captions import DEFAULT_CHINESE_SHARE
 from person.demo.synthetic.writer import FORMATS, dataset_summary, default_workers, write_dataset
 from person.options import run_command
@@ -43,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.format}: {s['ids']} ids, {s['images']} images, {s['captions']} captions "
           f"({100 * s['chinese_share']:.1f}% Chinese) in {seconds:.1f} s -> {json_path}")
     return 0
-
 
 
 def run() -> None:

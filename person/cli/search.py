@@ -1,9 +1,10 @@
-"""Search a gallery by free text (any language) from the command line; or by image (--image), the same person.
+"""Search a gallery from the command line (a client of the library, not an HTTP API): by free text in any language,
+or by image (--image) for the same person elsewhere.
 
     python search/api.py --gallery gallery/ --text-model EXPORT_DIR --queries "a girl in a red coat" "穿红色外套的女孩"
-    python search/api.py --gallery gallery/ --teacher ID_OR_DIR --queries "..." --top-n 5 --json
-    python search/api.py --gallery g/ --text-model E --queries "a man in black" --where camera=3 --group-by track
-    python search/api.py --gallery g/ --image-model E --image crop.jpg
+    person-search --gallery gallery/ --teacher ID_OR_DIR --queries "..." --top-n 5 --json
+    person-search --gallery g/ --text-model E --queries "a man in black" --where camera=3 --group-by track
+    person-search --gallery g/ --image-model E --image crop.jpg
 
 The gallery's encoder and the query encoder must live in one embedding space (a teacher-enrolled gallery takes
 the text student distilled from that teacher). --index auto|exact|ivf|hnsw picks the scan (auto: exact below
@@ -69,24 +70,16 @@ def main(argv: list[str] | None = None) -> list[QueryResult]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     searcher = from_namespace(SearcherOptions, args).open(args.gallery)
-    info = getattr(getattr(searcher.backend, "index", None), "info", None)
-    if info is not None and info.kind != "exact":
-        print(f"index {info.kind} over {info.rows:,} rows (generation {info.generation}): recall@10 "
-              f"{info.recall_at_10:.3f} against exact search on sample queries", file=sys.stderr)
-    missing = searcher.gallery.missing_images()
-    if missing:
-        print(f"warning: images are missing under {searcher.gallery.image_root} (e.g. {', '.join(missing[:3])}): "
-              f"the image root moved or files were deleted; results still list them", file=sys.stderr)
+    for note in searcher.notes():
+        print(note, file=sys.stderr)
     results = searcher.search(args.queries, args.k, args.where, args.group_by) if args.queries else []
-    if args.image:
-        found = searcher.search_images(args.image, args.k, args.where, args.group_by)
-        results += [QueryResult(str(p), r.hits, r.seconds, r.note) for p, r in zip(args.image, found)]
+    if args.image:  # each labelled by its file
+        results += searcher.search_images(args.image, args.k, args.where, args.group_by)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2))
     else:
         print("\n\n".join(format_result(r) for r in results))
     return results
-
 
 
 def run() -> None:

@@ -3,7 +3,7 @@
     python main.py --data DATASET.json --embedding_path STORE --backbone backbone.mf3.ANet2 \\
         --tbackbone tbackbone.char.L3 [--max_iters N] [--log_dir logs]
     torchrun --nproc_per_node=N main.py ...           # NCCL on GPUs, gloo on CPU
-    python main.py --resume logs/expModel-.../RUN     # continue a run where it stopped
+    person-train --resume logs/expModel-.../RUN       # continue a run where it stopped
 
 Checkpoints go to LOG_DIR/expModel-<backbone>-<H>x<W>-<dim>/<run>/<iter>.pt (and best.pt); evaluate one
 with `python evaluation_model.py CKPT`.
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-
 
 from person.distributed import cleanup
 from person.options import add_options, from_namespace, given_options, run_command
@@ -42,7 +41,6 @@ def main(argv: list[str] | None = None) -> TrainResult:
         print(f"run {result.run_dir}: {result.iteration} iterations, last checkpoint {result.last_checkpoint}; "
               f"best EER {100 * best.get('eer', float('nan')):.4f}% at iteration {best.get('iteration')}")
     return result
-
 
 
 def run() -> None:

@@ -21,33 +21,27 @@ import logging
 import shlex
 import sys
 import tempfile
-from dataclasses import fields
 from pathlib import Path
-
 
 import torch
 
 from person import files
-from person.demo.teacher.recipe import make_demo_teacher, model_card
 from person.demo.teacher.model import DemoTeacherConfig
-from person.options import run_command
+from person.demo.teacher.recipe import make_demo_teacher, model_card
+from person.options import add_options, from_namespace, given_options, run_command
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    # No abbreviations: given_options must see --steps as written, to tell it apart from --minutes.
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--work", type=Path, default=None,
                    help="folder for the drawn sets (reused by a rerun); default: a temporary folder")
     p.add_argument("--minutes", type=float, default=None, help="size the run to this many minutes (not with --steps)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
-    for f in fields(DemoTeacherConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(f.default, bool):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        else:  # --steps defaults to None so that it can be told apart from --minutes
-            p.add_argument(flag, type=type(f.default), default=None if f.name == "steps" else f.default,
-                           help=f"default {f.default}")
-    return p.parse_args(argv)
+    add_options(p, DemoTeacherConfig)
+    return p
 
 
 def _report(r: dict) -> str:
@@ -65,16 +59,15 @@ def _report(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        if args.steps is not None and args.minutes is not None:
+        if "steps" in given_options(parser, argv) and args.minutes is not None:
             raise ValueError("give --steps or --minutes, not both")
         if args.minutes is not None and args.minutes <= 0:
             raise ValueError(f"--minutes {args.minutes}: must be > 0")
-        values = {f.name: getattr(args, f.name) for f in fields(DemoTeacherConfig)}
-        if values["steps"] is None:
-            del values["steps"]
-        config = DemoTeacherConfig(**values)
+        config = from_namespace(DemoTeacherConfig, args)
         config.check()
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -83,12 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     with tempfile.TemporaryDirectory() as tmp:
         report = make_demo_teacher(args.out, args.work or tmp, config, minutes=args.minutes)
-    command = "python tools/train_demo_teacher.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python tools/train_demo_teacher.py " + shlex.join(argv)
     files.write_text(args.out / "README.md", model_card(report, command))
     print(_report(report))
     print(f"{report['config']['steps']} steps in {report['train_minutes']} minutes -> {args.out}")
     return 0
-
 
 
 def run() -> None:

@@ -1,16 +1,13 @@
-"""A checkpoint -> an export directory, atomically: built in a temp folder beside OUTDIR, renamed into place.
+"""Exporting a checkpoint: an export directory, built in a temp folder beside OUTDIR and renamed into place.
 
 Each student present becomes its graph (person.export.graphs), exported, simplified, checked against the
 target's op list, run through onnxruntime against PyTorch on real inputs (the parity gate), and, on request,
 converted to its fp16 / int8 variants. The card (person.export.card) describes every file. Nothing is left
-half-written: on any error the temp folder is removed and OUTDIR is as it was.
+half-written (person.files.atomic_dir): on any error the temp folder is removed and OUTDIR is as it was; an export
+killed between its renames gets the previous OUTDIR back at the next export.
 """
 from __future__ import annotations
 
-import logging
-import os
-import re
-import shutil
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,8 +34,6 @@ from person.export.variants import to_fp16, to_int8
 from person.models.checkpoint import load_checkpoint, students_from_checkpoint
 from person.models.students import Students, StudentSpec
 from person.runtime import CARD_FILE, run_session, static_batches
-
-log = logging.getLogger(__name__)
 
 PARITY_BATCH = 7  # an odd batch beside batch 1: a graph that only works at the example's batch size fails
 
@@ -150,35 +145,6 @@ def _torch_text(students: Students, encoded: list[tuple[np.ndarray, np.ndarray]]
     return torch.cat(out).numpy()
 
 
-def _remove_stale_builds(out_dir: Path) -> None:
-    """Temp folders `.<OUTDIR>.<pid>.tmp` / `.old` of exports killed midway (their process gone). An export
-    killed between its two renames left OUTDIR missing and the previous export in `.old`: that is put back."""
-    stale = re.compile(rf"^\.{re.escape(out_dir.name)}\.(?P<pid>[0-9]{{1,10}})\.(?P<kind>tmp|old)$")
-    for p in sorted(out_dir.parent.iterdir()) if out_dir.parent.is_dir() else ():
-        m = stale.match(p.name)
-        if not (m and p.is_dir()) or files.process_alive(int(m["pid"])):
-            continue
-        if m["kind"] == "old" and not out_dir.exists():
-            os.replace(p, out_dir)
-            log.warning("%s: put back the previous export that an interrupted export had moved aside", out_dir)
-        else:
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move the finished temp folder into place; an old OUTDIR (allowed by the caller) goes only after."""
-    old = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.old")
-    try:
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-    except OSError as e:
-        if old.exists() and not out_dir.exists():
-            os.replace(old, out_dir)  # the previous export stays as it was
-        raise files.output_error(out_dir, e) from None
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
                       dataset: DatasetOptions | None = None, embedding_path: str | None = None,
                       trusted: Collection[str] = ()) -> ExportResult:
@@ -187,7 +153,8 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opts: ExportO
     target = get_target(opts.target)
     opts = replace(opts, opset=opts.opset or target.default_opset)
     check_opset(target, opts.opset)
-    _remove_stale_builds(out_dir)  # first: a previous export it puts back is then subject to --overwrite
+    # First: a previous export that a killed one had moved aside is put back, and then subject to --overwrite.
+    files.clean_stale_temps(out_dir.parent, out_dir.name)
     check_destination(out_dir, opts.overwrite)
     state = load_checkpoint(checkpoint)
     spec, students = students_from_checkpoint(state, "cpu", trusted)
@@ -197,11 +164,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opts: ExportO
     result = ExportResult(out_dir, {})
     if spec.backbone is None or spec.tbackbone is None:
         result.notes.append(f"the checkpoint has only the {spec.trained} student: exported that one")
-    files.make_folder(out_dir.parent)
-    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    files.make_folder(tmp)
-    try:
+    with files.atomic_dir(out_dir) as tmp:
         store, records, moved = open_training_data(state, dataset, embedding_path)
         with store:
             inputs = gather_inputs(store, records, spec, calibration=opts.calibration if opts.int8 else 0,
@@ -209,10 +172,6 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opts: ExportO
             _export_graphs(tmp, students, spec, opts, target, seq_len, inputs, result)
             result.card = export_card.build(state, spec, opts, target, seq_len, store, tmp, result.parity)
         files.write_json(tmp / CARD_FILE, result.card)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return result
 
 

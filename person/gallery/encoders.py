@@ -1,6 +1,8 @@
-"""Encoders a gallery is enrolled and searched with: an exported student (person.runtime, no torch) or a
-teacher (transformers). Each says which embedding space it lives in; mixing is allowed exactly when the
-spaces are equal (a teacher-enrolled gallery searched with the text student distilled from it).
+"""The encoders a gallery is enrolled and searched with: an exported student or a teacher, each with its space.
+
+An exported student (person.runtime, no torch) or a teacher (transformers). Each says which embedding space
+it lives in; mixing is allowed exactly when the spaces are equal (a teacher-enrolled gallery searched with the
+text student distilled from it).
 
 The image side is split for enrolment's decode workers: `prepare` (in a worker: pixels of one crop -> what
 the model takes) and `embed` (in the main process: a batch of prepared crops -> L2-normalised [n, D]).

@@ -4,8 +4,8 @@ Running it again adds only new or changed images (a file's size or mtime differs
 and, with `prune`, drops rows whose image is gone or no longer listed. The pending items are cut into fixed
 chunks, each decoded in worker processes, embedded in batches and committed as one segment; killed at any
 moment, the next run finds the finished chunks in the gallery and enrols the rest in the same order, so it ends
-with the rows, features and uids an uninterrupted run gives (tested). Unreadable images (and boxes that lie outside their image) are
-skipped and counted.
+with the rows, features and uids an uninterrupted run gives (tested). Unreadable images (and boxes that lie
+outside their image) are skipped and counted.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import numpy as np
 
 from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageReadError, ImageTransform, load_pixels
 from person.gallery import store
-from person.gallery.manifest import MANIFEST, GalleryError, close_inherited_locks, writer_lock
+from person.gallery.manifest import MANIFEST, GalleryError, Manifest, close_inherited_locks, writer_lock
 from person.gallery.segments import Rows
 from person.gallery.sources import Item, Source
 from person.teacher.space import check_same_space
@@ -132,19 +132,25 @@ def _stat(path: Path) -> tuple[int, int] | None:
 
 
 def enroll(gallery_dir: str | Path, encoder, source: Source, prune: bool = False, chunk: int = DEFAULT_CHUNK,
-           workers: int = 2, limits: ImageLimits = DEFAULT_LIMITS) -> EnrollSummary:
-    """Bring the gallery up to date with `source` using `encoder` (see the module docstring)."""
+           workers: int = 2, limits: ImageLimits = DEFAULT_LIMITS, *,
+           on_commit: Callable[[int], None] | None = None) -> EnrollSummary:
+    """Bring the gallery up to date with `source` using `encoder` (see the module docstring).
+
+    `on_commit(generation)` is called right after each chunk's segment is committed (gallery.json names it),
+    with the generation that commit made; a chunk with nothing readable commits nothing and is not reported.
+    It runs while the enrolment holds the writer lock (readers are not blocked): a hook to watch an enrolment
+    grow, or to kill it at an exact point (tests/gallery/test_gallery.py)."""
     gallery_dir = Path(gallery_dir)
     start = time.perf_counter()
     if not encoder.has_image:
         raise GalleryError("the encoder has no image model: enrol with an export that holds model_image.onnx, or "
                            "with --teacher")
     with writer_lock(gallery_dir):  # one enrolment at a time: two would enrol the same pending images
-        return _enroll_locked(gallery_dir, encoder, source, prune, chunk, workers, limits, start)
+        return _enroll_locked(gallery_dir, encoder, source, prune, chunk, workers, limits, start, on_commit)
 
 
 def _enroll_locked(gallery_dir: Path, encoder, source: Source, prune: bool, chunk: int, workers: int,
-                   limits: ImageLimits, start: float) -> EnrollSummary:
+                   limits: ImageLimits, start: float, on_commit: Callable[[int], None] | None) -> EnrollSummary:
     if not (gallery_dir / MANIFEST).is_file():
         store.create(gallery_dir, encoder.identity, encoder.space, encoder.dim, source.image_root)
     gallery = store.Gallery.open(gallery_dir)
@@ -186,7 +192,9 @@ def _enroll_locked(gallery_dir: Path, encoder, source: Source, prune: bool, chun
     transform = getattr(getattr(encoder, "models", None), "transform", None)
     job = _Job(source.image_root, transform, limits)
     for a in range(0, len(pending), chunk):
-        _enroll_chunk(gallery_dir, encoder, pending[a:a + chunk], job, workers, summary)
+        committed = _enroll_chunk(gallery_dir, encoder, pending[a:a + chunk], job, workers, summary)
+        if committed is not None and on_commit is not None:
+            on_commit(committed.generation)
         log.info("enrolled %d of %d pending items", min(a + chunk, len(pending)), len(pending))
     if replaced:
         store.delete(gallery_dir, np.array(replaced))
@@ -213,7 +221,8 @@ def _check_same_encoder(gallery: store.Gallery, encoder, source: Source) -> None
 
 
 def _enroll_chunk(gallery_dir: Path, encoder, items: Sequence[Item], job: _Job, workers: int,
-                  summary: EnrollSummary) -> None:
+                  summary: EnrollSummary) -> Manifest | None:
+    """Embed and commit one chunk; the manifest of its commit, or None when nothing in it was readable."""
     kept, prepared, stats = [], [], []
     for item, (ready, why, clipped, size, mtime_ns) in _decoded(items, job, workers):
         if ready is None:
@@ -224,7 +233,7 @@ def _enroll_chunk(gallery_dir: Path, encoder, items: Sequence[Item], job: _Job, 
         stats.append((size, mtime_ns))
         summary.clipped += clipped
     if not kept:
-        return
+        return None
     features = np.concatenate([encoder.embed(prepared[a:a + EMBED_BATCH])
                                for a in range(0, len(prepared), EMBED_BATCH)]).astype(np.float16)
     rows = Rows(np.zeros(len(kept), np.int64), [i.path for i in kept],
@@ -232,5 +241,6 @@ def _enroll_chunk(gallery_dir: Path, encoder, items: Sequence[Item], job: _Job, 
                 np.array([-1 if i.identity is None else i.identity for i in kept], np.int64),
                 np.array([s for s, _ in stats], np.int64), np.array([m for _, m in stats], np.int64),
                 [dict(i.meta) for i in kept])
-    store.append(gallery_dir, features, rows)
+    manifest = store.append(gallery_dir, features, rows)
     summary.added += len(kept)
+    return manifest

@@ -1,5 +1,5 @@
-"""The Searcher: free-text (or by-image) queries against an enrolled gallery, the library under search/api.py
-and the web app.
+"""The Searcher: free-text (or by-image) queries against an enrolled gallery, the library under the command-line
+client (person-search, search/api.py) and the web app.
 
     searcher = Searcher("gallery/", ExportEncoder("export/"))
     [result] = searcher.search(["a girl in a red coat"], k=5, where=["camera=3"], group_by="track")
@@ -10,7 +10,8 @@ FAISS index over the gallery's own files, person.gallery.index) or a vector data
 Conditions filter inside the scan, so a filtered query returns k rows when k match (exact search and Milvus FLAT;
 an approximate index does its best); `group_by` returns one row
 per value of a field (a track's best frame), the rest of the group skipped, still k groups when there are k.
-`refresh()` picks up a new gallery generation (an enrolment that finished meanwhile) and swaps it in whole.
+`refresh()` picks up a new gallery generation (an enrolment that finished meanwhile) and swaps it in whole, then
+calls `on_refresh(generation)` when given (to log each swap, or for a test to see them).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import os
 import threading
 import time
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,10 +116,11 @@ class Searcher:
     the text student distilled from that teacher; anything else is refused, naming both spaces."""
 
     def __init__(self, gallery: str | Path, text_encoder=None, image_encoder=None, index: str = "auto",
-                 backend_factory=None) -> None:
+                 backend_factory=None, on_refresh: Callable[[int], None] | None = None) -> None:
         if text_encoder is None and image_encoder is None:
             raise GalleryError("a Searcher needs a text encoder, an image encoder, or both")
         self.folder, self.text_encoder, self.image_encoder = Path(gallery), text_encoder, image_encoder
+        self.on_refresh = on_refresh
         self.backend_factory = backend_factory or (lambda g: LocalBackend(g, index))
         self._lock = threading.Lock()
         self.gallery, self.backend = self._open()
@@ -132,7 +134,8 @@ class Searcher:
 
     def refresh(self) -> bool:
         """Reopen the gallery when its manifest names a new generation; True when it did. The new generation is
-        opened (and its index built) before the swap, so searches meanwhile keep answering from the old one."""
+        opened (and its index built) before the swap, so searches meanwhile keep answering from the old one; searches
+        after it, and `on_refresh`, which is called with the new generation, see the new one."""
         if not self.gallery.changed():
             return False
         gallery, backend = self._open()
@@ -140,7 +143,23 @@ class Searcher:
             if gallery.generation <= self.gallery.generation:
                 return False
             self.gallery, self.backend = gallery, backend
+        if self.on_refresh is not None:
+            self.on_refresh(gallery.generation)
         return True
+
+    def notes(self) -> list[str]:
+        """What to know before reading the results: an approximate index's recall against exact search, and images
+        missing under the gallery's image root (moved or deleted)."""
+        out = []
+        info = getattr(getattr(self.backend, "index", None), "info", None)
+        if info is not None and info.kind != "exact":
+            out.append(f"index {info.kind} over {info.rows:,} rows (generation {info.generation}): recall@10 "
+                       f"{info.recall_at_10:.3f} against exact search on sample queries")
+        missing = self.gallery.missing_images()
+        if missing:
+            out.append(f"warning: images are missing under {self.gallery.image_root} (e.g. {', '.join(missing[:3])}): "
+                       f"the image root moved or files were deleted; results still list them")
+        return out
 
     # ------------------------------------------------------------------ queries
     @property
@@ -173,15 +192,15 @@ class Searcher:
     def search_images(self, images: Sequence[Any], k: int = 10, where: Sequence[str] = (),
                       group_by: str | None = None) -> list[QueryResult]:
         """The top-k rows for each query image (uint8 RGB pixels, or an image file, decoded as enrolment decodes
-        it): the same person elsewhere in the gallery."""
+        it): the same person elsewhere in the gallery. A result is labelled by its file's path, or "image N"."""
         if not self.has_image:
             raise GalleryError("this Searcher has no image model: give --image-model (or --teacher) to search by "
                                "image")
         start = time.perf_counter()
         vectors = self.image_encoder.embed([self.image_encoder.prepare(im if isinstance(im, (str, os.PathLike))
                                                                        else np.asarray(im)) for im in images])
-        return self._results([f"image {i}" for i in range(len(images))], vectors, k, where, group_by, start,
-                             [None] * len(images))
+        labels = [str(im) if isinstance(im, (str, os.PathLike)) else f"image {i}" for i, im in enumerate(images)]
+        return self._results(labels, vectors, k, where, group_by, start, [None] * len(images))
 
     def _results(self, labels: list[str], vectors: np.ndarray, k: int, where: Sequence[str],
                  group_by: str | None, start: float, notes: list[str | None]) -> list[QueryResult]:

@@ -1,14 +1,13 @@
-"""Segments: immutable batches of enrolled rows, each a folder `segments/<name>/` of
-`features.npy` (float16 [n, D], L2-normalised, memory-mapped when read) and `rows.jsonl` (one row a line:
-uid, path relative to the image root, bbox or null, identity or null, file size and mtime, and any other
-fields a detections line carried under "meta"). A segment is written in a temp folder and renamed into place,
-so one that a manifest names is always whole.
+"""Segments: immutable batches of enrolled rows (features and metadata), each a folder written whole.
+
+A segment is a folder `segments/<name>/` of `features.npy` (float16 [n, D], L2-normalised, memory-mapped when
+read) and `rows.jsonl` (one row a line: uid, path relative to the image root, bbox or null, identity or null,
+file size and mtime, and any other fields a detections line carried under "meta"). It is written in a temp
+folder and renamed into place (person.files.atomic_dir), so one that a manifest names is always whole.
 """
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,26 +85,15 @@ def _parse_rows(path: Path) -> Rows:
 
 
 def write_segment(gallery: Path, name: str, features: np.ndarray, rows: Rows) -> Path:
-    """Write segment `name` whole (temp folder, fsync, rename); its rows must match its features."""
+    """Write segment `name` whole (person.files.atomic_dir); its rows must match its features."""
     if len(features) != len(rows) or features.ndim != 2:
         raise ValueError(f"segment {name}: {len(features)} features for {len(rows)} rows")
-    root = files.make_folder(gallery / SEGMENTS)
-    tmp, final = root / f".{name}.{os.getpid()}.tmp", root / name
-    shutil.rmtree(tmp, ignore_errors=True)
-    files.make_folder(tmp)
-    try:
+    final = gallery / SEGMENTS / name
+    with files.atomic_dir(final) as tmp:  # replaces a segment of a killed run that no manifest named
         with files.atomic_file(tmp / FEATURES) as f:
             np.save(f, np.ascontiguousarray(features, dtype=np.float16), allow_pickle=False)
         files.write_text(tmp / ROWS, "".join(json.dumps(rows.record(i), ensure_ascii=False) + "\n"
                                              for i in range(len(rows))))
-        shutil.rmtree(final, ignore_errors=True)  # a segment of a killed run that no manifest named
-        os.replace(tmp, final)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise files.output_error(final, e) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

@@ -1,5 +1,7 @@
-"""What to enrol: every image under a folder, a dataset's images (with their identities), or person boxes from
-a detector (JSON lines of frames and boxes). Each becomes a list of `Item`s, paths relative to one image root.
+"""What to enrol: the images of a folder or of a dataset, or a detector's person boxes, as a list of `Item`s.
+
+Every image under a folder, a dataset's images (with their identities), or person boxes from a detector (JSON
+lines of frames and boxes). Each becomes a list of `Item`s, paths relative to one image root.
 
 A detections line is `{"image": path, "bbox": [x1, y1, x2, y2], "score": s, ...}`; every other field (camera,
 time, track, ...) is kept as the row's metadata, to filter and group on. A line that is not JSON, lacks its

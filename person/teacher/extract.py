@@ -173,22 +173,26 @@ def _gather(result: UnitResult | None, info: DistInfo) -> list[UnitResult | None
 def extract(records: RecordSet, teacher: Teacher, store_path: str | Path, *, format: str | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, chunk_rows: int = DEFAULT_CHUNK_ROWS, workers: int = 2,
             dist: DistInfo | None = None, progress: bool = False, strict: bool = False,
-            limits: ImageLimits = DEFAULT_LIMITS) -> ExtractSummary:
+            limits: ImageLimits = DEFAULT_LIMITS, on_chunk: Callable[[int], None] | None = None) -> ExtractSummary:
     """Embed every image and caption of `records` with `teacher` into a store (created, or continued).
 
     `store_path` is `--embedding_path` (person.teacher.store.resolve_store_path: a .h5/.zarr path, or a folder
     that gets a name from the dataset and teacher). `dist` from person.distributed.init_distributed()
     under torchrun (every rank calls this with the same arguments). `strict` raises on the first
     unreadable image instead of skipping it; `limits` caps each image's bytes and pixels (a bigger one is
-    unreadable). Returns the same summary on every rank.
+    unreadable). `on_chunk(units_done)` is called on rank 0 right after each chunk is written and marked done
+    on disk, with the number of the store's chunks now done (earlier runs' included): a kill from there lands at
+    an exact point (tests/teacher/test_extract.py). Returns the same summary on every rank.
     """
     info = dist or DistInfo()
     start = time.perf_counter()
     path = resolve_store_path(store_path, records, teacher, format)
     writer = pending = None
+    units_done = 0
     if info.is_main:
         writer = StoreWriter.open(path, records, teacher.identity(), chunk_rows=chunk_rows, batch_size=batch_size)
         pending = writer.pending()
+        units_done = len(writer.units) - len(pending)
         log.info("%s: %d of %d chunks to extract", path, len(pending), len(writer.units))
     pending = _broadcast(pending, info)
     counts = _Progress(sum(u.stop - u.start for u in pending), progress and info.is_main)
@@ -200,6 +204,9 @@ def extract(records: RecordSet, teacher: Teacher, store_path: str | Path, *, for
                 if result is None or writer is None:
                     continue
                 writer.write(result.unit, result.emb, result.status, result.reasons)
+                units_done += 1
+                if on_chunk is not None:
+                    on_chunk(units_done)
                 if rank != info.rank:  # rank 0 ticked its own rows batch by batch
                     n = result.unit.stop - result.unit.start
                     images = n if result.unit.kind == "image" else 0

@@ -1,8 +1,9 @@
 """The training loop: distil the cached teacher into the students, on one process or under torchrun.
 
 `Trainer(opts)` builds everything from `TrainOptions` (records, feature store, students, optimiser,
-memory, loader) or restores it from a checkpoint (`--resume`); `fit()` runs to `max_iters`, logging,
-evaluating, checkpointing; `train_step(batch)` is one iteration (tests drive it directly).
+memory, loader) or restores it from a checkpoint (`--resume`); `fit()` runs to `max_iters`, logging
+(person.train.logs), evaluating and keeping best.pt (person.train.selection), checkpointing; `train_step(batch)`
+is one iteration (tests drive it directly).
 
 What makes a resumed run continue exactly: the batches are a pure function of (seed, batch number),
 the learning rate a pure function of the iteration, and the checkpoint holds the weights, optimiser,
@@ -17,9 +18,8 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
@@ -29,27 +29,25 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from person import files
-from person.data.datasets import SkipReport
-from person.data.datasets import normalize_batch
+from person.data.datasets import SkipReport, normalize_batch
 from person.data.images import ImageTransform, parse_image_size
 from person.data.sampler import IdentityBatchSampler
 from person.distributed import DistInfo, barrier, init_distributed
 from person.errors import PersonError
-from person.eval.evaluate import MAIN_CASE, cases_for, evaluate_students
 from person.models.checkpoint import load_checkpoint, save_checkpoint
 from person.options import from_dict, to_dict
 from person.teacher import store as feature_store
-from person.train import runs
+from person.train import logs, runs
 from person.train.batches import DistillCollate, DistillDataset, teacher_targets
 from person.train.losses import DistillLoss
 from person.train.memory import CrossModalMemory, gather_for_memory
 from person.train.meters import Meters
+from person.train.optim import make_optimizer
 from person.train.options import OPTIONS_FILE, RESUMABLE_CHANGES, TrainOptions
 from person.train.schedule import warmup_cosine
+from person.train.selection import BEST_NAME, Selection, selection_split
 
 log = logging.getLogger(__name__)
-
-BEST_NAME = "best.pt"
 
 
 class NonFiniteLossError(PersonError, RuntimeError):
@@ -96,29 +94,14 @@ def resolve_resume(opts: TrainOptions, given: set[str]) -> tuple[TrainOptions, d
     return replace(saved, **(keep | {"resume": opts.resume})), state
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No decay on norms, biases, embedding tables and position vectors (decay would shrink them to 0)."""
-    decay, plain = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (plain if p.ndim < 2 or "embedding" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
-
-
-def make_optimizer(model: torch.nn.Module, opts: TrainOptions) -> torch.optim.Optimizer:
-    groups = _param_groups(model, opts.weight_decay)
-    if opts.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=opts.lr)
-    if opts.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=opts.lr)
-    return torch.optim.SGD(groups, lr=opts.lr, momentum=0.9, nesterov=True)
-
-
-class Trainer:
-    def __init__(self, opts: TrainOptions, given: set[str] | None = None, info: DistInfo | None = None) -> None:
+class Trainer(Selection):
+    def __init__(self, opts: TrainOptions, given: set[str] | None = None, info: DistInfo | None = None, *,
+                 on_checkpoint: Callable[[Path], None] | None = None) -> None:
+        """`on_checkpoint(path)` is called after each checkpoint file is written (tests stop a run there)."""
         opts, resumed = resolve_resume(opts, set(given or ()))
         opts.validate()
         self.opts, self.info = opts, info or init_distributed(opts.device)
+        self.on_checkpoint = on_checkpoint
         self.device = self.info.device
         # Each rank of a node holds its own copy in RAM: share the budget (beyond it, the page cache is shared).
         self.store, self.records = feature_store.open_with_records(
@@ -131,7 +114,7 @@ class Trainer:
             raise ValueError(f"{self.store.path}: no readable training image in the store")
         if opts.train != "text":
             self.records.check_image_root()
-        self.select_split = self._selection_split()
+        self.select_split = selection_split(self.store)
 
         self.feature_dim = self.store.dim if opts.feature_dim is None else opts.feature_dim
         self.image_size = parse_image_size(opts.image_size)
@@ -181,17 +164,6 @@ class Trainer:
                              f"works only with --train both and relation terms alone (set --dist_img_weight 0 "
                              f"--dist_cap_weight 0 --mix_rel_weight 0); drop --feature_dim to learn the "
                              f"teacher's space")
-
-    def _selection_split(self) -> str:
-        """Where best.pt is chosen: the file's val split when it has one (never choose on test), else the
-        held-out identities. Both must hold two identities at least (verification needs negatives)."""
-        split = "val" if len(self.store.split_rows("val")) else "eval"
-        for name in {split, "eval"}:
-            ids = np.unique(self.store.image_pid[self.store.split_rows(name)])
-            if len(ids) < 2:
-                raise ValueError(f"{self.store.path}: the {name} split has {len(ids)} readable identities; scoring "
-                                 f"needs two at least (hold out more with --eval_ids when extracting)")
-        return split
 
     def _wrap(self, students: torch.nn.Module) -> torch.nn.Module:
         model: torch.nn.Module = students
@@ -252,6 +224,8 @@ class Trainer:
             numbered = sorted((int(p.stem), p) for p in self.run_dir.glob("*.pt") if p.stem.isdigit())
             for _, old in numbered[:-self.opts.keep_last]:
                 old.unlink(missing_ok=True)
+        if self.on_checkpoint:
+            self.on_checkpoint(path)
         return path
 
     # ------------------------------------------------------------------ one step
@@ -332,52 +306,6 @@ class Trainer:
                 f"checkpoint in {self.run_dir}")
         return None
 
-    # ------------------------------------------------------------------ evaluation
-    def evaluate(self, cases: tuple[str, ...] | None = None, split: str = "eval") -> dict[str, dict]:
-        """Scores on `split` (rank 0 only); returns case -> metrics summary."""
-        o = self.opts
-        transform = ImageTransform(self.image_size, o.resize, self.mean)
-        result = evaluate_students(self.students.image, self.students.text, self.records, self.store, transform,
-                                   self.mean, self.std, o.max_seq_length, self.device,
-                                   cases=cases or (self.main_case,), split=split,
-                                   num_workers=min(o.num_workers, 2), limits=o.image_limits())
-        return result.summaries()
-
-    @property
-    def main_case(self) -> str:
-        return MAIN_CASE[self.opts.train]
-
-    @property
-    def final_cases(self) -> tuple[str, ...]:
-        """Every case the run's students can be scored on (mixed ones only in the teacher's space)."""
-        return cases_for(self.opts.train, self.feature_dim == self.store.dim)
-
-    def _evaluate_and_keep_best(self, writer: SummaryWriter | None, cases: tuple[str, ...] | None = None
-                                ) -> dict[str, dict]:
-        """Evaluate `cases` (default: the main one) on the selection split, log the main case, and save
-        best.pt when its EER is the lowest so far."""
-        summaries = self.evaluate(cases, self.select_split)
-        summary = summaries[self.main_case]
-        log.info("eval at iteration %d (%s, %s split): EER %.4f%%  Rank-1 %.3f%%  mAP %.3f%%", self.iteration,
-                 self.main_case, self.select_split, 100 * summary["eer"], 100 * summary["rank1"],
-                 100 * summary["mAP"])
-        if writer:
-            for key in ("eer", "rank1", "rank5", "mAP", "mINP"):
-                writer.add_scalar(f"eval/{key}", summary[key], self.iteration)
-        if self.best is None or summary["eer"] < self.best["eer"]:
-            self.best = {"iteration": self.iteration, "case": self.main_case, "split": self.select_split,
-                         **{k: summary[k] for k in ("eer", "rank1", "mAP")}}
-            self.save(BEST_NAME)
-        return summaries
-
-    def _final_evaluation(self, writer: SummaryWriter | None) -> dict[str, dict]:
-        """best.pt's last chance on the selection split, then every case on the held-out (test) split."""
-        cases = self.final_cases
-        if self.select_split == "eval":
-            return self._evaluate_and_keep_best(writer, cases)
-        self._evaluate_and_keep_best(writer)
-        return self.evaluate(cases, "eval")
-
     # ------------------------------------------------------------------ the loop
     def fit(self) -> TrainResult:
         o, main = self.opts, self.info.is_main
@@ -387,8 +315,8 @@ class Trainer:
             files.make_folder(self.run_dir)
             files.clean_stale_temps(self.run_dir)
             files.write_json(self.run_dir / OPTIONS_FILE, to_dict(o))
-        writer = _tensorboard(self.run_dir / "tb", self.iteration) if main else None
-        handler = _file_log(self.run_dir / "train.log") if main else None
+        writer = logs.tensorboard(self.run_dir / "tb", self.iteration) if main else None
+        handler = logs.file_log(self.run_dir / "train.log") if main else None
         try:
             with logging_redirect_tqdm():
                 last, final = self._loop(writer)
@@ -396,8 +324,7 @@ class Trainer:
             if writer:
                 writer.close()
             if handler:
-                logging.getLogger("person").removeHandler(handler)
-                handler.close()
+                logs.close_file_log(handler)
         barrier()
         return TrainResult(self.run_dir, self.iteration, last, self.run_dir / BEST_NAME if self.best else None,
                            self.best, final, self.skipped_steps, len(self.skipped_images))
@@ -440,28 +367,6 @@ class Trainer:
         if len(self.skipped_images):
             log.warning("training %s", self.skipped_images.summary())
         return last, final
-
-
-def _tensorboard(folder: Path, iteration: int) -> SummaryWriter:
-    """The run's event writer; it first drops what an earlier, killed run logged after `iteration` (its
-    checkpoint, or before any), so a step is never in the events twice."""
-    try:
-        return SummaryWriter(str(files.make_folder(folder)), purge_step=iteration + 1)
-    except OSError as e:
-        raise files.output_error(folder, e) from None
-
-
-def _file_log(path: Path) -> logging.Handler:
-    try:
-        handler = logging.FileHandler(path, encoding="utf-8")
-    except OSError as e:
-        raise files.output_error(path, e) from None
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger = logging.getLogger("person")
-    logger.addHandler(handler)
-    if logger.level == logging.NOTSET or logger.level > logging.INFO:
-        logger.setLevel(logging.INFO)
-    return handler
 
 
 def _local_world_size() -> int:

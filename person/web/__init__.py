@@ -1,7 +1,7 @@
 """The web app over a Searcher: the search page, its JSON API, and the gallery's images and thumbnails by id.
 
-    app = create_app(Searcher("gallery/", ExportEncoder("export/")), static_dir="search/static")
-    uvicorn.run(app, host="127.0.0.1", port=5005)        # what search/app.py does
+    serve(Path("gallery/"), SearcherOptions(text_model="export/"))   # person.web.server: what person-serve runs
+    app = create_app(Searcher("gallery/", ExportEncoder("export/")), static_dir=STATIC)   # the app alone
 
 Safe to expose, as the serving side of the field learned (Immich, Starlette; ARCHITECTURE.md, "Serving"):
 - Ids, not paths (Immich): a result carries its row's uid. `/images/{id}` and `/thumbs/{id}` look the row up, resolve
@@ -20,5 +20,6 @@ a frame with many people is one thumbnail, and a file changed in place gets a ne
 travels inside the thumbnail (a JPEG comment) and in its X-Image-Size header, so the page can draw a row's box.
 
 Modules: `images` (files and thumbnails by id, under the root only), `service` (the searches behind the routes, the
-caps), `middleware` (security headers, the catch-all, the host check, the body cap), `app` (the routes: create_app).
+caps), `middleware` (security headers, the catch-all, the host check, the body cap), `app` (the routes: create_app),
+`server` (the app over a gallery under uvicorn, in one process or several: serve); the page's files are in static/.
 """

@@ -1,4 +1,4 @@
-"""The routes: create_app(searcher) -> the FastAPI app search/app.py serves."""
+"""The routes: create_app(searcher) -> the FastAPI app person.web.server serves."""
 from __future__ import annotations
 
 import logging

@@ -11,10 +11,10 @@ import ijson
 import numpy as np
 import pytest
 
-from person.data import records as records_module
+from person.data import formats as formats_module
+from person.data.formats import find_dataset_json, image_path_key, normalise_caption
 from person.data.limits import ImageLimits
-from person.data.records import (SPLITS, DatasetOptions, RecordError, default_eval_ids, find_dataset_json,
-                                 image_path_key, load_records, normalise_caption)
+from person.data.records import SPLITS, DatasetOptions, RecordError, default_eval_ids, load_records
 from person.errors import PersonError
 from person.options import add_options, from_namespace
 
@@ -255,8 +255,8 @@ def test_ids_must_fit_in_64_bits(tmp_path, monkeypatch):
     with pytest.raises(RecordError, match="integer overflow"):  # the C parser's own words
         load_records(tmp_path / "synthpedes-dataset.json")
     # ijson's pure-Python backend (used where the C one is missing) reads any int: the record check refuses it.
-    monkeypatch.setattr(records_module, "ijson", types.SimpleNamespace(items=ijson.get_backend("python").items,
-                                                                JSONError=ijson.JSONError))
+    monkeypatch.setattr(formats_module, "ijson", types.SimpleNamespace(items=ijson.get_backend("python").items,
+                                                                       JSONError=ijson.JSONError))
     with pytest.raises(RecordError, match=r"record 0: 'id' 9223372036854775808 does not fit in 64 bits"):
         load_records(tmp_path / "synthpedes-dataset.json")
 

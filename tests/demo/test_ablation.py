@@ -1,12 +1,13 @@
-"""bench/ablation.py: rows trained once each (a rerun trains only what is missing or changed), figures that are
-the checkpoint's own, the table's averaging, and the curve read back from a run's events."""
+"""bench/ablation.py's library (person.demo.ablation, person.demo.curve): rows trained once each (a rerun trains
+only what is missing or changed), figures that are the checkpoint's own, the table's averaging, and the curve read
+back from a run's events."""
 import json
 import os
 
 import pytest
 
 from person.cli import train as main_cmd
-from bench import ablation
+from person.demo import ablation, curve
 from person.demo.recipe import DEMO_TRAINING
 from person.eval.evaluate import evaluate_checkpoint
 from person.models.checkpoint import last_checkpoint
@@ -81,12 +82,12 @@ def test_the_table_averages_seeds_and_shows_half_their_range():
 
 
 def test_curve_options_take_the_rows_changes_the_length_and_a_name_of_both():
-    wide = ablation.curve_options("current", ["image-ANet2", "with-id"], 3400, 425)
+    wide = curve.curve_options("current", ["image-ANet2", "with-id"], 3400, 425)
     assert wide["backbone"] == "backbone.mf3.ANet2" and wide["id_img_cap_weight"] == 0.1
     assert wide["memory_size"] == 1024 and wide["text_stride"] == DEMO_TRAINING["text_stride"]
     assert (wide["max_iters"], wide["eval_every"], wide["save_every"]) == (3400, 425, 425)
     assert wide["run_name"] == "curve-current-image-ANet2-with-id-3400"
-    plain = ablation.curve_options("previous", [], None, 260)
+    plain = curve.curve_options("previous", [], None, 260)
     assert plain["max_iters"] == DEMO_TRAINING["max_iters"] and plain["lr"] == ablation.PREVIOUS["lr"]
     assert plain["run_name"] == f"curve-previous-{DEMO_TRAINING['max_iters']}"
 
@@ -103,7 +104,7 @@ def test_curve_minutes_count_from_iteration_zero(tmp_path):
         writer.add_scalar("eval/eer", eer, step, walltime=wall)
         writer.add_scalar("eval/rank1", 1 - eer, step, walltime=wall)
     writer.close()
-    points = ablation.curve_points(tmp_path)
+    points = curve.curve_points(tmp_path)
     assert [p["iteration"] for p in points] == [40, 80]
     assert [p["minutes"] for p in points] == pytest.approx([60 / 60, 130 / 60])
     assert [p["eer"] for p in points] == pytest.approx([0.3, 0.2]) and points[1]["rank1"] == pytest.approx(0.8)
@@ -115,10 +116,10 @@ def test_a_run_without_evaluations_has_no_curve_and_says_so(tmp_path):
     writer = SummaryWriter(str(tmp_path / "tb"))
     writer.add_scalar("train/total", 1.0, 20, walltime=1000.0)
     writer.close()
-    assert ablation.curve_points(tmp_path) == []
-    with pytest.raises(SystemExit, match="logged no evaluation"):
-        ablation.run_curve(tmp_path, tmp_path, "a row")
-    assert ablation._slug("+ d_pos/s_neg 0.3, 3400 its") == "d_pos_s_neg_0.3_3400_its"
+    assert curve.curve_points(tmp_path) == []
+    with pytest.raises(ValueError, match="logged no evaluation"):
+        curve.run_curve(tmp_path, tmp_path, "a row")
+    assert curve.slug("+ d_pos/s_neg 0.3, 3400 its") == "d_pos_s_neg_0.3_3400_its"
 
 
 def test_curve_points_are_the_runs_evaluations_once_each_after_a_resume(tmp_path, trained_setup):
@@ -126,7 +127,7 @@ def test_curve_points_are_the_runs_evaluations_once_each_after_a_resume(tmp_path
     result = main_cmd.main(["--embedding_path", str(trained_setup[1]), "--log_dir", str(tmp_path), "--run_name",
                             "c", *TRAINED_STUDENTS[:-6], "--max_iters", "6", "--eval_every", "2", "--save_every", "2",
                             "--log_every", "1"])
-    points = ablation.curve_points(result.run_dir)
+    points = curve.curve_points(result.run_dir)
     assert [p["iteration"] for p in points] == [2, 4, 6]
     assert points[-1]["eer"] == pytest.approx(result.final["student"]["eer"], abs=1e-6)  # float32 events
     assert points[-1]["rank1"] == pytest.approx(result.final["student"]["rank1"], abs=1e-6)
@@ -134,4 +135,4 @@ def test_curve_points_are_the_runs_evaluations_once_each_after_a_resume(tmp_path
     assert 0 < minutes[0] <= minutes[1] <= minutes[2]
     # Resumed from iteration 2 (as after a kill): the steps logged after it are replaced, not repeated.
     main_cmd.main(["--resume", str(result.run_dir / "2.pt"), "--max_iters", "6"])
-    assert [p["iteration"] for p in ablation.curve_points(result.run_dir)] == [2, 4, 6]
+    assert [p["iteration"] for p in curve.curve_points(result.run_dir)] == [2, 4, 6]

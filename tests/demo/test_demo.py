@@ -4,13 +4,15 @@ import json
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from person.cli import demo
+from person.demo import pipeline
+from person.demo.recipe import DEMO_TRAINING
 from person.eval.metrics import FAR_LEVELS
 from tests.teacher.tiny_teachers import build_tiny_siglip
 
@@ -52,37 +54,44 @@ def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys, monkeypa
         assert any(line.startswith(step) and "skipped" in line for line in again.splitlines()), step
     assert sum(line.startswith("[search]") and " 0 added" in line for line in again.splitlines()) == 2
 
-    # --serve: every step skipped, then the search page on the student gallery answers a query.
+    # --serve: every step skipped, then the search page on the student gallery answers a query once uvicorn
+    # says it listens (its log, on stderr, is read here merged into stdout).
     port = free_port()
     server = subprocess.Popen([sys.executable, "demo.py", *argv, "--serve", "--port", str(port)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(300, server.kill)  # a server that hangs silently ends the read below, not the suite
+    watchdog.start()
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?q=a+man+in+red&k=3", timeout=5) as r:
-                    answer = json.loads(r.read())
-                break
-            except OSError:
-                assert server.poll() is None, server.stdout.read()
-                time.sleep(0.5)
-        else:
-            pytest.fail("demo.py --serve did not answer")
+        printed = wait_for_line(server, "Uvicorn running on")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?q=a+man+in+red&k=3", timeout=60) as r:
+            answer = json.loads(r.read())
         assert len(answer["results"][0]["hits"]) == 3
     finally:
-        server.terminate()
-        out = server.communicate(timeout=30)[0]
-    assert f"[serve] the search page: http://127.0.0.1:{port}/" in out
+        watchdog.cancel()
+        server.kill()
+        server.communicate()
+    assert f"[serve] the search page: http://127.0.0.1:{port}/" in printed
 
     # A workdir trained with another recipe (an older checkout's) is trained anew, not skipped as this one.
-    recipe_lr = demo.DEMO_TRAINING["lr"]
-    monkeypatch.setitem(demo.DEMO_TRAINING, "lr", recipe_lr / 4)
+    recipe_lr = DEMO_TRAINING["lr"]
+    monkeypatch.setitem(DEMO_TRAINING, "lr", recipe_lr / 4)
     store = next((tmp_path / "w" / "embeddings").glob("*.h5"))
-    checkpoint = demo.step_train(tmp_path / "w", store, {"max_iters": 2, "eval_every": 0, "save_every": 2})
+    checkpoint = pipeline.step_train(tmp_path / "w", store, {"max_iters": 2, "eval_every": 0, "save_every": 2})
     out = capsys.readouterr().out
     assert f"holds a run of another recipe (lr {recipe_lr} -> {recipe_lr / 4}); training anew" in out
     assert "[train] 2 iterations" in out
     assert json.loads((checkpoint.parent / "options.json").read_text())["lr"] == recipe_lr / 4
+
+
+def wait_for_line(process: subprocess.Popen, marker: str) -> str:
+    """What `process` printed up to and including the first line holding `marker` (blocking reads); fails with
+    all it printed when it ends first."""
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line:
+            return "".join(lines)
+    pytest.fail(f"exited ({process.wait()}) before printing {marker!r}:\n" + "".join(lines))
 
 
 def free_port() -> int:

@@ -17,11 +17,15 @@ from person.data.records import load_records
 from person.demo.synthetic import ATTRIBUTE_KEYS, write_dataset
 from person.demo.synthetic.oracle import TruthError, attribute_codes, key_mask, match_scores, oracle_scores, read_truth
 from person.demo.teacher import DEMO_TEACHER
-from person.demo.teacher.recipe import (held_out_report, label_sigmoid_loss, load_training_set, make_batch,
-                                        partial_caption, positives, reserved_combinations, train)
-from person.eval.metrics import evaluate_from_scores
+from person.demo.teacher.data import (load_training_set, make_batch, partial_caption, positives,
+                                      reserved_combinations)
+from person.demo.teacher.evaluation import held_out_report
+from person.demo.teacher.loss import label_sigmoid_loss
 from person.demo.teacher.model import (DemoTeacherConfig, build_model, embed, encode_captions, image_processor,
                                        save_teacher, train_tokenizer)
+from person.demo.teacher.training import train
+from person.eval.metrics import evaluate_from_scores
+from person.options import from_namespace
 from person.teacher.hf import load_teacher
 from person.cli import train_demo_teacher
 
@@ -236,6 +240,15 @@ def test_command_rejects_bad_arguments(tmp_path, capsys):
     assert "use another seed" in capsys.readouterr().err
     assert train_demo_teacher.main(["--out", str(tmp_path / "t"), "--steps", "5", "--minutes", "1"]) == 2
     assert "--steps or --minutes" in capsys.readouterr().err
+
+
+def test_command_options_are_the_config_fields_in_both_spellings(tmp_path):
+    parser = train_demo_teacher.build_parser()
+    args = parser.parse_args(["--out", str(tmp_path), "--image-size", "32", "--batch_size", "8", "--no-flip",
+                              "--partial-share", "0.25", "--steps", "7"])
+    assert from_namespace(DemoTeacherConfig, args) == replace(DemoTeacherConfig(), image_size=32, batch_size=8,
+                                                              flip=False, partial_share=0.25, steps=7)
+    assert from_namespace(DemoTeacherConfig, parser.parse_args(["--out", str(tmp_path)])) == DemoTeacherConfig()
 
 
 def test_shipped_demo_teacher_embeds_english_chinese_and_images():

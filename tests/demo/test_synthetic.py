@@ -10,9 +10,9 @@ from PIL import Image
 
 from person.demo.synthetic import ATTRIBUTE_KEYS, GROUPS, make_caption, render_person, sample_identities, write_dataset
 from person.demo.synthetic.attributes import vocabulary
-from person.demo.synthetic.captions import (GROUP_WORDS, attribute_string, is_chinese, keyed_caption,
-                                            keyed_image_captions, make_image_captions, mentionable, prompt_caption,
-                                            tokenize)
+from person.demo.synthetic.captions import (attribute_string, is_chinese, keyed_caption, keyed_image_captions,
+                                            make_image_captions, mentionable, prompt_caption, tokenize)
+from person.demo.synthetic.words import GROUP_WORDS
 from person.demo.synthetic.writer import _roughen, assign_splits
 from person.cli import make_demo_data
 

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -85,37 +84,32 @@ def test_running_again_adds_only_what_changed_and_prune_drops_what_is_gone(plain
     assert [p for p, *_ in live_rows(tmp_path / "g")] == paths and len(read_manifest(tmp_path / "g").segments) == 1
 
 
-SLOW = """
-import sys, time
-from person.gallery import encoders
-embed = encoders.ExportEncoder.embed
-def slow(self, prepared):
-    time.sleep(0.3)
-    return embed(self, prepared)
-encoders.ExportEncoder.embed = slow
-from person.cli import enroll
-enroll.main(sys.argv[1:])
+# The real enrolment, killed right after the commit of generation sys.argv[1]; then person-enroll's arguments.
+KILLED_ENROLMENT = """
+import os, signal, sys
+from person.cli.enroll import parse_args
+from person.gallery import sources
+from person.gallery.encoders import open_encoder
+from person.gallery.enroll import enroll
+kill_at, args = int(sys.argv[1]), parse_args(sys.argv[2:])
+def kill(generation):
+    if generation == kill_at:
+        os.killpg(os.getpid(), signal.SIGKILL)
+enroll(args.gallery, open_encoder(args.model, args.teacher, args.variant), sources.image_dir(args.image_dir),
+       chunk=args.chunk, workers=args.workers, on_commit=kill)
 """
 
 
 def test_a_killed_enrolment_resumes_to_the_gallery_an_uninterrupted_one_gives(plain_export, photos, tmp_path):
     argv = ["--model", str(plain_export), "--image-dir", str(photos), "--chunk", "5", "--workers", "0"]
     enroll_cmd.main([*argv, "--gallery", str(tmp_path / "reference")])
-    proc = subprocess.Popen([sys.executable, "-c", SLOW, *argv, "--gallery", str(tmp_path / "g")], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:  # kill once two of the seven chunks are committed
-            manifest = tmp_path / "g" / "gallery.json"
-            if manifest.exists() and read_manifest(tmp_path / "g").generation >= 2:
-                break
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert 0 < read_manifest(tmp_path / "g").count < 32
+    killed = subprocess.run([sys.executable, "-c", KILLED_ENROLMENT, "2", *argv, "--gallery", str(tmp_path / "g")],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, timeout=300)  # its own process group: the kill takes only it
+    assert killed.returncode == -signal.SIGKILL, f"the enrolment was not killed: {killed.stderr[-3000:]}"
+    assert read_manifest(tmp_path / "g").count == 10  # two of the seven chunks committed
     summary = enroll_cmd.main([*argv, "--gallery", str(tmp_path / "g")])
-    assert summary.rows == 32 and 0 < summary.added < 32
+    assert summary.rows == 32 and summary.added == 22
     assert live_rows(tmp_path / "g") == live_rows(tmp_path / "reference")  # paths, features and uids
 
 

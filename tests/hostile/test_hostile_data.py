@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from person.data import records as records_module
+from person.data import formats as formats_module
+from person.data.formats import FORMAT_FILES, MAX_NESTING, _NestingGuard, image_path_key
 from person.data.images import ImageReadError, load_image, load_pixels
-from person.data.records import (FORMAT_FILES, MAX_NESTING, SPLITS, RecordError, _NestingGuard, image_path_key,
-                                 load_records)
+from person.data.records import SPLITS, RecordError, load_records
 from person.data.text import decode_chars, encode_batch, encode_chars
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -110,7 +110,7 @@ def write_json(folder: Path, name: str, value, ensure_ascii: bool) -> Path:
 def load_soundly_or_refuse(path: Path) -> None:
     """The property, under each ijson backend: a sound RecordSet, or a RecordError that names the file."""
     for backend in BACKENDS:
-        with mock.patch.object(records_module, "ijson", mock.Mock(items=ijson.get_backend(backend).items,
+        with mock.patch.object(formats_module, "ijson", mock.Mock(items=ijson.get_backend(backend).items,
                                                                   JSONError=ijson.JSONError)):
             try:
                 rs = load_records(path)
@@ -249,7 +249,7 @@ def test_lone_surrogates_from_the_pure_python_parser_still_fingerprint(tmp_path)
     # ijson's C parser refuses or replaces them; its pure-Python fallback hands them over as they are.
     path = tmp_path / "synthpedes-dataset.json"
     path.write_bytes(VALID.replace(b"person 0", b"person \\ud800").replace(b"p/1.jpg", b"p/\\udc80.jpg"))
-    with mock.patch.object(records_module, "ijson", mock.Mock(items=ijson.get_backend("python").items,
+    with mock.patch.object(formats_module, "ijson", mock.Mock(items=ijson.get_backend("python").items,
                                                               JSONError=ijson.JSONError)):
         rs = load_records(path)
     assert rs.captions[0] == ("person \ud800", "中文 ok") and rs.paths[1] == "p/\udc80.jpg"

@@ -76,6 +76,29 @@ def test_temp_names_that_are_not_a_writer_s_are_left_and_odd_pids_are_not_alive(
     assert all(p.exists() for p in odd)
 
 
+def test_a_replaced_folder_is_the_new_one_whole_or_the_previous_one(tmp_path):
+    out = tmp_path / "out"
+    with files.atomic_dir(out) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(RuntimeError, match="boom"):
+        with files.atomic_dir(out) as tmp:
+            (tmp / "a").write_text("2")
+            raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == ["out"] and (out / "a").read_text() == "1"
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    os.replace(out, tmp_path / f".out.{dead}-7.old")  # a replacement killed between its two renames
+    (tmp_path / f".out.{dead}-7.tmp").mkdir()
+    with files.atomic_dir(out) as tmp:
+        assert (out / "a").read_text() == "1"  # put back first: the previous one, never nothing
+        (tmp / "a").write_text("3")
+    assert os.listdir(tmp_path) == ["out"] and (out / "a").read_text() == "3"
+    with files.atomic_dir(tmp_path / "store.h5", make=False) as tmp:  # a library that makes the file itself
+        assert not tmp.exists()
+        tmp.write_bytes(b"h5")
+    assert sorted(os.listdir(tmp_path)) == ["out", "store.h5"]
+
+
 def test_a_full_disk_keeps_the_old_report_and_says_so(tmpfs):
     mount, _ = tmpfs
     disk = mount(64)

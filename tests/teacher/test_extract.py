@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -116,47 +115,38 @@ def test_resuming_with_another_batch_size_is_refused(dataset, teachers, referenc
         extract_label.main(args(dataset, teachers["siglip"], reference["h5"], "--batch-size", "5"))
 
 
-# A run slowed down (every teacher call sleeps) so that a kill lands inside or between chunks; the
-# extraction code itself is untouched.
-SLOW_DRIVER = """
-import sys, time
-from person.teacher.hf import Teacher
-def slow(encode):
-    def call(self, items):
-        time.sleep(0.15)
-        return encode(self, items)
-    return call
-Teacher.encode_images, Teacher.encode_texts = slow(Teacher.encode_images), slow(Teacher.encode_texts)
-from person.cli import extract as extract_label
-extract_label.main(sys.argv[1:])
+# The real extraction, killed (with its loader workers, as a crash would) right after chunk `kill_after` is
+# marked done on disk: sys.argv is the kill point, then extract_label's arguments.
+KILLED_DRIVER = """
+import os, signal, sys
+from person.cli.extract import parse_args
+from person.teacher.extract import extract
+from person.teacher.hf import load_teacher
+kill_after, opts = int(sys.argv[1]), parse_args(sys.argv[2:])
+def kill(units_done):
+    if units_done == kill_after:
+        os.killpg(os.getpid(), signal.SIGKILL)
+extract(opts.load_records(), load_teacher(opts.teacher, dtype=opts.dtype, pad_to_square=opts.pad_to_square),
+        opts.embedding_path, format=opts.format, batch_size=opts.batch_size, chunk_rows=opts.chunk_rows,
+        workers=opts.workers, strict=opts.strict, limits=opts.image_limits(), on_chunk=kill)
 """
 
 
 def done_units(path):
-    """Chunks marked done, read beside the running writer (no lock: metadata never changes)."""
-    try:
-        if path.suffix == ".h5":
-            with h5py.File(path, "r", locking=False) as f:
-                return int(f["image_done"][...].sum() + f["caption_done"][...].sum())
-        group = zarr.open_group(path, mode="r")
-        return int(group["image_done"][:].sum() + group["caption_done"][:].sum())
-    except (OSError, ValueError, KeyError):  # not created yet
-        return 0
+    """Chunks marked done."""
+    if path.suffix == ".h5":
+        with h5py.File(path, "r") as f:
+            return int(f["image_done"][...].sum() + f["caption_done"][...].sum())
+    group = zarr.open_group(path, mode="r")
+    return int(group["image_done"][:].sum() + group["caption_done"][:].sum())
 
 
-def run_and_kill(argv, path, after_units):
-    driver = SLOW_DRIVER
-    # Its own process group, so the kill takes its loader workers too (as a crash would), leaving no orphan.
-    proc = subprocess.Popen([sys.executable, "-c", driver, *argv], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        while done_units(path) < after_units:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.02)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    return done_units(path)
+def run_and_kill(argv, kill_after):
+    # Its own session, so its process group is the run and its loader workers only.
+    done = subprocess.run([sys.executable, "-c", KILLED_DRIVER, str(kill_after), *argv], cwd=ROOT,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          timeout=300)
+    assert done.returncode == -signal.SIGKILL, f"the run was not killed: {done.stderr[-3000:]}"
 
 
 @pytest.mark.parametrize("fmt, kill_after", [("h5", 2), ("zarr", 10)])  # among image / caption chunks (7 image)
@@ -164,8 +154,9 @@ def test_resume_after_sigkill_gives_the_uninterrupted_store(tmp_path, dataset, t
     path = tmp_path / f"resumed.{fmt}"
     argv = args(dataset, teachers["siglip"], path)
     total = len(S.plan_units(20, 60, CHUNK))
-    done = run_and_kill(argv, path, kill_after)
-    assert kill_after <= done < total
+    run_and_kill(argv, kill_after)
+    done = done_units(path)
+    assert done == kill_after < total
     with pytest.raises(S.StoreIncompleteError):
         S.open_store(path)
     assert extract_label.main(argv).units_written == total - done  # only what was left

@@ -400,7 +400,7 @@ def test_done_chunks_that_lost_their_rows_are_refused_and_the_rerun_redoes_exact
 
 
 def outside_data(path):
-    """sha256 of every byte of an HDF5 store outside its writable datasets (tests/test_store.py's check)."""
+    """sha256 of every byte of an HDF5 store outside its writable datasets (tests/teacher/test_store.py's check)."""
     with h5py.File(path, "r") as f:
         regions = sorted((f[k].id.get_offset(), f[k].id.get_storage_size()) for k in
                          ("image_emb", "caption_emb", "image_status", "image_error", "image_done", "caption_done"))

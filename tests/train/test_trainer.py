@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -84,20 +83,36 @@ def _python(argv, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+# main.py's run in a process that SIGKILLs itself and its process group (its loader workers) as soon as 3.pt is
+# written: a kill at a known point, with nothing of the run after it saved.
+KILLED_AT_3 = """
+import os, signal, sys
+from person.cli import train as main_cmd
+from person.options import from_namespace, given_options
+from person.train.options import TrainOptions
+from person.train.trainer import Trainer
+
+def kill_at_3(path):
+    if path.name == "3.pt":
+        os.killpg(os.getpid(), signal.SIGKILL)
+
+parser, argv = main_cmd.build_parser(), sys.argv[1:]
+opts = from_namespace(TrainOptions, parser.parse_args(argv))
+Trainer(opts, given_options(parser, argv), on_checkpoint=kill_at_3).fit()
+"""
+
+
 def test_resume_after_kill_continues_exactly(setup, tmp_path):
     common = ["--max_iters", "6", "--save_every", "3", "--eval_every", "0", "--keep_last", "0",
               "--id_cap_weight", "0.2", "--memory_warmup", "0"]
     straight = _python(args(setup, tmp_path / "a", *common))
     assert straight.wait(300) == 0, straight.stdout.read()
 
-    killed = _python(args(setup, tmp_path / "b", *common), start_new_session=True)  # the kill takes its workers too
-    third = run_folder(tmp_path / "b") / "3.pt"
-    deadline = time.time() + 300
-    while not third.exists() and killed.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
-    assert third.exists() and not (run_folder(tmp_path / "b") / "6.pt").exists()
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_3, *args(setup, tmp_path / "b", *common)], cwd=ROOT,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+                            start_new_session=True, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    assert (run_folder(tmp_path / "b") / "3.pt").exists() and not (run_folder(tmp_path / "b") / "6.pt").exists()
 
     resumed = _python(["--resume", str(run_folder(tmp_path / "b"))])
     out = resumed.stdout.read()
@@ -178,9 +193,19 @@ def test_bad_options_are_clear_errors(setup, tmp_path):
         main_cmd.main(args(setup, tmp_path, "--amp", "fp16", "--device", "cpu"))
 
 
-def test_bf16_autocast_on_cpu_trains(setup, tmp_path):
-    result = main_cmd.main(args(setup, tmp_path, "--amp", "bf16", "--max_iters", "2", "--eval_every", "0"))
+def test_bf16_autocast_on_cpu_trains_in_bfloat16(setup, tmp_path):
+    opts = main_cmd.build_parser().parse_args(args(setup, tmp_path, "--amp", "bf16", "--max_iters", "2",
+                                                   "--eval_every", "0", "--device", "cpu"))
+    trainer = Trainer(TrainOptions(**vars(opts)))
+    assert trainer.autocast_dtype == torch.bfloat16
+    seen = []  # (training?, output dtype) of each student's first layer, at every forward
+    for student in (trainer.students.image, trainer.students.text):
+        first = next(m for m in student.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+        first.register_forward_hook(lambda module, _, out: seen.append((module.training, out.dtype)))
+    result = trainer.fit()
     assert result.iteration == 2 and result.skipped_steps == 0
+    assert {dtype for training, dtype in seen if training} == {torch.bfloat16}  # the training forwards
+    assert sum(training for training, _ in seen) == 2 * 2  # both students, both steps
 
 
 def test_evaluation_model_reports_every_case(setup, tmp_path, capsys):

@@ -1,16 +1,16 @@
-"""The web app over a gallery (person.web, search/app.py): search by text, by photo and by a row's own
-crop, images and thumbnails by id only, no file outside the image root readable whatever the request, caps that
-say their limit, no traceback to a client, and a gallery enrolled into while the app answers."""
+"""The web app over a gallery (person.web, served by person.web.server; search/app.py): search by text, by photo
+and by a row's own crop, images and thumbnails by id only, no file outside the image root readable whatever the
+request, caps that say their limit, no traceback to a client, and a gallery enrolled into while the app answers."""
 import io
 import json
 import os
+import queue
 import shutil
 import socket
 import struct
 import subprocess
 import sys
 import threading
-import time
 import zlib
 from pathlib import Path
 
@@ -26,12 +26,16 @@ from person.gallery import sources, store
 from person.gallery.encoders import ExportEncoder
 from person.gallery.enroll import enroll
 from person.gallery.search import MAX_K, MAX_QUERY_CHARS, Searcher
+from person.gallery.search_options import SearcherOptions
+from person.web import server
 from person.web.app import create_app
 from person.web.service import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, ServeLimits
 from person.cli import serve as app_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
-STATIC = ROOT / "search" / "static"
+STATIC = server.STATIC
+# What uvicorn logs once it listens, and once the app (in a worker process too) has started; in either order.
+READY = ("Uvicorn running on", "Application startup complete.")
 SECRET = b"TOP-SECRET-outside-the-image-root"
 
 
@@ -69,24 +73,36 @@ def free_port() -> int:
 
 
 def start_app(argv: list[str], log: Path, timeout: float = 90) -> tuple[subprocess.Popen, str]:
-    """search/app.py in its own process on a free port; (process, base URL) once /api/health answers."""
+    """search/app.py in its own process on a free port; (process, base URL) once its output (stderr merged in,
+    copied to `log` line by line) says uvicorn listens and the app has started."""
     port = free_port()
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "search/app.py", *argv, "--port", str(port), "--no-access-log"],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"search/app.py exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f"search/app.py did not answer within {timeout} s:\n{log.read_text()}")
+    proc = subprocess.Popen([sys.executable, "search/app.py", *argv, "--port", str(port), "--no-access-log"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    out = log.open("w", encoding="utf-8")
+    watchdog = threading.Timer(timeout, proc.kill)  # a server that hangs silently is ended, which ends the reading
+    watchdog.start()
+    waiting = set(READY)
+    for line in proc.stdout:
+        out.write(line)
+        out.flush()
+        waiting = {w for w in waiting if w not in line}
+        if not waiting:
+            break
+    watchdog.cancel()
+    if waiting:
+        proc.wait()
+        out.close()
+        raise AssertionError(f"search/app.py ended ({proc.returncode}) before it served:\n{log.read_text()}")
+    # The rest of its output keeps going to the log, so a full pipe never blocks the server.
+    threading.Thread(target=copy_lines, args=(proc.stdout, out), daemon=True).start()
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def copy_lines(source, out) -> None:
+    with out:
+        for line in source:
+            out.write(line)
+            out.flush()
 
 
 @pytest.fixture
@@ -326,20 +342,26 @@ def test_the_page_and_its_assets_come_from_the_app(served):
     assert client.get("/docs").status_code == 404  # Swagger UI would load its scripts from a CDN
 
 
-def test_the_command_builds_the_app_bound_to_this_machine(trained_setup, plain_export, tmp_path):
+def test_the_served_app_answers_only_this_machine_s_names_when_bound_to_it(trained_setup, plain_export, tmp_path):
     gallery, _ = make_gallery(trained_setup, plain_export, tmp_path)
-    args = app_cmd.parse_args(["--gallery", str(gallery), "--text-model", str(plain_export), "--image-model",
-                               str(plain_export), "--thumb-cache", str(tmp_path / "t")])
-    assert (args.host, args.port, args.index) == ("127.0.0.1", 5005, "auto")
-    app = app_cmd.build_app(args)
+    args = app_cmd.parse_args(["--gallery", str(gallery), "--text-model", str(plain_export)])
+    assert (args.host, args.port, args.index, args.workers, args.allowed_host) == ("127.0.0.1", 5005, "auto", 1, None)
+    with pytest.raises(SystemExit):
+        app_cmd.parse_args(["--gallery", str(gallery)])  # no text model
+    options = SearcherOptions(text_model=str(plain_export), image_model=str(plain_export))
+    app = server.build_app(gallery, options, thumb_cache=tmp_path / "t")  # serve's defaults: 127.0.0.1
     with TestClient(app, base_url="http://127.0.0.1:5005") as client:
         assert client.get("/api/search", params={"q": "a person", "k": 3}).status_code == 200
         assert client.get("/api/gallery").json()["image_model"] is True
         rebound = client.get("/api/health", headers={"host": "rebound.example:5005"})  # a DNS-rebinding page
         assert rebound.status_code == 400 and "--allowed-host rebound.example" in rebound.json()["error"]
         assert client.get("/api/health", headers={"host": "localhost:5005"}).status_code == 200
-    with pytest.raises(SystemExit):
-        app_cmd.parse_args(["--gallery", str(gallery)])
+        assert client.get("/").status_code == 200  # the page, from the package's static/
+    for host, allowed, status in (("0.0.0.0", None, 200), ("127.0.0.1", ["rebound.example"], 200),
+                                  ("0.0.0.0", ["search.example"], 400)):
+        app = server.build_app(gallery, options, host=host, thumb_cache=tmp_path / "t", allowed_hosts=allowed)
+        with TestClient(app) as client:
+            assert client.get("/api/health", headers={"host": "rebound.example"}).status_code == status, host
 
 
 # ---------------------------------------------------------------- a live gallery
@@ -351,6 +373,9 @@ def test_rows_enrolled_while_the_app_answers_are_found_and_every_answer_is_one_g
     query = "a unicorn in a silver cape 🦄"
     vector = ExportEncoder(plain_export).embed_texts([query])
     seen, errors, stop = [], [], threading.Event()
+    answered = queue.Queue()  # each answer's generation, as the asking thread gets it
+    swaps = []
+    searcher.on_refresh = swaps.append  # the app's Searcher says which generation it swapped in
 
     def ask() -> None:
         while not stop.is_set():
@@ -360,6 +385,7 @@ def test_rows_enrolled_while_the_app_answers_are_found_and_every_answer_is_one_g
                 continue
             body = r.json()
             seen.append((body["generation"], body["count"], ids(body)))
+            answered.put(body["generation"])
             for uid in (min(ids(body)), max(ids(body))):
                 if client.get(f"/images/{uid}").status_code != 200:
                     errors.append(f"id {uid} of generation {body['generation']} does not resolve")
@@ -367,15 +393,16 @@ def test_rows_enrolled_while_the_app_answers_are_found_and_every_answer_is_one_g
     thread.start()
     try:
         added = []
-        for _ in range(5):
-            time.sleep(0.15)
+        for gen in range(first_gen + 1, first_gen + 6):  # commit a generation while queries run; the next one
             added += append_rows(gallery, ["4/1.jpg", "5/1.jpg", "6/2.jpg"], np.repeat(vector, 3, 0))
-        time.sleep(0.3)
+            while answered.get(timeout=120) < gen:  # once a query was answered from this one
+                pass
     finally:
         stop.set()
         thread.join()
     assert not errors, errors[:3]
-    assert len({gen for gen, _, _ in seen}) >= 2, "the queries never saw the gallery change"
+    assert swaps == list(range(first_gen + 1, first_gen + 6))  # each generation swapped in whole, once, in order
+    assert {gen for gen, _, _ in seen} >= set(swaps)
     for (gen, count, hit_ids), (next_gen, next_count, _) in zip(seen, seen[1:]):
         assert next_gen >= gen and next_count >= count
     for gen, count, hit_ids in seen:

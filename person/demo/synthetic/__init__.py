@@ -3,7 +3,7 @@
 Each identity is a combination of attributes (attributes.py); many identities differ in only one or two,
 so captions alone cannot separate them all. Each image varies view, pose, scale, crop, background,
 lighting, blur and occlusion (render.py), and its captions name only what it shows (captions.py).
-writer.py writes SYNTH-PEDES, CUHK-PEDES, ICFG-PEDES or RSTPReid layout (FORMATS.md).
+writer.py writes SYNTH-PEDES, CUHK-PEDES, ICFG-PEDES or RSTPReid layout (README.md, "Datasets it reads").
 
 `demo_truth.json` (next to the dataset JSON) holds the ground truth the captions were made from:
     {"version": 2, "format": "synthpedes" | "cuhk-pedes" | "icfg-pedes" | "rstpreid",

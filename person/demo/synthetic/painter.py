@@ -1,5 +1,7 @@
-"""Drawing primitives of the renderer: colour mixing, person-unit geometry (ellipses, limbs, clipping) and
-the painter that draws a polygon into the image and, with its part label, into the label map."""
+"""Drawing primitives of the renderer: colour mixing, person-unit geometry and the polygon painter.
+
+Geometry in person units: ellipses, limbs, clipping. The painter draws a polygon into the image and, with its
+part label, into the label map."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Write a synthetic demo set in one of the four real dataset layouts (FORMATS.md), plus `demo_truth.json`.
+"""Write a synthetic demo set in one of the four real dataset layouts (README.md, "Datasets it reads"), plus `demo_truth.json`.
 
 Every image draws from its own RNGs seeded by (seed, identity, image), so the output (JSON text and JPEG
 bytes) depends only on the arguments, never on the number of workers. Images are drawn, encoded and

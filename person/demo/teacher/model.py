@@ -25,6 +25,7 @@ from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel, Sig
 
 from person import files
 from person.demo.synthetic.captions import DEFAULT_CHINESE_SHARE
+from person.options import option
 
 SPIECE = "spiece.model"
 # write_dataset arguments: the README's demo set, which the report scores, and the validation set
@@ -40,27 +41,29 @@ _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 class DemoTeacherConfig:
     """Everything that decides the trained teacher; saved beside it (training_config.json)."""
 
-    image_size: int = 64           # the processor resizes (stretches) every crop to a square
-    patch_size: int = 8
-    vision_width: int = 96         # also the embedding dimension (the text head projects to it)
-    vision_layers: int = 3
-    text_width: int = 128
-    text_layers: int = 2           # 2 beat 1: validation Rank-1 26.6% vs 20.5% after 2000 steps
-    head_dim: int = 32
-    vocab_size: int = 512          # SentencePiece BPE, trained on the training captions
-    text_length: int = 72          # tokens (Chinese, one a character, runs to ~68); right-padded, as SigLIP was trained
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 300
-    steps: int = 14000             # the shipped teacher's: 54 minutes on 2 shared cores
-    partial_share: float = 0.5     # rows whose caption names only 1..partial_max_keys attributes
-    partial_max_keys: int = 3
-    chinese: float = DEFAULT_CHINESE_SHARE  # language share of the partial captions
-    flip: bool = True              # horizontal flip: no caption says left or right
-    ids: int = 20000               # the teacher's own draw: identities x images, seeded by `seed`
-    images_per_id: int = 2
-    seed: int = 1                  # of the draw, the model's initialisation and the batches
+    image_size: int = option(64, "square side the processor resizes (stretches) every crop to")
+    patch_size: int = option(8, "vision patch side")
+    vision_width: int = option(96, "vision width, also the embedding dimension (the text head projects to it)")
+    vision_layers: int = option(3, "vision transformer layers")
+    text_width: int = option(128, "text width")
+    # 2 text layers beat 1: validation Rank-1 26.6% vs 20.5% after 2000 steps
+    text_layers: int = option(2, "text transformer layers")
+    head_dim: int = option(32, "attention head width")
+    vocab_size: int = option(512, "SentencePiece BPE pieces, trained on the training captions")
+    text_length: int = option(72, "caption tokens (Chinese, one a character, runs to ~68); right-padded, as SigLIP "
+                                  "was trained")
+    batch_size: int = option(64, "image-caption pairs a step")
+    lr: float = option(1e-3, "AdamW learning rate")
+    weight_decay: float = option(0.1, "AdamW weight decay (matrices only)")
+    warmup_steps: int = option(300, "linear warm-up steps before the cosine")
+    steps: int = option(14000, "training steps (the shipped teacher's: 54 minutes on 2 shared cores)")
+    partial_share: float = option(0.5, "share of rows whose caption names only 1..partial_max_keys attributes")
+    partial_max_keys: int = option(3, "most attributes a partial caption names")
+    chinese: float = option(DEFAULT_CHINESE_SHARE, "language share of the partial captions")
+    flip: bool = option(True, "horizontal flips (no caption says left or right)")
+    ids: int = option(20000, "identities of the teacher's own draw (seeded by --seed)")
+    images_per_id: int = option(2, "images per identity of the teacher's own draw")
+    seed: int = option(1, "of the draw, the model's initialisation and the batches")
 
     def check(self) -> None:
         for name in ("image_size", "patch_size", "vision_width", "vision_layers", "text_width", "text_layers",

@@ -22,13 +22,13 @@ Nc captions, D the teacher's dim, C = chunk_rows, the unit of writing and resumi
 
 Caption rows follow the records: for record i in order, its `captions`, then its `prompt_caption`s.
 
-Surviving a kill at any moment. A store is built under `<name>.partial` with everything but the
-embeddings, status and error text, fsynced, read back, then renamed into place (atomic). After that,
-extraction only ever writes raw bytes of fixed-size arrays whose space exists from the start; a chunk's
-done flag is written after its rows are on disk (fsynced: `durable`).
+Surviving a kill at any moment. A store is built under a temp name beside it (person.files.atomic_dir)
+with everything but the embeddings, status and error text, read back, fsynced, then renamed into place.
+After that, extraction only ever writes raw bytes of fixed-size arrays whose space exists from the start;
+a chunk's done flag is written after its rows are on disk (fsynced: `durable`).
 - HDF5 is not crash-safe when its metadata (B-trees, heaps, attributes) changes. So the writable
   arrays are contiguous, allocated at creation and uncompressed: writing them never touches
-  metadata, and a killed writer leaves a valid file (tests/test_store.py pins that the bytes outside
+  metadata, and a killed writer leaves a valid file (tests/teacher/test_store.py pins that the bytes outside
   the data regions never change). Unwritten space stays a sparse hole on disk. The rows are written
   with os.pwrite at the datasets' offsets, not through h5py, which reports a failed write late or never.
 - zarr's LocalStore writes each chunk file atomically (temp file + rename, since zarr 3.1.2), and the

@@ -1,6 +1,8 @@
-"""The two on-disk formats behind one short-lived handle: HDF5 (one file, contiguous arrays allocated at
-creation) and zarr v3 (a directory, one file per chunk); creation, reads, shapes, where the bytes of an
-array are (HDF5 byte regions, zarr chunk files: what `durable` writes and fsyncs) and memory-mapped rows."""
+"""The store's two on-disk formats, HDF5 and zarr v3, behind one short-lived handle.
+
+HDF5 (one file, contiguous arrays allocated at creation) and zarr v3 (a directory, one file per chunk):
+creation, reads, shapes, where the bytes of an array are (HDF5 byte regions, zarr chunk files: what `durable`
+writes and fsyncs) and memory-mapped rows."""
 from __future__ import annotations
 
 import functools

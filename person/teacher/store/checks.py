@@ -1,7 +1,9 @@
-"""What makes a store safe to read before a row of it is used: its attributes are all there, every array has
-the shape its counts say (a short array would otherwise give rows that are not there), the caption offsets
-agree with each other, and every chunk marked done still holds its rows (a deleted zarr chunk file and
-zeroed bytes both read as zeros: rows of L2 norm 0).
+"""The checks that make a store safe to read: attributes, array shapes, caption offsets, rows of done chunks.
+
+Before a row of a store is used: its attributes are all there, every array has the shape its counts say (a
+short array would otherwise give rows that are not there), the caption offsets agree with each other, and
+every chunk marked done still holds its rows (a deleted zarr chunk file and zeroed bytes both read as zeros:
+rows of L2 norm 0).
 
 `find_damage` spot-checks a few rows per done chunk (opening for reading) or every row (the writer,
 whose rerun is the repair: it must find what a reader's per-row check found).

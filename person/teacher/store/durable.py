@@ -117,17 +117,6 @@ def _fsync_chunk(backend: _Backend, name: str, k: int) -> None:
         folder = folder.parent
 
 
-def fsync_tree(root: Path) -> None:
-    """fsync a file, or every file and folder under a folder (a store just built, before it is renamed)."""
-    if root.is_dir():
-        for folder, _, names in os.walk(root):
-            for name in names:
-                files.fsync(Path(folder) / name)
-            files.fsync(Path(folder))
-    else:
-        files.fsync(root)
-
-
 def unit_bytes(unit: Unit, dim: int, chunk_rows: int, fmt: str, block: int) -> int:
     """About what writing a unit takes on disk: its embedding rows (a zarr chunk file is always a whole chunk)
     in whole blocks, a block for image status / error text, a block for a zarr done flag's file."""

@@ -1,5 +1,7 @@
-"""Store names: `--embedding_path` is a store (.h5 / .zarr) or a folder where the store is named after its
-dataset and teacher (`resolve_store_path` for the writer, `locate_store` for a reader)."""
+"""Store names: where `--embedding_path` puts a store, and where a reader finds it.
+
+`--embedding_path` is a store (.h5 / .zarr) or a folder where the store is named after its dataset and
+teacher (`resolve_store_path` for the writer, `locate_store` for a reader)."""
 from __future__ import annotations
 
 import re

@@ -1,5 +1,7 @@
-"""Reading a store: embeddings in RAM when they fit, else rows straight from the file through memory maps;
-refused when it does not match the dataset or teacher it is used with, or is unfinished."""
+"""Reading a store (`open_store`, `FeatureStore`): its rows in RAM or memory-mapped, checked before use.
+
+Embeddings in RAM when they fit, else rows straight from the file through memory maps; a store is refused
+when it does not match the dataset or teacher it is used with, or is unfinished."""
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
-"""What a feature store holds: format constants, the caption layout, and the checks that tie a store to
-its dataset and teacher (see the package docstring for the arrays)."""
+"""What a feature store holds: format constants, errors, the caption layout, and the dataset / teacher checks.
+
+The checks tie a store to its dataset and teacher; the package docstring lists the arrays."""
 from __future__ import annotations
 
 import json

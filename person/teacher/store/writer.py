@@ -1,11 +1,11 @@
-"""Writing a store: create it whole beside its final name, then fill it unit by unit, each unit's done flag
-written after its rows are on disk (`durable` says how; the package docstring why a kill cannot tear a
-store). Reopening a store to continue it checks it first: chunks marked done whose rows are gone are
-marked pending again, so the rerun redoes exactly those."""
+"""Writing a store (`StoreWriter`): created whole beside its final name, then filled unit by unit, resumably.
+
+Each unit's done flag is written after its rows are on disk (`durable` says how; the package docstring why a
+kill cannot tear a store). Reopening a store to continue it checks it first: chunks marked done whose rows are
+gone are marked pending again, so the rerun redoes exactly those."""
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,8 @@ from person.errors import PersonError
 from person.teacher.store.backends import _Backend, _create_h5, _create_zarr, _writable_arrays
 from person.teacher.store.checks import (Damage, Layout, check_caption_offsets, check_shapes, find_damage, non_unit,
                                          row_norms)
-from person.teacher.store.durable import (H5Units, Part, ZarrUnits, block_size, create_failure, fsync_tree,
-                                          unit_bytes, write_failure)
+from person.teacher.store.durable import (H5Units, Part, ZarrUnits, block_size, create_failure, unit_bytes,
+                                          write_failure)
 from person.teacher.store.schema import (FIELDS, FORMAT_VERSION, OK, REASON_BYTES, TEACHER_KEYS, StoreFormatError,
                                          StoreMismatchError, StoreWriteError, Unit, _differences, _jsonable,
                                          caption_layout, check_dataset, check_teacher, dataset_info, plan_units,
@@ -154,8 +154,8 @@ def _reason_bytes(reason: str) -> np.ndarray:
 
 
 def _create(path: Path, records: RecordSet, identity: dict[str, Any], extraction: dict[str, int]) -> None:
-    """Build the store beside its final name, on disk and read back, then rename it into place: a kill leaves
-    no half store, and a full or read-only disk a StoreWriteError (with the partial build removed)."""
+    """Build the store beside its final name (person.files.atomic_dir), read it back, then rename it into place: a
+    kill leaves no half store, and a full or read-only disk a StoreWriteError (with the partial build removed)."""
     fmt = store_format(path)
     layout = caption_layout(records)
     by_field = np.bincount(layout.field, minlength=len(FIELDS))
@@ -167,23 +167,14 @@ def _create(path: Path, records: RecordSet, identity: dict[str, Any], extraction
               "image_path": list(records.paths), "caption_image": layout.image, "caption_field": layout.field,
               "caption_text": layout.texts, "caption_offsets": layout.offsets}
     writable = _writable_arrays(len(records), len(layout.texts), identity["dim"], extraction["chunk_rows"])
-    tmp = path.with_name(path.name + ".partial")
     try:
-        files.remove(tmp)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "h5":
-            _create_h5(tmp, static, attrs, writable)
-        else:
-            _create_zarr(tmp, static, attrs, writable, extraction["chunk_rows"])
-        fsync_tree(tmp)
-        _read_back(tmp, fmt)
-        os.replace(tmp, path)
-        files.fsync(path.parent)
+        with files.atomic_dir(path, make=False) as tmp:  # the format's library makes the file or folder
+            if fmt == "h5":
+                _create_h5(tmp, static, attrs, writable)
+            else:
+                _create_zarr(tmp, static, attrs, writable, extraction["chunk_rows"])
+            _read_back(tmp, fmt)
     except (OSError, RuntimeError, StoreFormatError) as e:  # h5py: RuntimeError when closing on a full disk
-        try:
-            files.remove(tmp)  # give the space back
-        except OSError:
-            pass
         embeddings = sum(_nbytes(shape, dtype) for name, (shape, dtype, _) in writable.items() if name.endswith("_emb"))
         total = sum(_nbytes(shape, dtype) for shape, dtype, _ in writable.values()) + sum(
             sum(len(t.encode()) + 16 for t in v) if isinstance(v, list) else v.nbytes for v in static.values())
