@@ -2,17 +2,21 @@
 
 `torchrun --nproc_per_node=N cmd.py ...` sets RANK, WORLD_SIZE and LOCAL_RANK; a plain `python cmd.py`
 sets none and runs as rank 0 of 1 with no process group. The device comes from LOCAL_RANK (never from
-the global rank, which breaks on a second node); the backend is NCCL on CUDA and gloo on CPU.
+the global rank, which breaks on a second node); the backend is NCCL on CUDA and gloo on CPU. A stop request
+reaches the ranks as it may (a signal to one of them): `agreed_stop` makes it every rank's after the same step.
 """
 from __future__ import annotations
 
 import datetime
 import gc
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from person import stopping
 
 
 @dataclass(frozen=True)
@@ -76,20 +80,36 @@ def init_distributed(device: str | None = None, timeout_minutes: int = 30) -> Di
     return DistInfo(rank, world, local_rank, dev)
 
 
+def agreed_stop(device: torch.device) -> int | None:
+    """The stop request (person.stopping) of this process or, under torchrun, of any rank: the same answer on every
+    rank (the largest signal number), so all stop after the same step and none waits in a collective for one that
+    left. Every rank calls it at the same points; it costs one all_reduce of one number."""
+    mine = stopping.requested() or 0
+    if not (dist.is_available() and dist.is_initialized()):
+        return mine or None
+    flag = torch.tensor([mine], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
 
 def cleanup() -> None:
-    """Leave the process group together, once nothing uses it any more.
+    """Leave the process group together, once nothing uses it any more (call it in a `finally`).
 
     Objects still holding it (a DDP reducer in a reference cycle) are collected first: destroyed after
     the group, or during interpreter shutdown, they can abort the process ("terminate called without an
     active exception"). The barrier keeps a rank from tearing its connections down while a peer is still
-    in its last collective.
+    in its last collective. It waits only when every rank comes here: on the way out of a normal end or an
+    agreed stop. A rank that leaves alone (an error, a stop at once: the exception in flight says so) leaves
+    without it, since its peers may never come and the barrier would hang it; theirs then fail instead.
     """
     if dist.is_available() and dist.is_initialized():
         gc.collect()
-        dist.barrier()
+        leaving = sys.exc_info()[1]
+        if leaving is None or (isinstance(leaving, stopping.Stopped) and not leaving.at_once):
+            dist.barrier()
         dist.destroy_process_group()

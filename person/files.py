@@ -3,9 +3,11 @@
 Every file the project writes goes through one atomic writer: a temp file in the same folder, fsync, rename.
 A reader then sees the old file or the new one, never a half-written one: a failed `--json` write leaves the
 previous report as it was (not at 0 bytes), a killed plot leaves no truncated PNG. The temp file is named
-`.<name>.<pid>-<thread>.tmp` (two threads writing one file do not collide); one left by a killed process (its pid
-no longer running) is removed the next time that file is written, or by `clean_stale_temps` when a command
-starts in a folder.
+`.<name>.<pid>-<thread>.tmp` (two threads writing one file do not collide); one left by a killed process is removed
+the next time that file is written, or by `clean_stale_temps` when a command starts in a folder. A writer counts
+as gone when its pid runs nothing, runs a zombie (killed but not yet reaped: the very harness that killed it and
+runs the command again may hold it unreaped), or runs a process that started after the temp last changed (the
+pid was reused: in a container every run may get the same pid, its own).
 
 A folder (an export, a gallery segment, a feature store; or a file a library builds at a path) is replaced
 whole the same way by `atomic_dir`: built under the temp name, fsynced, renamed into place, the one it replaces
@@ -22,10 +24,12 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -34,26 +38,38 @@ from person.errors import PersonError
 
 log = logging.getLogger(__name__)
 
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})(?:-[0-9]+)?\.(?P<kind>tmp|old)$")
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})(?:-(?P<thread>[0-9]+))?\.(?P<kind>tmp|old)$")
 
 
 class OutputError(PersonError, OSError):
     """A file or folder could not be written: the message names it, the reason and what to do."""
 
 
-def _advice(e: OSError) -> str:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "free space on that disk or write somewhere else"
-    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "it is not writable: choose a writable location"
-    if e.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
-        return "a file stands where a folder is needed (or the reverse): choose another path"
-    return "check the path and the disk"
+# What to do about an OSError of the disk or the path, by errno: the second half of a command's one-line error.
+_PERMISSIONS = "check its permissions or choose another location"
+OS_FIXES = {
+    errno.ENOENT: "",
+    errno.ENOSPC: "free space on that disk or write somewhere else",
+    errno.EDQUOT: "free space within your quota or write somewhere else",
+    errno.EFBIG: "the file system cannot hold a file that large: write somewhere else",
+    errno.ENAMETOOLONG: "a name holds at most 255 bytes and a path 4096 here: choose a shorter one",
+    errno.EROFS: "the disk is read-only: write somewhere else",
+    errno.EACCES: _PERMISSIONS,
+    errno.EPERM: _PERMISSIONS,
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder: give a file",
+    errno.EEXIST: "something is already there: choose another path",
+    errno.ELOOP: "too many symbolic links (a loop?): check the links along the path",
+    errno.EMFILE: "too many open files: raise the limit (ulimit -n)",
+    errno.ENFILE: "too many open files on this machine",
+    errno.EIO: "the disk reported an input/output error: check it",
+}
 
 
 def output_error(path: str | Path, e: OSError, what: str = "write") -> OutputError:
     """The one-line error for an OSError met while writing `path`."""
-    error = OutputError(f"cannot {what} {path}: {e.strerror or e}; {_advice(e)}")
+    fix = OS_FIXES.get(e.errno) or "check the path and the disk"
+    error = OutputError(f"cannot {what} {path}: {e.strerror or e}; {fix}")
     error.errno = e.errno  # kept for callers; not in the message, which is for people
     return error
 
@@ -72,7 +88,14 @@ def make_folder(path: str | Path) -> Path:
 
 def process_alive(pid: int) -> bool:
     """Whether a process of that id runs (a temp file of a dead one is stale). 0 and negative ids name process
-    groups, not a writer: never alive."""
+    groups, not a writer: never alive; nor is a zombie, which answers kill(pid, 0) but will never write again."""
+    return writer_alive(pid, math.inf)
+
+
+def writer_alive(pid: int, changed: float) -> bool:
+    """Whether the writer of a temp that last changed at `changed` (its ctime) may still be writing it: `pid` runs a
+    process (not a zombie) that had started by then. One that started later got the pid after the writer was gone
+    (pid reuse); that is this very process when a rerun in a container gets the killed run's pid."""
     if pid <= 0:
         return False
     try:
@@ -80,8 +103,24 @@ def process_alive(pid: int) -> bool:
     except (ProcessLookupError, OverflowError):  # OverflowError: beyond the platform's pid_t, no such process
         return False
     except PermissionError:  # someone else's process
-        return True
-    return True
+        pass
+    stat = _proc_stat(pid)
+    return stat is None or (stat[0] not in "ZX" and stat[1] <= changed + _CLOCK_SLACK)
+
+
+# Clock ticks and file timestamps are coarse (<= 10 ms); a second of slack keeps a live writer live.
+_CLOCK_SLACK = 1.0
+
+
+def _proc_stat(pid: int) -> tuple[str, float] | None:
+    """(state letter, start as a wall-clock timestamp) of a process, from /proc (Linux); None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()  # the name may hold ") "
+        ticks = int(fields[19])  # field 22, starttime: clock ticks after boot
+        booted = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        return fields[0], booted + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):  # AttributeError: no CLOCK_BOOTTIME off Linux
+        return None
 
 
 def clean_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]:
@@ -94,7 +133,7 @@ def clean_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]
         return removed
     for p in sorted(folder.iterdir()):
         m = _TEMP.match(p.name)
-        if not m or (name is not None and m["name"] != name) or process_alive(int(m["pid"])):
+        if not m or (name is not None and m["name"] != name) or _live(p, int(m["pid"]), m["thread"]):
             continue
         target = folder / m["name"]
         if m["kind"] == "old" and not (target.exists() or target.is_symlink()):
@@ -105,6 +144,16 @@ def clean_stale_temps(folder: str | Path, name: str | None = None) -> list[Path]
         if not p.exists():
             removed.append(p)
     return removed
+
+
+def _live(temp: Path, pid: int, thread: str | None) -> bool:
+    if pid == os.getpid() and thread is not None and int(thread) in {t.ident for t in threading.enumerate()}:
+        return True  # a thread of this process writing it now, whatever the clocks say
+    try:
+        changed = temp.lstat().st_ctime  # a rename sets it too: the moment a replaced folder was moved aside
+    except FileNotFoundError:  # its writer finished meanwhile
+        return True
+    return writer_alive(pid, changed)
 
 
 def fsync(path: str | Path) -> None:

@@ -9,14 +9,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+import shlex
+import signal
 import sys
+import traceback
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from person import files, stopping
 from person.errors import PersonError
+from person.stopping import Stopped
 
 T = TypeVar("T")
 
@@ -141,12 +147,60 @@ def given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[s
     return {a.dest for a in parser._actions if written & set(a.option_strings)}
 
 
+DEBUG_ENV = "PERSON_DEBUG"  # set to 1: any error or stop shows its full traceback (for a bug report)
+
+# An OSError of these kinds is about the disk or a path the user chose, not a bug: one line, and the fix.
+
+
+def _error_line(e: BaseException) -> str | None:
+    """The one line a command ends bad input with (a missing file, a malformed value, a full disk, a path over
+    the system's limits), or None for an error that is a bug and keeps its traceback."""
+    if isinstance(e, OSError) and e.errno in files.OS_FIXES and e.strerror:  # from the system: name the path and fix
+        where = "" if e.filename is None else f"{os.fsdecode(e.filename)}: "
+        fix = files.OS_FIXES[e.errno]
+        return f"{where}{e.strerror}" + (f"; {fix}" if fix else "")
+    if isinstance(e, (FileNotFoundError, ValueError, PersonError)):
+        return str(e)
+    return None
+
+
+def _command_line(again: Sequence[str] | None) -> str:
+    """How the user runs this command again with `again` (None: the arguments of this run), torchrun included."""
+    argv0 = sys.argv[0]
+    program = f"python {shlex.quote(argv0)}" if argv0.endswith(".py") else Path(argv0).name
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        program = f"torchrun --nproc_per_node={os.environ.get('LOCAL_WORLD_SIZE', '1')} " + \
+                  ("" if argv0.endswith(".py") else "--no-python ") + shlex.quote(argv0)
+    return " ".join([program, *map(shlex.quote, sys.argv[1:] if again is None else again)])
+
+
+def _stop_line(stop: Stopped) -> str:
+    """`stopped by SIGINT`, and after a clean stop what it kept and the command that continues."""
+    line = f"stopped by {signal.Signals(stop.signum).name}"
+    return line if not stop.what else f"{line} {stop.what}; continue with: {_command_line(stop.again)}"
+
+
 def run_command(main: Callable[[], Any], prog: str | None = None) -> None:
     """Run a command's `main()`; bad input (a missing file, a malformed value or record, an unreadable image
-    in strict mode) ends it with its message, which names the thing and the fix, instead of a traceback.
-    `prog` defaults to the name it was started by (`main.py`, `person-train`), as argparse's does."""
+    in strict mode, a full disk, a path too long) ends it with its message, which names the thing and the fix,
+    instead of a traceback. SIGINT and SIGTERM ask it to stop (person.stopping): it ends with one line and the
+    status 130 or 143. PERSON_DEBUG=1 shows the full traceback of any of these. `prog` defaults to the name it
+    was started by (`main.py`, `person-train`), as argparse's does."""
     prog = prog or Path(sys.argv[0]).name
-    try:
-        main()
-    except (FileNotFoundError, ValueError, PersonError) as e:
-        sys.exit(f"{prog}: error: {e}")
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    with stopping.listening(prog):
+        try:
+            main()
+        except KeyboardInterrupt as e:  # a Stopped, or Python's own when nothing listened yet
+            stop = e if isinstance(e, Stopped) else Stopped(signal.SIGINT)
+            stopping.ending(stop.signum)
+            if debug:
+                traceback.print_exc()
+            if not stop.what or os.environ.get("RANK", "0") == "0":  # ranks that agreed to stop: rank 0 says it
+                sys.stderr.write(f"{prog}: {_stop_line(stop)}\n")  # one write: ranks share the terminal
+            sys.exit(stop.status)
+        except Exception as e:
+            line = None if debug else _error_line(e)
+            if line is None:
+                raise
+            sys.exit(f"{prog}: error: {line}")

@@ -21,8 +21,9 @@ import numpy as np
 import onnxruntime as ort
 
 from person import files
-from person.data.images import ImageTransform, ImageLimits, DEFAULT_LIMITS, load_pixels, normalize_pixels
-from person.data.text import encode_batch, length_batches, lookup_chars
+from person.data.images import (DEFAULT_LIMITS, MAX_IMAGE_SIDE, ImageLimits, ImageTransform, load_pixels, normalization,
+                                 normalize_pixels)
+from person.data.text import BYTE_VALUES, BYTES_PER_CHAR, MAX_SEQ_LENGTH, encode_batch, length_batches, lookup_chars
 from person.errors import PersonError
 from person.vectors import unit_rows
 
@@ -33,6 +34,12 @@ ImageInput = str | os.PathLike | np.ndarray  # a path, or uint8 RGB [H, W, 3] pi
 
 
 _PARTS = {"image": ("file", "size", "resize", "normalize"), "text": ("file", "table", "max_seq_length")}
+# onnxruntime's element types, as the card (numpy) names them.
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+               "tensor(bool)": "bool"}
+_ORT_ERRORS = (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidArgument,
+               ort.capi.onnxruntime_pybind11_state.RuntimeException)
 
 
 class ExportDirError(PersonError, ValueError):
@@ -90,14 +97,13 @@ class ExportedModels:
             options.intra_op_num_threads = threads
         self._image = self._session("image", options, providers) if "image" in self.card else None
         self._text = self._session("text", options, providers) if "text" in self.card else None
-        if self._text is not None:
-            self.table = np.load(self.dir / self.card["text"]["table"]["file"], allow_pickle=False)
+        # The card against the graphs themselves, before any input is fed: a disagreement is one message here,
+        # not onnxruntime's InvalidArgument at the first image (ARCHITECTURE.md, "The export directory").
+        check = CardCheck(self.dir, self.card)
         if self._image is not None:
-            size = self.card["image"]["size"]
-            pad = self.card["image"]["resize"]["mode"]
-            mean = tuple(self.card["image"]["normalize"]["mean"])
-            self.transform = ImageTransform((size["height"], size["width"]), pad, mean)
-            self.mean, self.std = mean, tuple(self.card["image"]["normalize"]["std"])
+            self.transform, self.mean, self.std = check.image(self._image)
+        if self._text is not None:
+            self.table = check.text(self._text)
 
     # ------------------------------------------------------------------ what it is
     @property
@@ -181,6 +187,123 @@ class ExportedModels:
     # ------------------------------------------------------------------ running
     def _run(self, session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> np.ndarray:
         return run_session(session, feeds, session.get_inputs()[0].shape[0] if self.static else None)
+
+
+class CardCheck:
+    """The card of an export checked against its onnxruntime sessions and its byte table: every name, dtype and
+    static dimension, the image size, feature_dim, the table's shape and max_seq_length. A disagreement is an
+    ExportDirError naming model.json, the key and both values."""
+
+    def __init__(self, folder: Path, card: dict[str, Any]) -> None:
+        self.folder, self.card, self.path = folder, card, folder / CARD_FILE
+        self.feature_dim = self._whole("feature_dim", card["feature_dim"], 1, None)
+        if not isinstance(card["static_shapes"], bool):
+            raise ExportDirError(f"{self.path}: static_shapes is {card['static_shapes']!r:.80}, not true or false; "
+                                 f"export the checkpoint again")
+
+    def image(self, session: ort.InferenceSession) -> tuple[ImageTransform, tuple, tuple]:
+        """(transform, mean, std) the card's image part gives, once it agrees with the image graph."""
+        entry = self.card["image"]
+        io = self._io("image", session)
+        shape = io["inputs"][0]["shape"]
+        if len(io["inputs"]) != 1 or len(shape) != 4 or shape[1] not in (3, None):
+            raise self._error("image.inputs[0].shape", shape, f"not an RGB image batch [B, 3, H, W] in {entry['file']}")
+        size = entry["size"] if isinstance(entry["size"], dict) else {}
+        for i, side in ((2, "height"), (3, "width")):
+            value = self._whole(f"image.size.{side}", size.get(side), 8, MAX_IMAGE_SIDE)
+            if shape[i] is not None and value != shape[i]:
+                raise self._error(f"image.size.{side}", value, f"{shape[i]} in {entry['file']}")
+        resize, normalize = entry["resize"], entry["normalize"]
+        try:
+            mean, std = tuple(normalize["mean"]), tuple(normalize["std"])
+            normalization(mean, std)
+            transform = ImageTransform((size["height"], size["width"]), resize["mode"], mean)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ExportDirError(f"{self.path}: image.resize / image.normalize cannot be used ({e}); export the "
+                                 f"checkpoint again") from None
+        return transform, mean, std
+
+    def text(self, session: ort.InferenceSession) -> np.ndarray:
+        """The byte table, once it, the card's text part and the text graph agree."""
+        entry, table_entry = self.card["text"], self.card["text"]["table"]
+        io = self._io("text", session)
+        try:
+            table = np.load(self.folder / table_entry["file"], allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ExportDirError(f"{self.folder / table_entry['file']}: not a readable byte table ({e}); copy the "
+                                 f"export directory again") from None
+        rows = BYTES_PER_CHAR * BYTE_VALUES
+        if table.ndim != 2 or table.shape[0] != rows or table.dtype != np.float32:
+            raise ExportDirError(f"{self.folder / table_entry['file']}: a {table.dtype} {list(table.shape)} array, "
+                                 f"not the float32 [{rows}, E] byte table; export the checkpoint again")
+        for key, value in (("shape", list(table.shape)), ("dtype", table.dtype.name)):
+            if table_entry.get(key) != value:
+                raise self._error(f"text.table.{key}", table_entry.get(key), f"{value} in {table_entry['file']}")
+        chars = io["inputs"][0]["shape"]
+        if len(io["inputs"]) != 2 or len(chars) != 3 or chars[2] != table.shape[1]:
+            raise self._error("text.inputs[0].shape", chars, f"[B, L, {table.shape[1]}] for the byte table's width "
+                              f"in {entry['file']}")
+        length = self._whole("text.max_seq_length", entry["max_seq_length"], 1, MAX_SEQ_LENGTH)
+        if chars[1] is not None and length != chars[1]:
+            raise self._error("text.max_seq_length", length, f"{chars[1]} in {entry['file']}")
+        if chars[1] is None:
+            self._probe_length(session, chars[0] or 1, length, table.shape[1], entry["file"])
+        return table
+
+    def _io(self, kind: str, session: ort.InferenceSession) -> dict[str, list[dict[str, Any]]]:
+        """The graph's inputs and outputs (a static dim as its int, a dynamic one as None), once the card's agree:
+        names, dtypes, shapes, the batch dimension static exactly when static_shapes, outputs [B, feature_dim]."""
+        graph = {"inputs": session.get_inputs(), "outputs": session.get_outputs()}
+        file, found = self.card[kind]["file"], {}
+        for side, args in graph.items():
+            found[side] = [{"name": a.name, "dtype": _ORT_DTYPES.get(a.type, a.type),
+                            "shape": [d if isinstance(d, int) else None for d in a.shape]} for a in args]
+            listed = self.card[kind].get(side)
+            if not isinstance(listed, list) or len(listed) != len(args):
+                raise self._error(f"{kind}.{side}", listed, f"{len(args)} {side} in {file}")
+            for i, (said, got) in enumerate(zip(listed, found[side])):
+                said = said if isinstance(said, dict) else {}
+                for key in ("name", "dtype"):
+                    if said.get(key) != got[key]:
+                        raise self._error(f"{kind}.{side}[{i}].{key}", said.get(key), f"{got[key]!r} in {file}")
+                shape = said.get("shape")
+                dims = [d if isinstance(d, int) and not isinstance(d, bool) else None if isinstance(d, str) else d
+                        for d in shape] if isinstance(shape, list) else shape
+                if dims != got["shape"]:
+                    shown = ["any" if d is None else d for d in got["shape"]]
+                    raise self._error(f"{kind}.{side}[{i}].shape", shape, f"{shown} in {file}")
+            for arg in found[side]:
+                if arg["shape"] and (arg["shape"][0] is not None) != self.card["static_shapes"]:
+                    raise self._error("static_shapes", self.card["static_shapes"],
+                                      f"a batch of {arg['shape'][0] or 'any size'} for {arg['name']} in {file}")
+        out = found["outputs"][0]["shape"]
+        if len(out) != 2 or out[1] != self.feature_dim:
+            raise self._error("feature_dim", self.feature_dim, f"an output {['any' if d is None else d for d in out]} "
+                              f"in {file}")
+        return found
+
+    def _probe_length(self, session: ort.InferenceSession, batch: int, length: int, width: int, file: str) -> None:
+        """A graph of any text length may still not take max_seq_length characters (its position table is that
+        long): one batch of that length, run once, tells."""
+        names = [i.name for i in session.get_inputs()]
+        feeds = {names[0]: np.zeros((batch, length, width), np.float32), names[1]: np.ones((batch, length), np.float32)}
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # the failure is this check's answer, not an error for the log
+        try:
+            session.run(None, feeds, quiet)
+        except _ORT_ERRORS as e:
+            raise self._error("text.max_seq_length", length, f"a graph that fails on {length} characters "
+                              f"({str(e).splitlines()[0][:200]}) in {file}") from None
+
+    def _whole(self, key: str, value: Any, low: int, high: int | None) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
+            raise ExportDirError(f"{self.path}: {key} is {value!r:.80}, not a whole number in {low}..{high or 'any'}; "
+                                 f"export the checkpoint again")
+        return value
+
+    def _error(self, key: str, said: Any, found: str) -> ExportDirError:
+        return ExportDirError(f"{self.path}: {key} is {said!r:.200}, but the export has {found}: the card does not "
+                              f"describe these files; export the checkpoint again (or copy the whole export directory)")
 
 
 def static_batches(feeds: dict[str, np.ndarray], static_batch: int) -> Iterator[tuple[dict[str, np.ndarray], int]]:

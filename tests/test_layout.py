@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PERSON = ROOT / "person"
 # Stage order (ARCHITECTURE.md, "The import rule"): a module may import its own stage and the ones to its left.
-ORDER = {"options": 0, "errors": 0, "files": 0, "distributed": 0, "vectors": 0, "data": 1, "teacher": 2, "models": 3,
+ORDER = {"options": 0, "errors": 0, "files": 0, "distributed": 0, "vectors": 0, "stopping": 0, "data": 1, "teacher": 2, "models": 3,
          "eval": 4, "train": 5, "export": 6, "runtime": 6, "gallery": 7, "web": 8, "demo": 9, "cli": 10}
 MAX_LINES = 500
 # The user's scripts (each a shim over person/cli) and the benches, which are commands too.

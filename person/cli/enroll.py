@@ -4,9 +4,10 @@
     person-enroll --teacher ID_OR_DIR --data CUHK-PEDES/reid_raw.json --split eval --gallery g/
     person-enroll --model EXPORT_DIR --detections boxes.jsonl [--image-root frames/] --gallery g/
 
-Run it again to add new or changed images (--prune also drops rows whose image is gone); killed at any
-moment, it resumes and ends with the gallery an uninterrupted run gives. Unreadable images and unusable
-detection lines are skipped and counted in the summary.
+Run it again to add new or changed images (--prune also drops rows whose image is gone; --rehash also finds
+files changed under a forged size and mtime); killed at any moment, it resumes and ends with the gallery an
+uninterrupted run gives. Each row records its file's sha256: the web app serves only the image enrolled.
+Unreadable images, boxes with nothing inside their image and unusable detection lines are skipped and counted.
 """
 from __future__ import annotations
 
@@ -35,9 +36,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--split", choices=("eval", "train", "val", "test", "all"), default="eval",
                    help="with --data: the split to enrol")
     p.add_argument("--prune", action="store_true", help="drop rows whose image is gone or no longer listed")
+    p.add_argument("--rehash", action="store_true",
+                   help="also read every unchanged-looking file and enrol again those whose content changed (size "
+                        "and mtime can be forged)")
     p.add_argument("--chunk", type=number(int, at_least=1), default=DEFAULT_CHUNK,
                    help="items per committed segment (what a kill can cost)")
-    p.add_argument("--workers", type=number(int, at_least=0), default=2, help="image decoding processes")
+    p.add_argument("--workers", type=number(int, at_least=0, at_most=64), default=2, help="image decoding processes")
     args = p.parse_args(argv)
     if sum(bool(s) for s in (args.data, args.image_dir, args.detections)) != 1:
         p.error("give one source: --image-dir DIR, --detections FILE or --data DATASET.json")
@@ -55,7 +59,8 @@ def main(argv: list[str] | None = None) -> EnrollSummary:
         source = sources.detections(args.detections, args.image_root)
     else:
         source = sources.dataset(options, args.split)
-    summary = enroll(args.gallery, encoder, source, args.prune, args.chunk, args.workers, options.image_limits())
+    summary = enroll(args.gallery, encoder, source, args.prune, args.chunk, args.workers, options.image_limits(),
+                     rehash=args.rehash)
     print("\n".join(summary.lines()))
     return summary
 

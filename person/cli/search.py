@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> list[QueryResult]:
     if args.image:  # each labelled by its file
         results += searcher.search_images(args.image, args.k, args.where, args.group_by)
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2))
+        print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2, allow_nan=False))
     else:
         print("\n\n".join(format_result(r) for r in results))
     return results

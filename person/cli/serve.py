@@ -5,8 +5,9 @@
 
 Then open http://127.0.0.1:5005/. The API: GET /api/search?q=...&k=10, POST /api/search {"queries": [...], "k": 10,
 "where": ["camera=3"], "group_by": "track"}, POST /api/search/image (multipart field "image"),
-GET /api/search/similar/{id}, GET /api/gallery, GET /api/health; its description at /openapi.json. Results carry
-row ids: /images/{id} and /thumbs/{id} serve the pictures. Images enrolled while it runs (search/enroll.py) are
+GET /api/search/similar/{id}, GET /api/gallery, GET /api/health (503 when the gallery on disk cannot be served);
+its description at /openapi.json. Results carry row ids, never paths: /images/{id} and /thumbs/{id} serve the image
+enrolled, re-encoded (409 when its file changed since). Images enrolled while it runs (search/enroll.py) are
 found from the next request on. It listens on 127.0.0.1 (this machine only) unless --host says otherwise;
 --workers N runs N server processes on one port. The library part is person.web (person.web.server runs it).
 """

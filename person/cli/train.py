@@ -5,6 +5,9 @@
     torchrun --nproc_per_node=N main.py ...           # NCCL on GPUs, gloo on CPU
     person-train --resume logs/expModel-.../RUN       # continue a run where it stopped
 
+Ctrl-C (or SIGTERM) finishes the step, writes a checkpoint and prints the --resume command; a second one stops at
+once.
+
 Checkpoints go to LOG_DIR/expModel-<backbone>-<H>x<W>-<dim>/<run>/<iter>.pt (and best.pt); evaluate one
 with `python evaluation_model.py CKPT`.
 """
@@ -17,7 +20,7 @@ import sys
 from person.distributed import cleanup
 from person.options import add_options, from_namespace, given_options, run_command
 from person.train.options import TrainOptions
-from person.train.trainer import TrainResult, train
+from person.train.trainer import TrainingStopped, TrainResult, train
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +37,9 @@ def main(argv: list[str] | None = None) -> TrainResult:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
         result = train(opts, given_options(parser, argv))
+    except TrainingStopped as stop:
+        stop.again = ["--resume", str(stop.run_dir)]  # what continues the run (not the same arguments again)
+        raise
     finally:
         cleanup()
     if result.final is not None:

@@ -191,6 +191,9 @@ def read_captions(rec: dict, key: str, where: str, required: bool) -> tuple[str,
     for j, c in enumerate(caps):
         if not isinstance(c, str):
             raise RecordError(f"{where}: '{key}'[{j}] is a {type(c).__name__}, not a string")
+        if "\x00" in c:  # HDF5 strings end at a NUL: refused here, so both store formats refuse it alike
+            raise RecordError(f"{where}: '{key}'[{j}] holds a NUL character (U+0000) at character {c.index(chr(0))}, "
+                              f"which a feature store cannot hold; remove it from the dataset file")
         c = normalise_caption(c)
         if not c:
             raise RecordError(f"{where}: '{key}'[{j}] is empty or only whitespace")

@@ -13,7 +13,8 @@ transform returns a CHW view; `collate_images` makes the one copy, into the batc
 
 Hostile files cost nothing: only regular files are opened (a FIFO would block, /dev/zero never ends), files
 over `ImageLimits.max_bytes` are not read and decodes over `max_pixels` are refused from the header, each an
-`ImageReadError`, so a counted skip like any corrupt image.
+`ImageReadError`, so a counted skip like any corrupt image. A JPEG cut short and one whose data is damaged in the
+middle (libjpeg's "Corrupt JPEG data" warnings, person.data.jpeg_warnings) are both unreadable.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from PIL import Image, UnidentifiedImageError
 
 from person.errors import PersonError
 
+from .jpeg_warnings import watched
 # Re-exported: the caps live in a torch-free module so that records.DatasetOptions can build them.
 from .limits import DEFAULT_LIMITS, ImageLimits  # noqa: F401
 
@@ -38,6 +40,7 @@ from .limits import DEFAULT_LIMITS, ImageLimits  # noqa: F401
 cv2.setNumThreads(1)
 
 DEFAULT_IMAGE_SIZE = (224, 112)  # H x W: person crops are tall
+MAX_IMAGE_SIDE = 2048  # a student's input side; larger sizes are a typo that would exhaust memory, not a choice
 DEFAULT_MEAN = (0.5, 0.5, 0.5)   # SigLIP / SigLIP2 preprocessing
 DEFAULT_STD = (0.5, 0.5, 0.5)
 RESIZE_MODES = ("stretch", "pad")
@@ -76,8 +79,12 @@ def load_image(path: str | Path, size_hint: tuple[int, int] | None = None,
     """Decode an image as a PIL RGB image. `size_hint` (H, W) lets a large JPEG decode at a reduced scale (draft).
 
     16-bit images keep their top byte (`_to_rgb`); files and decodes over `limits` are refused (ImageReadError).
+    A plain JPEG is decoded as `load_pixels` decodes it (the same pixels), so damaged data is refused alike.
     """
-    return _decode_pil(read_image_bytes(path, limits), path, size_hint, limits)
+    data = read_image_bytes(path, limits)
+    if plain_jpeg_size(data) is None:
+        return _decode_pil(data, path, size_hint, limits)
+    return Image.fromarray(decode_pixels(data, path, size_hint, limits))
 
 
 def load_pixels(path: str | Path, size_hint: tuple[int, int] | None = None,
@@ -101,11 +108,13 @@ def decode_pixels(data: bytes, path: str | Path, size_hint: tuple[int, int] | No
     _check_pixels(path, (-(-size[0] // scale), -(-size[1] // scale)), limits)
     try:
         # EXIF orientation is ignored, as Pillow's decode ignores it: the teacher saw the pixels as stored.
-        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), _JPEG_FLAGS[scale])
+        pixels, corrupt = watched(lambda: cv2.imdecode(np.frombuffer(data, np.uint8), _JPEG_FLAGS[scale]))
     except cv2.error as e:
         raise ImageReadError(f"{path}: corrupt image ({e})") from None
     if pixels is None:
         raise ImageReadError(f"{path}: corrupt image (OpenCV could not decode this JPEG)")
+    if corrupt is not None:  # decoded with made-up data where the file's was damaged: as unreadable as a cut file
+        raise ImageReadError(f"{path}: corrupt image ({corrupt}; libjpeg would make up the damaged part)")
     return pixels
 
 

@@ -19,6 +19,9 @@ import numpy as np
 BYTES_PER_CHAR = 4  # UTF-8 encodes every Unicode code point in at most 4 bytes
 BYTE_VALUES = 256
 DEFAULT_MAX_SEQ_LENGTH = 128
+# A caption is a few hundred characters; the text student's position table and attention grow with the length,
+# so a length far beyond any caption is a typo that would exhaust memory, not a choice.
+MAX_SEQ_LENGTH = 2048
 
 
 def encode_chars(text: str, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> np.ndarray:

@@ -8,12 +8,14 @@ from typing import Sequence
 
 import numpy as np
 
+from person import files
 from person.data.records import DatasetOptions
 from person.eval import report
 from person.eval.evaluate import eval_split
 from person.gallery import sources
 from person.gallery.encoders import ExportEncoder, TeacherEncoder
 from person.gallery.enroll import enroll
+from person.gallery.manifest import GalleryError, GalleryVersionError, read_manifest
 from person.gallery.search import QueryResult, Searcher
 from person.teacher.store import open_store
 
@@ -48,6 +50,13 @@ def step_search(workdir: Path, json_path: Path, store_path: Path, export_dir: Pa
     out = {}
     for name, (encoder, case) in galleries.items():
         folder = workdir / "galleries" / name
+        try:
+            read_manifest(folder)
+        except GalleryVersionError as e:  # an older checkout's workdir: enrolled anew, as a run of another recipe is
+            print(f"[search] {e.args[0].split(';')[0]}; enrolling it anew")
+            files.remove(folder)
+        except GalleryError:
+            pass  # not there yet (or not a gallery: enroll says so)
         summary = enroll(folder, encoder, source, workers=2)
         print(f"[search] {summary.lines()[0]}")
         searcher = Searcher(folder, text)

@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from person import files
+from person import files, stopping
 from person.data.records import DatasetOptions
 from person.data.text import encode_batch, lookup_chars
 from person.errors import PersonError
@@ -147,8 +147,10 @@ def _torch_text(students: Students, encoded: list[tuple[np.ndarray, np.ndarray]]
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opts: ExportOptions,
                       dataset: DatasetOptions | None = None, embedding_path: str | None = None,
-                      trusted: Collection[str] = ()) -> ExportResult:
-    """Export a training checkpoint to `out_dir` (see the module docstring); returns what was made and measured."""
+                      trusted: Collection[str] = (), *, on_built: Callable[[Path], None] | None = None
+                      ) -> ExportResult:
+    """Export a training checkpoint to `out_dir` (see the module docstring); returns what was made and measured.
+    `on_built(tmp)` is called once the graphs and the table are in the temp folder (tests kill an export there)."""
     out_dir = Path(out_dir)
     target = get_target(opts.target)
     opts = replace(opts, opset=opts.opset or target.default_opset)
@@ -164,12 +166,15 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opts: ExportO
     result = ExportResult(out_dir, {})
     if spec.backbone is None or spec.tbackbone is None:
         result.notes.append(f"the checkpoint has only the {spec.trained} student: exported that one")
-    with files.atomic_dir(out_dir) as tmp:
+    # A stop (person.stopping) comes at once: there is nothing to keep, and the temp folder goes with it.
+    with stopping.noting(f"before the export was done ({out_dir} is as it was)"), files.atomic_dir(out_dir) as tmp:
         store, records, moved = open_training_data(state, dataset, embedding_path)
         with store:
             inputs = gather_inputs(store, records, spec, calibration=opts.calibration if opts.int8 else 0,
                                    limits=moved.image_limits())
             _export_graphs(tmp, students, spec, opts, target, seq_len, inputs, result)
+            if on_built is not None:
+                on_built(tmp)
             result.card = export_card.build(state, spec, opts, target, seq_len, store, tmp, result.parity)
         files.write_json(tmp / CARD_FILE, result.card)
     return result

@@ -1,14 +1,17 @@
 """Enrolment: embed what a source lists into a gallery, incrementally and resumably.
 
-Running it again adds only new or changed images (a file's size or mtime differs: its old row is deleted)
-and, with `prune`, drops rows whose image is gone or no longer listed. The pending items are cut into fixed
-chunks, each decoded in worker processes, embedded in batches and committed as one segment; killed at any
-moment, the next run finds the finished chunks in the gallery and enrols the rest in the same order, so it ends
-with the rows, features and uids an uninterrupted run gives (tested). Unreadable images (and boxes that lie
+Running it again adds only new or changed images (a file's size or mtime differs: its old row is deleted;
+with `rehash`, also a file whose content changed under a forged size and mtime) and, with `prune`, drops rows
+whose image is gone or no longer listed. Each row records the sha256 of the very bytes that were decoded, so
+serving can tell the enrolled image from whatever sits at its path later (person.gallery.images). The pending
+items are cut into fixed chunks, each decoded in worker processes, embedded in batches and committed as one
+segment; killed at any moment, the next run finds the finished chunks in the gallery and enrols the rest in the
+same order, so it ends with the rows, features and uids an uninterrupted run gives (tested). Unreadable images (and boxes that lie
 outside their image) are skipped and counted.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -20,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageReadError, ImageTransform, load_pixels
+from person import files, stopping
+from person.data.images import (DEFAULT_LIMITS, ImageLimits, ImageReadError, ImageTransform, decode_pixels,
+                                read_image_bytes)
 from person.gallery import store
 from person.gallery.manifest import MANIFEST, GalleryError, Manifest, close_inherited_locks, writer_lock
 from person.gallery.segments import Rows
@@ -95,20 +100,22 @@ def _crop(pixels: np.ndarray, box: tuple[float, float, float, float]) -> tuple[n
     return pixels[cy1:cy2, cx1:cx2], x1 < 0 or y1 < 0 or x2 > w or y2 > h
 
 
-def _load(item: Item) -> tuple[np.ndarray | None, str | None, bool, int, int]:
-    """(prepared pixels or None, why not, clipped, size, mtime_ns) of one item, in a worker."""
+def _load(item: Item) -> tuple[np.ndarray | None, str | None, bool, int, int, str]:
+    """(prepared pixels or None, why not, clipped, size, mtime_ns, sha256) of one item, in a worker."""
     path = _JOB.root / item.path
     try:
-        st = os.stat(path)
+        st = os.stat(path)  # before the read: a change after it shows as changed on the next run
         hint = _JOB.transform.size if _JOB.transform is not None and item.bbox is None else None
-        pixels = load_pixels(path, hint, _JOB.limits)
+        data = read_image_bytes(path, _JOB.limits)
+        digest = hashlib.sha256(data).hexdigest()  # of the bytes decoded here: one read, no window between
+        pixels = decode_pixels(data, path, hint, _JOB.limits)
         clipped = False
         if item.bbox is not None:
             pixels, clipped = _crop(pixels, item.bbox)
         prepared = _JOB.transform(np.ascontiguousarray(pixels)) if _JOB.transform is not None else pixels
-        return prepared, None, clipped, st.st_size, st.st_mtime_ns
+        return prepared, None, clipped, st.st_size, st.st_mtime_ns, digest
     except (ImageReadError, OSError) as e:
-        return None, str(e).removeprefix(f"{path}: "), False, 0, 0
+        return None, str(e).removeprefix(f"{path}: "), False, 0, 0, ""
 
 
 def _decoded(items: Sequence[Item], job: _Job, workers: int) -> Iterator[tuple[Item, tuple]]:
@@ -131,10 +138,21 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
+def _content_changed(path: Path, recorded: str | None) -> bool:
+    """Whether the file no longer hashes to what its row recorded (an unreadable one counts as changed)."""
+    try:
+        return recorded is None or files.sha256_file(path) != recorded
+    except OSError:
+        return True
+
+
 def enroll(gallery_dir: str | Path, encoder, source: Source, prune: bool = False, chunk: int = DEFAULT_CHUNK,
            workers: int = 2, limits: ImageLimits = DEFAULT_LIMITS, *,
-           on_commit: Callable[[int], None] | None = None) -> EnrollSummary:
+           on_commit: Callable[[int], None] | None = None, rehash: bool = False) -> EnrollSummary:
     """Bring the gallery up to date with `source` using `encoder` (see the module docstring).
+
+    `rehash`: read and hash every listed file whose size and mtime are unchanged too, and enrol again those
+    whose content differs (a file replaced with its mtime forged); without it, serving still refuses them.
 
     `on_commit(generation)` is called right after each chunk's segment is committed (gallery.json names it),
     with the generation that commit made; a chunk with nothing readable commits nothing and is not reported.
@@ -146,11 +164,12 @@ def enroll(gallery_dir: str | Path, encoder, source: Source, prune: bool = False
         raise GalleryError("the encoder has no image model: enrol with an export that holds model_image.onnx, or "
                            "with --teacher")
     with writer_lock(gallery_dir):  # one enrolment at a time: two would enrol the same pending images
-        return _enroll_locked(gallery_dir, encoder, source, prune, chunk, workers, limits, start, on_commit)
+        return _enroll_locked(gallery_dir, encoder, source, prune, chunk, workers, limits, start, on_commit, rehash)
 
 
 def _enroll_locked(gallery_dir: Path, encoder, source: Source, prune: bool, chunk: int, workers: int,
-                   limits: ImageLimits, start: float, on_commit: Callable[[int], None] | None) -> EnrollSummary:
+                   limits: ImageLimits, start: float, on_commit: Callable[[int], None] | None,
+                   rehash: bool) -> EnrollSummary:
     if not (gallery_dir / MANIFEST).is_file():
         store.create(gallery_dir, encoder.identity, encoder.space, encoder.dim, source.image_root)
     gallery = store.Gallery.open(gallery_dir)
@@ -175,7 +194,8 @@ def _enroll_locked(gallery_dir: Path, encoder, source: Source, prune: bool, chun
                 replaced.append(gallery.rows.uid[row])
                 summary.pruned += 1
             continue
-        if row is not None and (gallery.rows.size[row], gallery.rows.mtime_ns[row]) == found:
+        if row is not None and (gallery.rows.size[row], gallery.rows.mtime_ns[row]) == found and not (
+                rehash and _content_changed(source.image_root / item.path, gallery.rows.sha256[row])):
             summary.unchanged += 1
             continue
         if row is not None:
@@ -191,11 +211,18 @@ def _enroll_locked(gallery_dir: Path, encoder, source: Source, prune: bool, chun
 
     transform = getattr(getattr(encoder, "models", None), "transform", None)
     job = _Job(source.image_root, transform, limits)
-    for a in range(0, len(pending), chunk):
-        committed = _enroll_chunk(gallery_dir, encoder, pending[a:a + chunk], job, workers, summary)
-        if committed is not None and on_commit is not None:
-            on_commit(committed.generation)
-        log.info("enrolled %d of %d pending items", min(a + chunk, len(pending)), len(pending))
+    # A stop request (person.stopping) ends it after the chunk in hand: the next run enrols the rest.
+    with stopping.safe_points("after this chunk"), stopping.noting(f"within a chunk ({gallery_dir} keeps the ones "
+                                                                   f"committed)"):
+        for a in range(0, len(pending), chunk):
+            committed = _enroll_chunk(gallery_dir, encoder, pending[a:a + chunk], job, workers, summary)
+            if committed is not None and on_commit is not None:
+                on_commit(committed.generation)
+            done = min(a + chunk, len(pending))
+            log.info("enrolled %d of %d pending items", done, len(pending))
+            if signum := stopping.requested():
+                raise stopping.Stopped(signum, f"after {done} of the {len(pending)} items left ({gallery_dir} keeps "
+                                               f"them)")
     if replaced:
         store.delete(gallery_dir, np.array(replaced))
     summary.rows = len(store.Gallery.open(gallery_dir))
@@ -224,23 +251,23 @@ def _enroll_chunk(gallery_dir: Path, encoder, items: Sequence[Item], job: _Job, 
                   summary: EnrollSummary) -> Manifest | None:
     """Embed and commit one chunk; the manifest of its commit, or None when nothing in it was readable."""
     kept, prepared, stats = [], [], []
-    for item, (ready, why, clipped, size, mtime_ns) in _decoded(items, job, workers):
+    for item, (ready, why, clipped, size, mtime_ns, digest) in _decoded(items, job, workers):
         if ready is None:
             summary.unreadable[item.path if item.bbox is None else f"{item.path} {list(item.bbox)}"] = why
             continue
         kept.append(item)
         prepared.append(ready)
-        stats.append((size, mtime_ns))
+        stats.append((size, mtime_ns, digest))
         summary.clipped += clipped
     if not kept:
         return None
     features = np.concatenate([encoder.embed(prepared[a:a + EMBED_BATCH])
                                for a in range(0, len(prepared), EMBED_BATCH)]).astype(np.float16)
     rows = Rows(np.zeros(len(kept), np.int64), [i.path for i in kept],
-                np.array([i.bbox if i.bbox is not None else (np.nan,) * 4 for i in kept], np.float32).reshape(-1, 4),
+                np.array([i.bbox if i.bbox is not None else (np.nan,) * 4 for i in kept], np.float64).reshape(-1, 4),
                 np.array([-1 if i.identity is None else i.identity for i in kept], np.int64),
-                np.array([s for s, _ in stats], np.int64), np.array([m for _, m in stats], np.int64),
-                [dict(i.meta) for i in kept])
+                np.array([s for s, _, _ in stats], np.int64), np.array([m for _, m, _ in stats], np.int64),
+                [dict(i.meta) for i in kept], [d for _, _, d in stats])
     manifest = store.append(gallery_dir, features, rows)
     summary.added += len(kept)
     return manifest

@@ -20,17 +20,24 @@ from person import files
 from person.errors import PersonError
 
 MANIFEST, LOCK = "gallery.json", "gallery.lock"
-GALLERY_FORMAT, GALLERY_VERSION = "person-gallery", 1
+# 2: each row records its image file's sha256 and each segment its files' sha256 (version 1 recorded neither)
+GALLERY_FORMAT, GALLERY_VERSION = "person-gallery", 2
 
 
 class GalleryError(PersonError, ValueError):
     """A gallery that cannot be used as asked; the message names the file and the fix."""
 
 
+class GalleryVersionError(GalleryError):
+    """A gallery of another format version: made by an older (or newer) checkout; enrol it again."""
+
+
 @dataclass
 class Segment:
-    name: str         # folder under segments/
+    name: str               # folder under segments/
     rows: int
+    features_sha256: str    # of its features.npy and rows.jsonl as written: checked when a process first opens them
+    rows_sha256: str
 
 
 @dataclass
@@ -77,16 +84,34 @@ def read_manifest(folder: str | Path) -> Manifest:
     if not isinstance(raw, dict) or raw.get("format") != GALLERY_FORMAT:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise GalleryError(f"{path}: not a gallery manifest (format {found!r})")
-    if raw.get("version") != GALLERY_VERSION:
-        raise GalleryError(f"{path}: gallery format version {raw.get('version')!r}, this code reads version "
-                           f"{GALLERY_VERSION}; enrol it again into a new --gallery")
+    version = raw.get("version")
+    if version != GALLERY_VERSION:
+        made = (" (made before images and segments were recorded by content hash)"
+                if isinstance(version, int) and not isinstance(version, bool) and version < GALLERY_VERSION else "")
+        raise GalleryVersionError(f"{folder}: gallery format version {version!r}{made}, this code reads version "
+                           f"{GALLERY_VERSION}; enrol it again into a new folder: search/enroll.py --gallery "
+                           f"NEW_FOLDER with the same source and model")
     try:
         raw.pop("count", None)
         raw["segments"] = [Segment(**s) for s in raw["segments"]]
-        return Manifest(**raw)
+        manifest = Manifest(**raw)
     except (KeyError, TypeError) as e:
         raise GalleryError(f"{path}: a field is missing or malformed ({e}); enrol it again into a new --gallery") \
             from None
+    check_image_root(manifest.image_root, path)
+    return manifest
+
+
+def check_image_root(root: Any, where: str | Path) -> None:
+    """Refuse an image root that is not an absolute folder path, or that is the file system's root: images are
+    served from under it, and `/` would put every file of the server under it."""
+    if not isinstance(root, str) or not os.path.isabs(root) or "\x00" in root:
+        raise GalleryError(f"{where}: the image root {root!r} is not an absolute folder path; enrol again into a new "
+                           f"--gallery")
+    real = os.path.realpath(root)
+    if os.path.dirname(real) == real:
+        raise GalleryError(f"{where}: the image root {root!r} is the file system's root; give the folder that holds "
+                           f"the images (search/enroll.py --image-dir / --image-root)")
 
 
 def write_manifest(folder: str | Path, manifest: Manifest) -> None:

@@ -117,9 +117,8 @@ def expression(conditions: list[filters.Condition]) -> str:
 # ---------------------------------------------------------------------- rows -> entities
 
 def _plain(value: Any) -> Any:
-    """A JSON value Milvus stores: NaN and infinities as text, integers beyond int64 as floats."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+    """A JSON value Milvus stores: integers beyond int64 as floats (rows hold finite float64 numbers only,
+    person.gallery.segments.loads_standard)."""
     if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
         return float(value)
     if isinstance(value, dict):
@@ -147,10 +146,8 @@ def _entity(gallery: Gallery, i: int, vector: np.ndarray, stamp: int) -> dict[st
     for field, value in rows.meta[i].items():
         if field in ("identity", "path") or value is None:  # filters read these two from the row's columns
             continue
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and not (
-                isinstance(value, float) and math.isnan(value)):  # filters.mask: NaN is no number
-            number = float(value) if isinstance(value, int) and not -_INT64 <= value < _INT64 else value
-            numbers[field] = max(min(number, np.finfo(np.float64).max), -np.finfo(np.float64).max)  # JSON: no inf
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers[field] = float(value) if isinstance(value, int) and not -_INT64 <= value < _INT64 else value
             number_texts[field] = str(value)
         else:
             texts[field] = str(value)

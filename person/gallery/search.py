@@ -8,7 +8,8 @@ Queries are checked (empty, control characters, longer than MAX_QUERY_CHARS: an 
 model reads: truncated, and the result says so), embedded, and scanned by a backend: the local one (exact or a
 FAISS index over the gallery's own files, person.gallery.index) or a vector database (person.gallery.milvus).
 Conditions filter inside the scan, so a filtered query returns k rows when k match (exact search and Milvus FLAT;
-an approximate index does its best); `group_by` returns one row
+an approximate index does its best); conditions and a `group_by` field that no live row could satisfy (an unknown
+field, a value of a kind the field never holds) are refused by name (filters.check); `group_by` returns one row
 per value of a field (a track's best frame), the rest of the group skipped, still k groups when there are k.
 `refresh()` picks up a new gallery generation (an enrolment that finished meanwhile) and swaps it in whole, then
 calls `on_refresh(generation)` when given (to log each swap, or for a test to see them).
@@ -72,7 +73,6 @@ class LocalBackend:
         self.gallery = gallery
         self.index = search_index.load_or_build(gallery.folder, gallery.features(),
                                                 search_index.choose(kind, len(gallery.rows)), gallery.manifest)
-        self._columns: dict = {}
         self._last: tuple[tuple[filters.Condition, ...], np.ndarray | None] | None = None
 
     def allowed(self, conditions: list[filters.Condition]) -> np.ndarray | None:
@@ -82,7 +82,7 @@ class LocalBackend:
         if last is None or last[0] != key:
             mask = self.gallery.live
             if conditions:
-                mask = mask & filters.mask(self.gallery.rows, conditions, self._columns)
+                mask = mask & filters.mask(self.gallery.rows, conditions, self.gallery.columns)
             last = self._last = (key, None if mask.all() else mask)
         return last[1]
 
@@ -119,7 +119,8 @@ class Searcher:
                  backend_factory=None, on_refresh: Callable[[int], None] | None = None) -> None:
         if text_encoder is None and image_encoder is None:
             raise GalleryError("a Searcher needs a text encoder, an image encoder, or both")
-        self.folder, self.text_encoder, self.image_encoder = Path(gallery), text_encoder, image_encoder
+        # absolute: messages name the gallery's files wherever the process's working folder is
+        self.folder, self.text_encoder, self.image_encoder = Path(gallery).absolute(), text_encoder, image_encoder
         self.on_refresh = on_refresh
         self.backend_factory = backend_factory or (lambda g: LocalBackend(g, index))
         self._lock = threading.Lock()
@@ -135,7 +136,8 @@ class Searcher:
     def refresh(self) -> bool:
         """Reopen the gallery when its manifest names a new generation; True when it did. The new generation is
         opened (and its index built) before the swap, so searches meanwhile keep answering from the old one; searches
-        after it, and `on_refresh`, which is called with the new generation, see the new one."""
+        after it, and `on_refresh`, which is called with the new generation, see the new one. GalleryError when the
+        gallery on disk cannot be read (the one held stays)."""
         if not self.gallery.changed():
             return False
         gallery, backend = self._open()
@@ -209,6 +211,7 @@ class Searcher:
         conditions = [filters.parse(w) for w in where]
         with self._lock:
             gallery, backend = self.gallery, self.backend
+        filters.check(gallery.rows, gallery.live, conditions, group_by, gallery.columns)
         positions, scores = _top(backend, vectors, k, conditions, gallery, group_by)
         seconds = (time.perf_counter() - start) / max(len(labels), 1)
         out = []

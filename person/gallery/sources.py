@@ -4,14 +4,13 @@ Every image under a folder, a dataset's images (with their identities), or perso
 lines of frames and boxes). Each becomes a list of `Item`s, paths relative to one image root.
 
 A detections line is `{"image": path, "bbox": [x1, y1, x2, y2], "score": s, ...}`; every other field (camera,
-time, track, ...) is kept as the row's metadata, to filter and group on. A line that is not JSON, lacks its
-image or box, or has a box with x2 <= x1 or y2 <= y1 is skipped and counted (boxes that reach outside their
-image are clipped when the image is read).
+time, track, ...) is kept as the row's metadata, to filter and group on. A line that is not standard JSON (NaN,
+Infinity, or a number beyond float64 anywhere), lacks its image or box, or has a box that is not four finite
+numbers with x2 > x1 and y2 > y1 is skipped and counted; a box that reaches outside its image is clipped when
+the image is read, and skipped and counted when nothing of it is left inside.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 from person import files
 from person.data.records import DatasetOptions
 from person.gallery.manifest import GalleryError
+from person.gallery.segments import NotStandardJSON, box_values, loads_standard
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MAX_DETECTION_LINE = 1 << 16  # bytes: a detections line is a frame path, a box and a few fields
@@ -83,14 +83,6 @@ def dataset(options: DatasetOptions, split: str = "eval") -> Source:
     return Source(records.image_root, [Item(records.paths[i], None, int(records.pids[i])) for i in rows])
 
 
-def _box(value: Any) -> tuple[float, float, float, float] | None:
-    if not isinstance(value, list) or len(value) != 4 or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-        return None
-    x1, y1, x2, y2 = (float(v) for v in value)
-    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
-
-
 def detections(file: str | Path, image_root: str | Path | None = None) -> Source:
     """Person boxes from a detections JSON-lines file; image paths relative to `image_root` (default: the
     file's folder); paths that leave the root are skipped and counted."""
@@ -112,16 +104,19 @@ def detections(file: str | Path, image_root: str | Path | None = None) -> Source
                 skip(f"line longer than {MAX_DETECTION_LINE} bytes", n)
                 continue
             try:
-                line = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                line = loads_standard(raw)
+            except NotStandardJSON:
+                skip("a number that is not finite in float64 (NaN, Infinity, 1e400): not standard JSON", n)
+                continue
+            except ValueError:  # not JSON, not UTF-8, or an integer of more digits than Python converts
                 skip("not JSON", n)
                 continue
             if not isinstance(line, dict) or not isinstance(line.get("image"), str) or not line["image"]:
                 skip("no \"image\" path", n)
                 continue
-            box = _box(line.get("bbox"))
+            box = box_values(line.get("bbox"))
             if box is None:
-                skip("no usable \"bbox\" ([x1, y1, x2, y2] with x2 > x1 and y2 > y1)", n)
+                skip("no usable \"bbox\" ([x1, y1, x2, y2], finite, with x2 > x1 and y2 > y1)", n)
                 continue
             rel = _inside(root, root / line["image"])
             if rel is None:

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from person import files
-from person.gallery.manifest import GalleryError, Manifest, Segment, read_manifest, write_manifest, writer_lock
-from person.gallery.segments import SEGMENTS, Rows, read_segment, write_segment
+from person.gallery.manifest import (GalleryError, Manifest, check_image_root, read_manifest, write_manifest,
+                                     writer_lock)
+from person.gallery.segments import SEGMENTS, Rows, read_segment, verify_segment, write_segment
 
 TOMBSTONES = "tombstones"
 
@@ -29,6 +30,7 @@ class Gallery:
         self.folder, self.manifest, self.segment_features, self.rows = folder, manifest, features, rows
         self.live = ~np.isin(rows.uid, deleted)
         self._uid_position: dict[int, int] | None = None
+        self.columns: dict = {}  # field -> its values as filters compare them (person.gallery.filters), built once
 
     @classmethod
     def open(cls, folder: str | Path) -> Gallery:
@@ -40,7 +42,7 @@ class Gallery:
             try:
                 features, parts = [], []
                 for seg in manifest.segments:
-                    f, r = read_segment(folder, seg.name, manifest.dim, seg.rows)
+                    f, r = read_segment(folder, seg, manifest.dim)
                     features.append(f)
                     parts.append(r)
                 return cls(folder, manifest, features, Rows.concat(parts), _read_tombstones(folder, manifest))
@@ -89,12 +91,16 @@ class Gallery:
         picks = live[np.linspace(0, len(live) - 1, min(sample, len(live))).astype(int)] if len(live) else live
         return [self.rows.path[i] for i in picks if not self.image_path(int(i)).is_file()]
 
+    def verify(self) -> None:
+        """Refuse (GalleryError naming the file) when a segment file this generation holds is gone or no longer
+        hashes to what the manifest recorded: what a search of it would meet. A stat per file when unchanged."""
+        for seg in self.manifest.segments:
+            verify_segment(self.folder, seg)
+
     def changed(self) -> bool:
-        """Whether gallery.json now names another generation than the one held (a cheap read of one file)."""
-        try:
-            return read_manifest(self.folder).generation != self.generation
-        except GalleryError:
-            return False
+        """Whether gallery.json now names another generation than the one held (a cheap read of one file);
+        GalleryError when it cannot be read: the gallery a search would meet is gone, not unchanged."""
+        return read_manifest(self.folder).generation != self.generation
 
 
 def _read_tombstones(folder: Path, manifest: Manifest) -> np.ndarray:
@@ -119,8 +125,9 @@ def create(folder: str | Path, encoder: dict[str, Any], space: dict[str, Any], d
     with writer_lock(folder):
         if (folder / "gallery.json").exists():
             raise GalleryError(f"{folder} already holds a gallery")
-        manifest = Manifest(encoder=encoder, space=space, dim=dim, image_root=str(Path(image_root).resolve()),
-                            id=uuid.uuid4().hex)
+        root = str(Path(image_root).resolve())
+        check_image_root(root, folder)
+        manifest = Manifest(encoder=encoder, space=space, dim=dim, image_root=root, id=uuid.uuid4().hex)
         write_manifest(folder, manifest)
     return manifest
 
@@ -157,8 +164,8 @@ def append(folder: str | Path, features: np.ndarray, rows: Rows) -> Manifest:
             raise GalleryError(f"{folder}: features of dimension {features.shape[1:]} for a gallery of {manifest.dim}")
         name = f"seg-{manifest.generation + 1:06d}"
         rows = replace(rows, uid=np.arange(manifest.next_uid, manifest.next_uid + len(rows), dtype=np.int64))
-        write_segment(folder, name, features, rows)
-        return _commit(folder, manifest, replace(manifest, segments=[*manifest.segments, Segment(name, len(rows))],
+        segment = write_segment(folder, name, features, rows)
+        return _commit(folder, manifest, replace(manifest, segments=[*manifest.segments, segment],
                                                  next_uid=manifest.next_uid + len(rows)))
 
 
@@ -188,6 +195,6 @@ def compact(folder: str | Path) -> Manifest:
         manifest = gallery.manifest
         name = f"seg-{manifest.generation + 1:06d}"
         rows = gallery.rows.take(keep)
-        write_segment(folder, name, np.asarray(gallery.features()[keep]), rows)
-        return _commit(folder, manifest, replace(manifest, segments=[Segment(name, len(rows))] if len(rows) else [],
+        segment = write_segment(folder, name, np.asarray(gallery.features()[keep]), rows)
+        return _commit(folder, manifest, replace(manifest, segments=[segment] if len(rows) else [],
                                                  tombstones=None, deleted=0))

@@ -73,7 +73,11 @@ def student_spec(state: dict[str, Any]) -> StudentSpec:
     training options (the same fields, under the names main.py's flags have)."""
     where = state.get("path", "checkpoint")
     if "students" in state:
-        return StudentSpec.from_dict(state["students"])
+        try:  # checked before anything is built: a spec edited to feature_dim 10^9 would allocate 500 GB
+            return StudentSpec.from_dict(state["students"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{where}: its student spec cannot be used ({e}); the file is damaged or was "
+                                  f"edited") from None
     for key in ("options", "feature_dim"):
         if key not in state:
             raise CheckpointError(f"{where}: no '{key}' entry; not a training checkpoint of main.py")

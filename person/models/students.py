@@ -20,13 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from person.data.images import DEFAULT_IMAGE_SIZE, RESIZE_MODES
-from person.data.text import BYTES_PER_CHAR, DEFAULT_MAX_SEQ_LENGTH
+from person.data.images import DEFAULT_IMAGE_SIZE, MAX_IMAGE_SIDE, RESIZE_MODES
+from person.data.text import BYTES_PER_CHAR, DEFAULT_MAX_SEQ_LENGTH, MAX_SEQ_LENGTH
 from person.errors import PersonError
 from person.models.registry import available, resolve
 
 IMAGE_PACKAGE = "person.models.backbone"
 TEXT_PACKAGE = "person.models.tbackbone"
+# Beyond any teacher's dimension (SigLIP2 giant: 1536) and any character-vector width a student uses: larger values,
+# from a typo or an edited checkpoint, would allocate hundreds of GB before a message could say why.
+MAX_FEATURE_DIM, MAX_TEXT_WIDTH = 16384, 4096
 
 
 class StudentContractError(PersonError, ValueError):
@@ -143,6 +146,16 @@ class StudentSpec:
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"resize {self.resize!r}: use one of {', '.join(RESIZE_MODES)}")
         object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+        if len(self.image_size) != 2:
+            raise ValueError(f"image_size {list(self.image_size)}: a student's is [height, width]")
+        sizes = {"feature_dim": (self.feature_dim, 1, MAX_FEATURE_DIM),
+                 "text_width": (self.text_width, 1, MAX_TEXT_WIDTH),
+                 "max_seq_length": (self.max_seq_length, 1, MAX_SEQ_LENGTH),
+                 "text_stride": (self.text_stride, 1, MAX_SEQ_LENGTH),
+                 **{f"image_size[{i}]": (side, 8, MAX_IMAGE_SIDE) for i, side in enumerate(self.image_size)}}
+        for name, (value, low, high) in sizes.items():
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"{name} {value!r}: a student's is a whole number in {low}..{high}")
 
     @property
     def trained(self) -> str:

@@ -40,10 +40,11 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from person import stopping
 from person.data.datasets import ImageDataset, collate_images
 from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageReadError
 from person.data.records import RecordSet
-from person.distributed import DistInfo, barrier
+from person.distributed import DistInfo, agreed_stop, barrier
 from person.teacher.hf import Teacher
 from person.teacher.store import (DEFAULT_CHUNK_ROWS, OK, UNREADABLE, FeatureStore, StoreWriter, Unit, caption_layout,
                                   resolve_store_path)
@@ -183,6 +184,8 @@ def extract(records: RecordSet, teacher: Teacher, store_path: str | Path, *, for
     unreadable). `on_chunk(units_done)` is called on rank 0 right after each chunk is written and marked done
     on disk, with the number of the store's chunks now done (earlier runs' included): a kill from there lands at
     an exact point (tests/teacher/test_extract.py). Returns the same summary on every rank.
+
+    A stop request (person.stopping) ends it after the chunk in hand, on every rank, with `Stopped`.
     """
     info = dist or DistInfo()
     start = time.perf_counter()
@@ -198,19 +201,26 @@ def extract(records: RecordSet, teacher: Teacher, store_path: str | Path, *, for
     counts = _Progress(sum(u.stop - u.start for u in pending), progress and info.is_main)
     mine = pending[info.rank::info.world_size]
     results = _compute(mine, records, teacher, batch_size, workers, strict, counts, limits)
+    rounds = -(-len(pending) // info.world_size)
     try:
-        for _ in range(-(-len(pending) // info.world_size)):
-            for rank, result in enumerate(_gather(next(results, None), info)):
-                if result is None or writer is None:
-                    continue
-                writer.write(result.unit, result.emb, result.status, result.reasons)
-                units_done += 1
-                if on_chunk is not None:
-                    on_chunk(units_done)
-                if rank != info.rank:  # rank 0 ticked its own rows batch by batch
-                    n = result.unit.stop - result.unit.start
-                    images = n if result.unit.kind == "image" else 0
-                    counts(images, n - images)
+        with stopping.safe_points("after this chunk"), stopping.noting(f"within a chunk ({path} keeps the ones done)"):
+            for r in range(rounds):
+                for rank, result in enumerate(_gather(next(results, None), info)):
+                    if result is None or writer is None:
+                        continue
+                    writer.write(result.unit, result.emb, result.status, result.reasons)
+                    units_done += 1
+                    if on_chunk is not None:
+                        on_chunk(units_done)
+                    if rank != info.rank:  # rank 0 ticked its own rows batch by batch
+                        n = result.unit.stop - result.unit.start
+                        images = n if result.unit.kind == "image" else 0
+                        counts(images, n - images)
+                signum = agreed_stop(info.device)
+                if signum:
+                    done = min((r + 1) * info.world_size, len(pending))
+                    raise stopping.Stopped(signum, f"after {done} of the {len(pending)} chunks left ({path} keeps "
+                                                   f"them)")
     finally:
         counts.close()
     barrier()

@@ -6,21 +6,26 @@ The resolved `TrainOptions` is saved in every checkpoint and beside the run (`op
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from person.data.images import parse_image_size
+from person.data.formats import quote
+from person.data.images import MAX_IMAGE_SIDE, parse_image_size
 from person.data.records import DatasetOptions
-from person.models.students import StudentSpec
+from person.data.text import MAX_SEQ_LENGTH
+from person.models.students import MAX_FEATURE_DIM, MAX_TEXT_WIDTH, StudentSpec
 from person.options import OptionError, check_values, option
 from person.train.losses import TERMS, LossWeights
 from person.train.runs import run_dir
 
 _DEFAULT_WEIGHTS = LossWeights()
-MAX_IMAGE_SIDE = 2048  # a student's input side; larger sizes are a typo that would exhaust memory, not a choice
+# Caps where no real run needs more (a typo there would exhaust memory before the first step): person crops per
+# identity in a batch, identities per rank, captions per image, rows of the long memory per modality.
+MAX_K, MAX_P, MAX_CAPTIONS_PER_IMAGE, MAX_MEMORY_ROWS = 256, 4096, 64, 1 << 19
 
 
 @dataclass
@@ -33,22 +38,25 @@ class TrainOptions(DatasetOptions):
     caption_fields: str = option("all", "captions a student trains on: all (captions and prompt_caption) or "
                                         "captions", choices=("all", "captions"))
     captions_per_image: int = option(1, "captions each image brings to a batch (all of them when it has fewer): the "
-                                        "text student sees N times the images' batch, for little more time", at_least=1)
+                                        "text student sees N times the images' batch, for little more time",
+                                     at_least=1, at_most=MAX_CAPTIONS_PER_IMAGE)
     strict_images: bool = option(False, "stop on an unreadable image instead of skipping and counting it")
     # students
     backbone: str = option("backbone.mf3.ANet2", "image student, by dotted path")
     tbackbone: str = option("tbackbone.char.L3", "text student, by dotted path")
-    text_width: int = option(256, "character-vector width E of the text student", at_least=1)
+    text_width: int = option(256, "character-vector width E of the text student", at_least=1, at_most=MAX_TEXT_WIDTH)
     text_stride: int = option(2, "the text student's n-gram stem reads L characters as ceil(L / stride) positions",
                               at_least=1)
     image_size: str = option("224x112", "student input, HxW")
     resize: str = option("stretch", "fit images to HxW by stretching or by padding", choices=("stretch", "pad"))
-    feature_dim: int | None = option(None, "output dimension (default: the teacher's, read from the store)", at_least=1)
-    max_seq_length: int = option(128, "characters read per caption (longer ones are truncated)", at_least=1)
+    feature_dim: int | None = option(None, "output dimension (default: the teacher's, read from the store)", at_least=1,
+                                     at_most=MAX_FEATURE_DIM)
+    max_seq_length: int = option(128, "characters read per caption (longer ones are truncated)", at_least=1,
+                                 at_most=MAX_SEQ_LENGTH)
     train: str = option("both", "which student(s) to train", choices=("image", "text", "both"))
     # optimisation
-    p: int = option(32, "identities per batch (per rank)", at_least=1)
-    k: int = option(2, "images per identity in a batch", at_least=1)
+    p: int = option(32, "identities per batch (per rank)", at_least=1, at_most=MAX_P)
+    k: int = option(2, "images per identity in a batch", at_least=1, at_most=MAX_K)
     max_iters: int = option(20000, "training iterations", at_least=1)
     optimizer: str = option("adamw", "optimiser", choices=("adamw", "adam", "sgd"))
     lr: float = option(2e-3, "peak learning rate", above=0)
@@ -84,7 +92,7 @@ class TrainOptions(DatasetOptions):
                                     above=0)
     id_margin: float = option(0.5, "negatives above this similarity count in the contrastive terms", at_least=-1,
                               at_most=1)
-    memory_size: int = option(8192, "rows of the long memory, per modality", at_least=1)
+    memory_size: int = option(8192, "rows of the long memory, per modality", at_least=1, at_most=MAX_MEMORY_ROWS)
     memory_warmup: int = option(1000, "iterations before the memory is filled and used (XBM's warm-up)", at_least=0)
     # run
     log_dir: str = option("logs", "runs go to LOG_DIR/expModel-<backbone>-<H>x<W>-<dim>/<run_name>/")
@@ -107,6 +115,8 @@ class TrainOptions(DatasetOptions):
         if max(h, w) > MAX_IMAGE_SIDE:
             raise OptionError(f"--image_size {self.image_size}: sides above {MAX_IMAGE_SIDE} pixels are not a "
                               f"student's input (the default is 224x112); give HxW with both sides <= {MAX_IMAGE_SIDE}")
+        if self.run_name is not None:
+            check_run_name(self.run_name)
 
     def run_folder(self, feature_dim: int) -> Path:
         """LOG_DIR/expModel-<student>-<H>x<W>-<dim>/<run_name or the date and time>/ (person.train.runs)."""
@@ -121,6 +131,16 @@ class TrainOptions(DatasetOptions):
 
     def loss_weights(self) -> LossWeights:
         return LossWeights(**{t: getattr(self, f"{t}_weight") for t in TERMS})
+
+
+def check_run_name(name: str) -> None:
+    """A run name is one folder name under its experiment folder: `..` or a separator would put the run (and
+    --overwrite's deletions) outside --log_dir. Spaces and any language are fine."""
+    separators = {"/", "\\", os.sep, os.altsep} - {None}
+    if name in ("", ".", "..") or "\x00" in name or any(s in name for s in separators) or len(name.encode(
+            "utf-8", "surrogatepass")) > 255:
+        raise OptionError(f"--run_name {quote(name)}: a run name is one folder name: not empty, '.' or '..', without "
+                          f"'/', '\\' or NUL, at most 255 bytes (e.g. --run_name 'baseline 224x112')")
 
 
 # Options that may differ when a run is resumed: how it is watched, where its files are, where and in which

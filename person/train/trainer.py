@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -28,17 +29,18 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from person import files
+from person import files, stopping
 from person.data.datasets import SkipReport, normalize_batch
 from person.data.images import ImageTransform, parse_image_size
 from person.data.sampler import IdentityBatchSampler
-from person.distributed import DistInfo, barrier, init_distributed
+from person.distributed import DistInfo, agreed_stop, barrier, init_distributed
 from person.errors import PersonError
 from person.models.checkpoint import load_checkpoint, save_checkpoint
 from person.options import from_dict, to_dict
 from person.teacher import store as feature_store
 from person.train import logs, runs
 from person.train.batches import DistillCollate, DistillDataset, teacher_targets
+from person.train.budget import check_training_memory
 from person.train.losses import DistillLoss
 from person.train.memory import CrossModalMemory, gather_for_memory
 from person.train.meters import Meters
@@ -48,6 +50,14 @@ from person.train.schedule import warmup_cosine
 from person.train.selection import BEST_NAME, Selection, selection_split
 
 log = logging.getLogger(__name__)
+
+
+class TrainingStopped(stopping.Stopped):
+    """A run stopped on request after a step, its checkpoint written: `run_dir` continues with --resume."""
+
+    def __init__(self, signum: int, what: str, run_dir: Path) -> None:
+        super().__init__(signum, what)
+        self.run_dir = run_dir
 
 
 class NonFiniteLossError(PersonError, RuntimeError):
@@ -127,6 +137,8 @@ class Trainer(Selection):
         trusted = None if not resumed else {getattr(opts, k).rpartition(".")[0] for k in ("backbone", "tbackbone")
                                             if k in (given or ())}
         self.students = self.spec.build(trusted).to(self.device)
+        check_training_memory(self.students, opts, self.feature_dim, uses_memory=self.loss.uses_memory,
+                              device=self.device, ranks_here=_local_world_size())
         if opts.channels_last and self.students.image is not None:
             self.students.image.to(memory_format=torch.channels_last)
         self.model = self._wrap(self.students)
@@ -307,6 +319,18 @@ class Trainer(Selection):
         return None
 
     # ------------------------------------------------------------------ the loop
+    def _stop(self, signum: int, saved: bool) -> NoReturn:
+        """A stop was requested (on any rank): rank 0 checkpoints the step just finished (unless `saved` already),
+        every rank stops."""
+        path = self.run_dir / f"{self.iteration}.pt"
+        if self.info.is_main:
+            if not saved:
+                self.save()
+            log.info("stopped on request (%s) at iteration %d; %s written", signal.Signals(signum).name,
+                     self.iteration, path)
+        barrier()
+        raise TrainingStopped(signum, f"at iteration {self.iteration}: checkpoint {path}", self.run_dir)
+
     def fit(self) -> TrainResult:
         o, main = self.opts, self.info.is_main
         if main:
@@ -337,33 +361,38 @@ class Trainer(Selection):
                      self.run_dir, self.iteration, o.max_iters, len(self.train_rows), self.info.world_size,
                      self.device)
         batches = iter(self.loader()) if self.iteration < o.max_iters else iter(())
-        bar = tqdm(total=o.max_iters, initial=self.iteration, disable=not main, dynamic_ncols=True, unit="it")
         seen, tick = 0, time.perf_counter()
         last = final = None
-        while self.iteration < o.max_iters:
-            batch = next(batches)
-            values = self.train_step(batch)
-            seen += len(batch["rows"]) * self.info.world_size
-            bar.update(1)
-            it = self.iteration
-            if main and values is not None and (it % o.log_every == 0 or it == o.max_iters):
-                rate = seen / (time.perf_counter() - tick)
-                log.info(self.meters.line(it, values["lr"], rate))
-                for key, value in values.items():
-                    writer.add_scalar(f"train/{key}", value, it)
-                writer.add_scalar("train/images_per_s", rate, it)
-                seen, tick = 0, time.perf_counter()
-            if main and o.eval_every and it % o.eval_every == 0 and it < o.max_iters:
-                self._evaluate_and_keep_best(writer)
-            if it % o.save_every == 0 or it == o.max_iters:
-                if main:
-                    last = self.save()  # before the final evaluation: nothing trained is lost if it fails
-                    if it == o.max_iters:
-                        final = self._final_evaluation(writer)
-                barrier()
-        bar.close()
-        if main and last is None:  # nothing left to train: evaluate and keep what the resumed run holds
-            last, final = self.save(), self.evaluate(self.final_cases)
+        with tqdm(total=o.max_iters, initial=self.iteration, disable=not main, dynamic_ncols=True, unit="it") as bar, \
+                stopping.safe_points("after this step"):
+            while self.iteration < o.max_iters:
+                batch = next(batches)
+                values = self.train_step(batch)
+                seen += len(batch["rows"]) * self.info.world_size
+                bar.update(1)
+                it = self.iteration
+                if main and values is not None and (it % o.log_every == 0 or it == o.max_iters):
+                    rate = seen / (time.perf_counter() - tick)
+                    log.info(self.meters.line(it, values["lr"], rate))
+                    for key, value in values.items():
+                        writer.add_scalar(f"train/{key}", value, it)
+                    writer.add_scalar("train/images_per_s", rate, it)
+                    seen, tick = 0, time.perf_counter()
+                if main and o.eval_every and it % o.eval_every == 0 and it < o.max_iters:
+                    self._evaluate_and_keep_best(writer)
+                saved = it % o.save_every == 0 or it == o.max_iters
+                if saved:
+                    if main:
+                        last = self.save()  # before the final evaluation: nothing trained is lost if it fails
+                    barrier()
+                signum = agreed_stop(self.device)  # after the step's evaluation and save, as a resumed run expects
+                if signum:
+                    self._stop(signum, saved)
+        if main:  # past the safe points: every step is done, and a stop request comes at once
+            if last is not None:
+                final = self._final_evaluation(writer)
+            else:  # nothing left to train: evaluate and keep what the resumed run holds
+                last, final = self.save(), self.evaluate(self.final_cases)
         if len(self.skipped_images):
             log.warning("training %s", self.skipped_images.summary())
         return last, final

@@ -4,19 +4,24 @@
     app = create_app(Searcher("gallery/", ExportEncoder("export/")), static_dir=STATIC)   # the app alone
 
 Safe to expose, as the serving side of the field learned (Immich, Starlette; ARCHITECTURE.md, "Serving"):
-- Ids, not paths (Immich): a result carries its row's uid. `/images/{id}` and `/thumbs/{id}` look the row up, resolve
-  its stored path with symlinks followed and open it only when it lies under the gallery's image root
+- Ids, not paths (Immich): a result carries its row's uid, never a path. `/images/{id}` and `/thumbs/{id}` look the
+  row up, resolve its stored path with symlinks followed and open it only when it lies under the gallery's image root
   (`os.path.commonpath` after `os.path.realpath`, Starlette's CVE-2023-29159 lesson), so no request reads another
   file, whatever the stored path (`..`, absolute) or the URL (encoded slashes) holds.
+- Only the image enrolled (person.gallery.images): the file's bytes are read once and must hash to the sha256
+  recorded at enrolment (a replaced file, a hard link elsewhere: a 409), are decoded within the caps, and what is
+  sent is a JPEG re-encoded from those pixels, never the file's own bytes.
 - Caps that say their limit: query length and k (person.gallery.search), queries per request, request bodies, upload
   bytes and decoded pixels (read from the header: a decompression bomb is never decoded). Each refusal is a 4xx JSON
   `{"error": ...}` that names the cap or the field.
 - No stack trace reaches a client: anything unexpected is a 500 `{"error": "internal error"}`, its traceback logged.
 - The page is the app's own files (no CDN), under a Content-Security-Policy that allows nothing else.
 Live gallery: each request first stats gallery.json; when an enrolment committed a new generation the Searcher
-swaps it in whole, and a response names the generation (and live count) its hits came from.
-Thumbnails (longest side THUMB_SIDE, JPEG) are cached on disk keyed by the image file's real path, size and mtime:
-a frame with many people is one thumbnail, and a file changed in place gets a new one. The original image size
+swaps it in whole, and a response names the generation (and live count) its hits came from. A gallery on disk that
+cannot be opened, or whose segment files no longer hash to what gallery.json records, is a 503 for searches and
+/api/health alike. Query strings that are not UTF-8 are refused (400), not searched with U+FFFD in them.
+Thumbnails (longest side THUMB_SIDE, JPEG) are cached on disk keyed by the image's content hash: a frame with many
+people is one thumbnail, and a file changed in place is refused before the cache is asked. The original image size
 travels inside the thumbnail (a JPEG comment) and in its X-Image-Size header, so the page can draw a row's box.
 
 Modules: `images` (files and thumbnails by id, under the root only), `service` (the searches behind the routes, the

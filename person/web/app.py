@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 
 from person.gallery.search import MAX_K, MAX_QUERY_CHARS, Searcher
 from person.web.images import THUMB_SIDE, ThumbnailCache
-from person.web.middleware import BodyCap, CatchAll, HostCheck, SecurityHeaders
+from person.web.middleware import BodyCap, CatchAll, HostCheck, SecurityHeaders, StrictQuery
 from person.web.service import MAX_QUERIES, MULTIPART_SLACK, Refused, SearchService, ServeLimits, describe_bytes
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,6 @@ class HitOut(BaseModel):
     id: int = Field(description="the row's opaque id: /images/{id}, /thumbs/{id}, /api/search/similar/{id}")
     rank: int
     score: float | None
-    path: str = Field(description="the image's path under the gallery's image root, to show (never sent back)")
     bbox: list[float] | None = Field(description="the person's box on the image, x1 y1 x2 y2 in pixels")
     identity: int | None
     meta: dict[str, Any]
@@ -61,7 +60,10 @@ class ErrorOut(BaseModel):
     error: str
 
 
-ERRORS = {400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}}
+ERRORS = {400: {"model": ErrorOut}, 404: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut},
+          503: {"model": ErrorOut}}
+PICTURE = {200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorOut}, 409: {"model": ErrorOut},
+           503: {"model": ErrorOut}}
 
 
 def _field(loc: Sequence[Any]) -> str:
@@ -91,6 +93,7 @@ def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_c
         return limits.json_bytes, "a JSON request"
 
     app.add_middleware(BodyCap, cap=body_cap)
+    app.add_middleware(StrictQuery)
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed=allowed_hosts)
     app.add_middleware(CatchAll)
@@ -150,17 +153,20 @@ def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_c
     def gallery_info() -> JSONResponse:
         return JSONResponse(service.info())
 
-    @app.get("/api/health", summary="Liveness, with the generation being served")
+    @app.get("/api/health", responses={503: {"model": ErrorOut}},
+             summary="What a search would meet: the generation served, or (503) why the gallery cannot be")
     def health() -> JSONResponse:
-        gallery = service.current()
-        return JSONResponse({"status": "ok", "generation": gallery.generation, "count": len(gallery)})
+        try:
+            return JSONResponse(service.health())
+        except Refused as e:
+            return JSONResponse({"status": "error", "error": e.detail}, e.status_code)
 
-    @app.get("/images/{id}", responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorOut}},
-             summary="A gallery image by its row id")
+    @app.get("/images/{id}", responses=PICTURE,
+             summary="A gallery image by its row id: the image enrolled (409 if its file changed since), re-encoded")
     def serve_image(id: int) -> Response:
         return service.image(id)
 
-    @app.get("/thumbs/{id}", responses={200: {"content": {"image/jpeg": {}}}, 404: {"model": ErrorOut}},
+    @app.get("/thumbs/{id}", responses=PICTURE,
              summary=f"A JPEG thumbnail (longest side {THUMB_SIDE}); X-Image-Size says the original W x H")
     def serve_thumbnail(id: int) -> Response:
         return service.thumbnail(id)

@@ -1,22 +1,24 @@
-"""The gallery's images and thumbnails, by id, never outside the image root."""
+"""What /images and /thumbs send: JPEGs re-encoded from the pixels of a row's verified enrolled image (never a
+file's own bytes, which could be anything), and thumbnails cached on disk by that image's content hash."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from person import files
-from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageReadError, load_pixels
+from person.data.images import ImageReadError
 
 log = logging.getLogger(__name__)
 
 THUMB_SIDE = 256
 THUMB_TAG = b"person-thumb "     # the JPEG comment that carries the original W x H
+IMAGE_QUALITY, THUMB_QUALITY = 92, 85
 
 
 def _thumb_size(data: bytes) -> tuple[int, int] | None:
@@ -34,16 +36,21 @@ def _thumb_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def encode_jpeg(pixels: np.ndarray, quality: int = IMAGE_QUALITY) -> bytes:
+    """A JPEG of uint8 RGB `pixels`."""
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ImageReadError(f"OpenCV could not encode a {pixels.shape[1]}x{pixels.shape[0]} JPEG")
+    return encoded.tobytes()
+
+
 def make_thumbnail(pixels: np.ndarray, side: int = THUMB_SIDE) -> bytes:
     """A JPEG of uint8 RGB `pixels` with its longest side at most `side`, the original W x H in a comment."""
     h, w = pixels.shape[:2]
     scale = min(1.0, side / max(h, w))
     if scale < 1:
         pixels = cv2.resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
-    if not ok:
-        raise ImageReadError(f"OpenCV could not encode a {w}x{h} thumbnail")
-    jpeg = encoded.tobytes()
+    jpeg = encode_jpeg(pixels, THUMB_QUALITY)
     comment = THUMB_TAG + f"{w}x{h}".encode()
     at = 2
     if jpeg[2:4] == b"\xff\xe0":  # JFIF wants its APP0 right after SOI: the comment goes after it
@@ -58,11 +65,11 @@ def default_cache_dir() -> Path:
 
 
 class ThumbnailCache:
-    """Small JPEGs of gallery images on disk, keyed by the file's real path, size, mtime and the side."""
+    """Small JPEGs of gallery images on disk, keyed by the image's content hash and the side: a file changed in
+    place hashes to another key (and is refused before the cache is asked), so it is never answered from here."""
 
-    def __init__(self, folder: str | Path | None = None, side: int = THUMB_SIDE,
-                 limits: ImageLimits = DEFAULT_LIMITS) -> None:
-        self.folder, self.side, self.limits = Path(folder) if folder else default_cache_dir(), side, limits
+    def __init__(self, folder: str | Path | None = None, side: int = THUMB_SIDE) -> None:
+        self.folder, self.side = Path(folder) if folder else default_cache_dir(), side
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:  # a read-only home: a private temp folder still caches for this run
@@ -70,11 +77,10 @@ class ThumbnailCache:
             log.warning("thumbnail cache %s cannot be made (%s); using %s", self.folder, e, fallback)
             self.folder = fallback
 
-    def get(self, path: str) -> tuple[bytes, tuple[int, int]]:
-        """(JPEG bytes, original (W, H)) of the image file at `path` (a resolved path the caller checked)."""
-        st = os.stat(path)
-        key = hashlib.sha256(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{self.side}".encode("utf-8", "surrogateescape"))
-        file = self.folder / key.hexdigest()[:2] / f"{key.hexdigest()}.jpg"
+    def get(self, sha256: str, decode: Callable[[], np.ndarray]) -> tuple[bytes, tuple[int, int]]:
+        """(JPEG bytes, original (W, H)) of the image whose verified content hashes to `sha256`; `decode` gives
+        its pixels when the cache has no thumbnail of it."""
+        file = self.folder / sha256[:2] / f"{sha256}-{self.side}.jpg"
         try:
             data = file.read_bytes()
             size = _thumb_size(data)
@@ -82,7 +88,7 @@ class ThumbnailCache:
                 return data, size
         except OSError:
             pass
-        pixels = load_pixels(path, None, self.limits)
+        pixels = decode()
         data = make_thumbnail(pixels, self.side)
         try:  # a cache: no fsync, a unique temp name per thread, renamed into place whole
             file.parent.mkdir(exist_ok=True)

@@ -1,9 +1,10 @@
-"""ASGI wrappers: security headers, a catch-all 500, the host check, the body cap."""
+"""ASGI wrappers: security headers, a catch-all 500, the host check, the body cap, strict query strings."""
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from fastapi.responses import JSONResponse
 
@@ -108,3 +109,24 @@ class BodyCap:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
         await self.app(scope, replay, send)
+
+
+class StrictQuery:
+    """Refuses (a JSON 400) a query string that is not percent-encoded UTF-8: Starlette would replace each bad byte
+    with U+FFFD (or read raw bytes as Latin-1) and search for text nobody sent."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            raw: bytes = scope.get("query_string", b"")
+            try:
+                if not raw.isascii():
+                    raise UnicodeError("raw bytes beyond ASCII")
+                for part in raw.replace(b"+", b" ").split(b"&"):
+                    unquote_to_bytes(part).decode("utf-8")
+            except UnicodeError:
+                error = "the query string is not valid UTF-8 (percent-encoded); send the text as UTF-8"
+                return await JSONResponse({"error": error}, 400)(scope, receive, send)
+        await self.app(scope, receive, send)

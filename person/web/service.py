@@ -1,11 +1,18 @@
-"""The searches behind the routes, and what one request may cost."""
+"""The searches behind the routes, what one request may cost, and what a client may see.
+
+Every request first makes sure the generation it answers from is what the gallery on disk holds (a new one
+swapped in; the files of the one served still hashing to what gallery.json recorded, a stat per file when
+unchanged): when they do not, searches, images and /api/health alike answer 503 naming the problem, so health
+reports what a search would meet. Nothing sent names a server path: hits carry ids, the encoder and teacher are
+named by their folder's name, and messages name the gallery's files relative to it.
+"""
 from __future__ import annotations
 
 import io
 import logging
-import threading
 import math
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,14 +22,14 @@ from fastapi.responses import Response
 from PIL import Image, UnidentifiedImageError
 from starlette.exceptions import HTTPException
 
-from person.data.images import ImageLimits, ImageReadError, decode_pixels, read_image_bytes
+from person.data.images import ImageLimits, ImageReadError, decode_pixels
 from person.errors import PersonError
-from person.files import resolve_under
+from person.gallery.images import ImageChanged, enrolled_bytes, enrolled_pixels
 from person.gallery.manifest import MANIFEST, GalleryError
 from person.gallery.search import MAX_K, MAX_QUERY_CHARS, QueryResult, Searcher
 from person.gallery.store import Gallery
 from person.teacher.space import describe
-from person.web.images import ThumbnailCache
+from person.web.images import ThumbnailCache, encode_jpeg
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +39,7 @@ MAX_UPLOAD_BYTES = 8 << 20       # an uploaded photo: a person crop is tens of K
 MAX_UPLOAD_PIXELS = 40_000_000   # a 7296x5472 phone photo; a bomb's header says more and is refused unread
 MULTIPART_SLACK = 64 << 10       # a multipart body's boundaries and form fields around the file
 UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # what a browser's photo picker gives
-MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp",
-               ".bmp": "image/bmp", ".gif": "image/gif", ".tif": "image/tiff", ".tiff": "image/tiff"}
+IMAGE_HEADERS = {"cache-control": "private, max-age=3600"}
 
 
 @dataclass(frozen=True)
@@ -53,22 +59,16 @@ def describe_bytes(n: int) -> str:
     return f"{n} bytes ({n / (1 << 20):g} MiB)"
 
 
-def _finite(value: Any) -> Any:
-    """`value` with NaN/inf floats as None: a detections line may carry them, and JSON (and the page) cannot."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+def _score(value: float) -> float | None:
+    """A score as JSON can carry it: rows are finite unit vectors, so only a broken query vector gives NaN."""
+    return value if math.isfinite(value) else None
 
 
-def _public_encoder(encoder: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's encoder without the server's folders (an export's absolute path becomes its folder name)."""
-    out = dict(encoder)
-    if isinstance(out.get("name"), str) and os.path.isabs(out["name"]):
-        out["name"] = os.path.basename(out["name"].rstrip("/"))
+def _public(named: dict[str, Any], key: str) -> dict[str, Any]:
+    """`named` with its `key` (an export folder or a teacher directory) as the folder's name when it is a path."""
+    out = dict(named)
+    if isinstance(out.get(key), str) and os.path.isabs(out[key]):
+        out[key] = os.path.basename(out[key].rstrip("/"))
     return out
 
 
@@ -95,20 +95,44 @@ class SearchService:
     def has_image(self) -> bool:
         return self.searcher.has_image
 
+    def public(self, message: str) -> str:
+        """A message for a client: the gallery's folder named "<gallery>", not by its path on the server."""
+        for folder in sorted({str(self.searcher.folder), os.path.realpath(self.searcher.folder)}, key=len,
+                             reverse=True):
+            message = message.replace(folder, "<gallery>")
+        return message
+
+    def _unavailable(self, e: Exception) -> Refused:
+        log.warning("the gallery cannot be served: %s", e)
+        return Refused(503, self.public(f"the gallery on disk cannot be served: {e}"))
+
     def current(self) -> Gallery:
-        """The generation to answer from, after swapping in one an enrolment committed since the last request.
-        gallery.json is replaced by rename, so one stat tells whether it changed; the Searcher reopens it whole."""
+        """The generation to answer from, after swapping in one an enrolment committed since the last request;
+        Refused(503) when the gallery on disk cannot be opened or the files of the generation served no longer hold
+        what gallery.json recorded. gallery.json is replaced by rename, so one stat tells whether it changed; the
+        Searcher reopens it whole."""
         seen = self._manifest_stat()
         if seen != self._seen and self._refreshing.acquire(blocking=False):  # one request refreshes, others answer
             try:
                 self.searcher.refresh()
                 self._seen = seen  # only once it worked: a failed refresh is tried again by the next request
             except (PersonError, OSError) as e:
-                log.warning("the gallery changed but cannot be opened (%s); still serving generation %d", e,
-                            self.searcher.gallery.generation)
+                raise self._unavailable(e) from None
             finally:
                 self._refreshing.release()
-        return self.searcher.gallery
+        gallery = self.searcher.gallery
+        try:
+            gallery.verify()
+        except GalleryError as e:
+            # unless commits since removed its files (a newer generation is swapped in, or is about to be)
+            if self.searcher.gallery is gallery and self._manifest_stat() == self._seen:
+                raise self._unavailable(e) from None
+        return gallery
+
+    def health(self) -> dict[str, Any]:
+        """What a search would meet now: the generation and count it answers from, or Refused(503) saying why not."""
+        gallery = self.current()
+        return {"status": "ok", "generation": gallery.generation, "count": len(gallery)}
 
     def answer(self, run: Callable[[], list[QueryResult]]) -> dict[str, Any]:
         """Run a search and report the generation its hits came from (retried if a refresh swapped it meanwhile)."""
@@ -118,7 +142,7 @@ class SearchService:
             try:
                 results = run()
             except GalleryError as e:
-                raise Refused(400, str(e)) from None
+                raise Refused(400, self.public(str(e))) from None
             if self.searcher.gallery is gallery:
                 break
         return {"generation": gallery.generation, "count": len(gallery),
@@ -127,43 +151,41 @@ class SearchService:
     @staticmethod
     def _result(result: QueryResult) -> dict[str, Any]:
         return {"query": result.query, "seconds": result.seconds, "note": result.note,
-                "hits": [{"id": h.uid, "rank": h.rank, "score": _finite(h.score), "path": h.path, "bbox": h.bbox,
-                          "identity": h.identity, "meta": _finite(h.meta), "image": f"/images/{h.uid}",
+                "hits": [{"id": h.uid, "rank": h.rank, "score": _score(h.score), "bbox": h.bbox,
+                          "identity": h.identity, "meta": h.meta, "image": f"/images/{h.uid}",
                           "thumb": f"/thumbs/{h.uid}"} for h in result.hits]}
 
-    def locate(self, uid: int) -> str:
-        """The real path of a live row's image, when it lies under the image root; a 404 for anything else."""
+    def _enrolled(self, uid: int) -> tuple[bytes, str]:
+        """(bytes, sha256) of a live row's image as enrolled: a 404 for an unknown id or an unreadable file, a 409
+        for a file that is not the image enrolled; the reason (with the path) goes to the log only."""
         gallery = self.current()
         try:
             i = gallery.position(uid)
         except (KeyError, OverflowError):
             raise Refused(404, f"no image with id {uid} in this gallery") from None
-        path = resolve_under(gallery.image_root, gallery.rows.path[i])
-        if path is None:
-            log.warning("row %d's path %r leads outside the image root %s: refused", uid, gallery.rows.path[i],
-                        gallery.image_root)
-            raise Refused(404, f"no image with id {uid} in this gallery")
-        return path
+        try:
+            return enrolled_bytes(gallery, i)
+        except GalleryError as e:
+            log.warning("image %d (%s under %s): %s (%s)", uid, gallery.rows.path[i], gallery.image_root, e,
+                        e.__cause__)
+            raise Refused(409 if isinstance(e, ImageChanged) else 404, str(e)) from None
+
+    def _pixels(self, data: bytes, uid: int) -> np.ndarray:
+        try:
+            return enrolled_pixels(data, uid)
+        except GalleryError as e:
+            log.warning("image %d: %s (%s)", uid, e, e.__cause__)
+            raise Refused(404, str(e)) from None
 
     def image(self, uid: int) -> Response:
-        path = self.locate(uid)
-        try:
-            data = read_image_bytes(path)  # regular files only, at most DEFAULT_LIMITS.max_bytes
-        except ImageReadError as e:
-            log.warning("image %d: %s", uid, e)
-            raise Refused(404, f"the image of id {uid} cannot be read on the server") from None
-        media = MEDIA_TYPES.get(os.path.splitext(path)[1].lower(), "application/octet-stream")
-        return Response(data, media_type=media, headers={"cache-control": "private, max-age=3600"})
+        """The enrolled image, re-encoded from its decoded pixels: never the file's own bytes."""
+        data, _ = self._enrolled(uid)
+        return Response(encode_jpeg(self._pixels(data, uid)), media_type="image/jpeg", headers=IMAGE_HEADERS)
 
     def thumbnail(self, uid: int) -> Response:
-        path = self.locate(uid)
-        try:
-            data, (w, h) = self.thumbs.get(path)
-        except (ImageReadError, OSError) as e:
-            log.warning("thumbnail %d: %s", uid, e)
-            raise Refused(404, f"the image of id {uid} cannot be read on the server") from None
-        return Response(data, media_type="image/jpeg", headers={"x-image-size": f"{w}x{h}",
-                                                                "cache-control": "private, max-age=3600"})
+        data, sha256 = self._enrolled(uid)
+        jpeg, (w, h) = self.thumbs.get(sha256, lambda: self._pixels(data, uid))
+        return Response(jpeg, media_type="image/jpeg", headers={"x-image-size": f"{w}x{h}", **IMAGE_HEADERS})
 
     def row_vector(self, uid: int) -> np.ndarray:
         """A live row's enrolled features: the embedding of its own crop, made when it was enrolled."""
@@ -206,7 +228,8 @@ class SearchService:
         index = getattr(getattr(self.searcher.backend, "index", None), "kind", None)
         return {"count": len(gallery), "rows": manifest.rows, "deleted": manifest.deleted,
                 "generation": gallery.generation, "dimension": gallery.dim,
-                "encoder": _public_encoder(manifest.encoder), "space": describe(manifest.space), "index": index,
+                "encoder": _public(manifest.encoder, "name"), "space": describe(_public(manifest.space, "teacher")),
+                "index": index,
                 "text_model": self.has_text, "image_model": self.has_image, "max_k": MAX_K,
                 "max_query_chars": MAX_QUERY_CHARS, "max_queries": MAX_QUERIES,
                 "max_upload_bytes": self.limits.upload_bytes, "max_upload_pixels": self.limits.upload_pixels}

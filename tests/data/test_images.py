@@ -458,10 +458,9 @@ def test_a_jpeg_header_claiming_a_huge_frame_is_refused_from_the_header(tmp_path
     path.write_bytes(b"\xff\xd8" + frame + b"\xff\xd9")
     assert plain_jpeg_size(path.read_bytes()) == (30000, 30000)
     monkeypatch.setattr(images.cv2, "imdecode", lambda *a: pytest.fail("decoded a refused image"))
-    with pytest.raises(ImageReadError, match=r"decodes to 30000x30000 = 900000000 pixels.*--max_image_pixels"):
-        load_pixels(path)
-    with pytest.raises(ImageReadError, match=r"claims\.jpg: refused .*--max_image_pixels"):  # Pillow's bomb check
-        load_image(path)
+    for load in (load_pixels, load_image):  # a plain JPEG takes one decode path either way
+        with pytest.raises(ImageReadError, match=r"decodes to 30000x30000 = 900000000 pixels.*--max_image_pixels"):
+            load(path)
 
 
 def test_dataset_counts_images_over_the_caps_as_skips(tmp_path):

@@ -54,6 +54,17 @@ def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys, monkeypa
         assert any(line.startswith(step) and "skipped" in line for line in again.splitlines()), step
     assert sum(line.startswith("[search]") and " 0 added" in line for line in again.splitlines()) == 2
 
+    # A gallery of an older format (an older checkout's workdir) is enrolled anew, not refused.
+    manifest = tmp_path / "w" / "galleries" / "student" / "gallery.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "version": 1}))
+    demo.main(argv)
+    third = capsys.readouterr().out
+    assert "gallery format version 1 (made before images and segments were recorded by content hash), this code " \
+           "reads version 2; enrolling it anew" in third
+    def figures(report):  # what the galleries found, not how long they took
+        return {name: {k: v for k, v in f.items() if k != "ms_per_query"} for name, f in report.items()}
+    assert figures(json.loads((tmp_path / "w" / "reports" / "search.json").read_text())) == figures(search)
+
     # --serve: every step skipped, then the search page on the student gallery answers a query once uvicorn
     # says it listens (its log, on stderr, is read here merged into stdout).
     port = free_port()

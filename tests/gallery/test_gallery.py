@@ -326,9 +326,12 @@ def test_bad_galleries_are_one_line_errors(plain_export, photos, tmp_path):
     enroll(tmp_path / "g", ExportEncoder(plain_export), sources.image_dir(photos), workers=0)
     manifest = json.loads((tmp_path / "g" / "gallery.json").read_text())
     cases = {
-        "version": ({**manifest, "version": 9}, None, "gallery format version 9, this code reads version 1"),
+        "version": ({**manifest, "version": 9}, None, "gallery format version 9, this code reads version 2"),
+        "old": ({**manifest, "version": 1}, None, "gallery format version 1 (made before images and segments were "
+                                                  "recorded by content hash), this code reads version 2; enrol it "
+                                                  "again into a new folder: search/enroll.py --gallery NEW_FOLDER"),
         "features": (manifest, "features.npy", "features.npy: missing or unreadable"),
-        "rows": (manifest, "rows.jsonl", "rows.jsonl: missing; the gallery is damaged"),
+        "rows": (manifest, "rows.jsonl", "rows.jsonl: missing or unreadable"),
     }
     for name, (m, remove, message) in cases.items():
         g = tmp_path / name

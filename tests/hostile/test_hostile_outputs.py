@@ -114,7 +114,7 @@ def test_a_full_disk_keeps_the_old_report_and_says_so(tmpfs):
 def test_a_read_only_disk_and_a_file_in_the_way_are_one_line_errors(tmpfs, tmp_path):
     mount, _ = tmpfs
     ro = mount(64, readonly=True)
-    with pytest.raises(files.OutputError, match="cannot write .*x.json: Read-only file system; it is not writable"):
+    with pytest.raises(files.OutputError, match="cannot write .*x.json: Read-only file system; the disk is read-only: write somewhere else"):
         files.write_json(ro / "x.json", {})
     (tmp_path / "logs").write_text("a file")
     with pytest.raises(files.OutputError, match="cannot create the folder .*logs/run"):
@@ -166,8 +166,8 @@ def test_a_log_dir_that_is_a_file_is_one_line(setup, tmp_path):
     ("--weight_decay", "nan", "--weight_decay must be a finite number, got nan"),
     ("--lr", "inf", "--lr must be a finite number, got inf"),
     ("--lr", "0", "--lr must be > 0, got 0.0"),
-    ("--feature_dim", "0", "--feature_dim must be >= 1, got 0"),
-    ("--p", "0", "--p must be >= 1, got 0"),
+    ("--feature_dim", "0", "--feature_dim must be >= 1 and <= 16384, got 0"),
+    ("--p", "0", "--p must be >= 1 and <= 4096, got 0"),
     ("--id_margin", "2", "--id_margin must be >= -1 and <= 1, got 2.0"),
     ("--dist_img_weight", "-1", "--dist_img_weight must be >= 0, got -1.0"),
     ("--rel_temperature", "-0.1", "--rel_temperature must be > 0, got -0.1"),

@@ -308,7 +308,7 @@ def test_several_captions_per_image_train_the_text_student_on_all_of_them(setup,
     emb, labels = trainer.memory.text.get()
     assert len(emb) == len(owner) and trainer.memory.image.filled == len(batch["rows"])
     assert labels.tolist() == trainer.records.pids[batch["rows"][owner].numpy()].tolist()
-    with pytest.raises(ValueError, match="--captions_per_image must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="--captions_per_image must be >= 1 and <= 64, got 0"):
         TrainOptions(**(vars(opts) | {"captions_per_image": 0})).validate()
 
 

@@ -1,6 +1,7 @@
 """The web app over a gallery (person.web, served by person.web.server; search/app.py): search by text, by photo
 and by a row's own crop, images and thumbnails by id only, no file outside the image root readable whatever the
 request, caps that say their limit, no traceback to a client, and a gallery enrolled into while the app answers."""
+import hashlib
 import io
 import json
 import os
@@ -23,6 +24,7 @@ from PIL import Image
 from person.data.images import load_pixels
 from person.files import resolve_under
 from person.gallery import sources, store
+from person.gallery.manifest import GalleryError
 from person.gallery.encoders import ExportEncoder
 from person.gallery.enroll import enroll
 from person.gallery.search import MAX_K, MAX_QUERY_CHARS, Searcher
@@ -58,10 +60,13 @@ def make_gallery(trained_setup, plain_export, root: Path) -> tuple[Path, Path]:
 
 
 def append_rows(gallery: Path, paths: list[str], features: np.ndarray) -> list[int]:
-    """Rows with these stored paths (as a damaged or hostile rows file could hold them); their uids."""
+    """Rows with these stored paths, each with the sha256 of the file it names now (as if enrolled through it,
+    links followed); their uids."""
     n = len(paths)
+    root = Path(store.Gallery.open(gallery).image_root)
+    hashes = [hashlib.sha256((root / p).read_bytes()).hexdigest() if (root / p).is_file() else None for p in paths]
     rows = store.Rows(np.zeros(n, np.int64), paths, np.full((n, 4), np.nan, np.float32), np.full(n, -1),
-                      np.zeros(n, np.int64), np.zeros(n, np.int64), [{} for _ in range(n)])
+                      np.zeros(n, np.int64), np.zeros(n, np.int64), [{} for _ in range(n)], hashes)
     manifest = store.append(gallery, np.asarray(features, np.float16).reshape(n, -1), rows)
     return list(range(manifest.next_uid - n, manifest.next_uid))
 
@@ -273,8 +278,10 @@ def test_images_and_thumbnails_are_served_by_id_and_thumbnails_cached(served, tm
     boxed = next(i for i in range(len(g.rows)) if g.rows.record(i)["bbox"] is not None)
     uid, path = int(g.rows.uid[boxed]), photos / g.rows.path[boxed]
     r = client.get(f"/images/{uid}")
-    assert r.status_code == 200 and r.content == path.read_bytes() and r.headers["content-type"] == "image/jpeg"
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     assert r.headers["x-content-type-options"] == "nosniff"
+    sent = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), np.float32)  # re-encoded pixels
+    assert np.abs(sent - load_pixels(path)).mean() < 3
     t = client.get(f"/thumbs/{uid}")
     assert t.status_code == 200 and t.headers["content-type"] == "image/jpeg"
     with Image.open(path) as original:
@@ -300,16 +307,19 @@ def test_no_file_outside_the_image_root_can_be_read(served, tmp_path):
     os.symlink(outside / "secret.jpg", photos / "link.jpg")             # a file link out of the root
     os.symlink(outside, photos / "linkdir")                               # a folder link out of the root
     os.symlink(photos / "4" / "1.jpg", photos / "inside-link.jpg")        # a link that stays inside: allowed
-    hostile = ["../secret.txt", "../outside/secret.jpg", str(outside / "secret.jpg"), "/etc/passwd",
-               "4/../../outside/secret.jpg", "link.jpg", "linkdir/secret.jpg", "..%2Fsecret.txt", "", ".",
-               "a\x00b", "4/1.jpg/../../../secret.txt"]
-    uids = append_rows(gallery, [*hostile, "inside-link.jpg"], np.repeat(searcher.gallery.features()[:1], 13, 0))
+    leaving = ["../secret.txt", "../outside/secret.jpg", str(outside / "secret.jpg"), "/etc/passwd",
+               "4/../../outside/secret.jpg", "", ".", "a\x00b", "4/1.jpg/../../../secret.txt"]
+    for stored in leaving:  # a row that names a file outside the root is never written
+        with pytest.raises(GalleryError, match="leaves the image root|absolute path|image root itself|NUL"):
+            append_rows(gallery, [stored], searcher.gallery.features()[:1])
+    hostile = ["link.jpg", "linkdir/secret.jpg", "..%2Fsecret.txt"]  # inside by their text, not once resolved
+    uids = append_rows(gallery, [*hostile, "inside-link.jpg"], np.repeat(searcher.gallery.features()[:1], 4, 0))
     for uid, stored in zip(uids[:-1], hostile):
         for url in (f"/images/{uid}", f"/thumbs/{uid}"):
             r = client.get(url)
             assert r.status_code == 404, (stored, url, r.status_code)
             assert SECRET not in r.content and b"root:" not in r.content and r.json()["error"]
-    assert client.get(f"/images/{uids[-1]}").content == (photos / "4" / "1.jpg").read_bytes()
+    assert client.get(f"/images/{uids[-1]}").status_code == 200
     assert list(tmp_path.joinpath("thumbs").rglob("*.jpg")) == []  # nothing outside was even decoded
     for url in ["/images/..%2F..%2Fetc%2Fpasswd", "/images/..%2f..%2fsecret.txt", "/images/%2e%2e/%2e%2e/etc/passwd",
                 "/thumbs/..%2F..%2Fsecret.txt", "/images/-1", "/images/1.5", "/images/0x1", "/images/1e3",

@@ -69,14 +69,14 @@ function card(hit) {
   frame.target = "_blank";
   frame.rel = "noopener";
   const img = element("img");
-  img.alt = hit.path;
+  img.alt = `person #${hit.id}`;  // hits carry ids, never the server's file paths
   frame.append(img);
   thumbnail(hit, img, frame);
   const caption = element("figcaption");
   const head = element("div", "head");
   const score = hit.score === null ? "–" : hit.score.toFixed(3);
   head.append(element("span", "rank", `#${hit.rank}`), element("span", "score", score));
-  caption.append(head, element("span", "path", hit.path));
+  caption.append(head);
   if (hit.identity !== null) caption.append(element("span", "identity", `identity ${hit.identity}`));
   const fields = Object.entries(hit.meta || {})
     .map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`);
