@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from person.demo.synthetic.captions import DEFAULT_CHINESE_SHARE
+from person.demo.synthetic.sites import SITES
 from person.demo.synthetic.writer import FORMATS, dataset_summary, default_workers, write_dataset
 from person.options import run_command
 
@@ -23,6 +24,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--format", choices=FORMATS, default="synthpedes", help="dataset layout to write")
     p.add_argument("--chinese", type=float, default=DEFAULT_CHINESE_SHARE, help="share of captions in Chinese")
     p.add_argument("--workers", type=int, default=default_workers(), help="drawing processes")
+    p.add_argument("--site", choices=sorted(SITES), default="demo",
+                   help="drawing style: the demo set's cameras, or the second site's (another user's cameras)")
     p.add_argument("--odd-paths", action="store_true",
                    help="give some files names with spaces and non-ASCII characters (reader tests)")
     return p.parse_args(argv)
@@ -33,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         json_path = write_dataset(args.out, args.ids, args.images_per_id, args.seed, args.format,
-                                  chinese=args.chinese, workers=args.workers, odd_paths=args.odd_paths)
+                                  chinese=args.chinese, workers=args.workers, odd_paths=args.odd_paths,
+                                  site=args.site)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

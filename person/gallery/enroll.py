@@ -26,6 +26,7 @@ import numpy as np
 from person import files, stopping
 from person.data.images import (DEFAULT_LIMITS, ImageLimits, ImageReadError, ImageTransform, decode_pixels,
                                 read_image_bytes)
+from person.data.detections import crop
 from person.gallery import store
 from person.gallery.manifest import MANIFEST, GalleryError, Manifest, close_inherited_locks, writer_lock
 from person.gallery.segments import Rows
@@ -90,16 +91,6 @@ def _init_worker(job: _Job) -> None:
     close_inherited_locks()
 
 
-def _crop(pixels: np.ndarray, box: tuple[float, float, float, float]) -> tuple[np.ndarray, bool]:
-    """The box's pixels, clipped to the image (and whether it had to be); ImageReadError if nothing is left."""
-    h, w = pixels.shape[:2]
-    x1, y1, x2, y2 = box
-    cx1, cy1, cx2, cy2 = max(0, int(x1)), max(0, int(y1)), min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2)))
-    if cx2 - cx1 < 2 or cy2 - cy1 < 2:
-        raise ImageReadError(f"box {list(box)} lies outside the {w}x{h} image")
-    return pixels[cy1:cy2, cx1:cx2], x1 < 0 or y1 < 0 or x2 > w or y2 > h
-
-
 def _load(item: Item) -> tuple[np.ndarray | None, str | None, bool, int, int, str]:
     """(prepared pixels or None, why not, clipped, size, mtime_ns, sha256) of one item, in a worker."""
     path = _JOB.root / item.path
@@ -111,7 +102,7 @@ def _load(item: Item) -> tuple[np.ndarray | None, str | None, bool, int, int, st
         pixels = decode_pixels(data, path, hint, _JOB.limits)
         clipped = False
         if item.bbox is not None:
-            pixels, clipped = _crop(pixels, item.bbox)
+            pixels, clipped = crop(pixels, item.bbox)
         prepared = _JOB.transform(np.ascontiguousarray(pixels)) if _JOB.transform is not None else pixels
         return prepared, None, clipped, st.st_size, st.st_mtime_ns, digest
     except (ImageReadError, OSError) as e:

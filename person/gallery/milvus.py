@@ -118,7 +118,7 @@ def expression(conditions: list[filters.Condition]) -> str:
 
 def _plain(value: Any) -> Any:
     """A JSON value Milvus stores: integers beyond int64 as floats (rows hold finite float64 numbers only,
-    person.gallery.segments.loads_standard)."""
+    person.data.detections.loads_standard)."""
     if isinstance(value, int) and not isinstance(value, bool) and not -_INT64 <= value < _INT64:
         return float(value)
     if isinstance(value, dict):

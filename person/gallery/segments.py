@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from person import files
+from person.data.detections import box_values, loads_standard
 from person.data.formats import RecordError, image_path_key
 from person.gallery.manifest import GalleryError, Segment
 
@@ -86,20 +86,6 @@ class Rows:
                 "mtime_ns": int(self.mtime_ns[i]), "sha256": self.sha256[i], "meta": self.meta[i]}
 
 
-def box_values(box: Any) -> tuple[float, float, float, float] | None:
-    """`box` as (x1, y1, x2, y2) when it is four finite numbers (not bools) with x2 > x1 and y2 > y1, else None."""
-    if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(
-            isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) for v in box):
-        return None
-    try:
-        x1, y1, x2, y2 = (float(v) for v in box)
-    except OverflowError:  # an integer beyond float's range
-        return None
-    if not all(np.isfinite((x1, y1, x2, y2))):
-        return None
-    return (x1, y1, x2, y2) if x2 > x1 and y2 > y1 else None
-
-
 def _check_record(record: Any, where: str) -> None:
     """Refuse a row that would leave the image root, carry an unusable box or a malformed hash."""
     if not isinstance(record, dict):
@@ -114,34 +100,6 @@ def _check_record(record: Any, where: str) -> None:
     digest = record.get("sha256")
     if digest is not None and not (isinstance(digest, str) and _SHA256.match(digest)):
         raise GalleryError(f"{where}: {digest!r} is not a sha256; enrol again into a new --gallery")
-
-
-class NotStandardJSON(ValueError):
-    """A number JSON has no standard form for (NaN, Infinity) or that float64 cannot hold (1e400, 10**400):
-    kept, it would make every answer that shows its row fail or be non-standard JSON."""
-
-
-def _refuse(text: str) -> Any:
-    raise NotStandardJSON(f"{text} is not a finite number")
-
-
-def _float(text: str) -> float:
-    value = float(text)
-    return value if math.isfinite(value) else _refuse(text)
-
-
-def _int(text: str) -> int:
-    value = int(text)
-    try:
-        float(value)
-    except OverflowError:
-        _refuse(f"{text[:20]}... ({len(text)} digits)")
-    return value
-
-
-def loads_standard(data: str | bytes) -> Any:
-    """json.loads of standard JSON whose every number is a finite float64; NotStandardJSON for other numbers."""
-    return json.loads(data, parse_float=_float, parse_int=_int, parse_constant=_refuse)
 
 
 def _parse_rows(data: bytes, path: Path) -> Rows:

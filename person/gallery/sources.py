@@ -11,19 +11,14 @@ the image is read, and skipped and counted when nothing of it is left inside.
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from person import files
+from person.data import detections as found
 from person.data.records import DatasetOptions
 from person.gallery.manifest import GalleryError
-from person.gallery.segments import NotStandardJSON, box_values, loads_standard
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-MAX_DETECTION_LINE = 1 << 16  # bytes: a detections line is a frame path, a box and a few fields
 
 
 @dataclass(frozen=True)
@@ -47,32 +42,17 @@ class Source:
     examples: dict[str, str] = field(default_factory=dict)  # reason -> the first line / path it happened to
 
 
-def _inside(root: Path, path: Path) -> str | None:
-    """`path` relative to `root` when it resolves inside it (symlinks followed; person.files.resolve_under), else
-    None."""
-    # `path` includes `root` (relative or not): made absolute first, or resolve_under would join root twice.
-    target = files.resolve_under(root, os.path.join(os.getcwd(), os.fspath(path)))
-    return None if target is None else PurePosixPath(Path(target).relative_to(os.path.realpath(root))).as_posix()
+def _source(root: Path, items: list[Item], skips: found.Skips) -> Source:
+    return Source(root, items, skips.counts, skips.examples)
 
 
 def image_dir(folder: str | Path) -> Source:
     """Every image file under `folder`, recursively, sorted; links that lead outside it are skipped."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise GalleryError(f"--image-dir {root}: not a folder")
-    source = Source(root, [])
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            path = Path(dirpath) / name
-            if _inside(root, path) is None:
-                source.skipped["link leading outside the folder"] += 1
-                source.examples.setdefault("link leading outside the folder", str(path))
-                continue
-            source.items.append(Item(PurePosixPath(path.relative_to(root)).as_posix()))
-    return source
+    try:
+        paths, skips = found.list_images(folder)
+    except found.SourceError as e:
+        raise GalleryError(str(e)) from None
+    return _source(Path(folder), [Item(path) for path in paths], skips)
 
 
 def dataset(options: DatasetOptions, split: str = "eval") -> Source:
@@ -86,42 +66,8 @@ def dataset(options: DatasetOptions, split: str = "eval") -> Source:
 def detections(file: str | Path, image_root: str | Path | None = None) -> Source:
     """Person boxes from a detections JSON-lines file; image paths relative to `image_root` (default: the
     file's folder); paths that leave the root are skipped and counted."""
-    file = Path(file)
-    if not file.is_file():
-        raise GalleryError(f"--detections {file}: no such file")
-    root = Path(image_root) if image_root is not None else file.parent
-    source = Source(root, [])
-
-    def skip(reason: str, n: int) -> None:
-        source.skipped[reason] += 1
-        source.examples.setdefault(reason, f"{file} line {n}")
-
-    with open(file, "rb") as f:
-        for n, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            if len(raw) > MAX_DETECTION_LINE:
-                skip(f"line longer than {MAX_DETECTION_LINE} bytes", n)
-                continue
-            try:
-                line = loads_standard(raw)
-            except NotStandardJSON:
-                skip("a number that is not finite in float64 (NaN, Infinity, 1e400): not standard JSON", n)
-                continue
-            except ValueError:  # not JSON, not UTF-8, or an integer of more digits than Python converts
-                skip("not JSON", n)
-                continue
-            if not isinstance(line, dict) or not isinstance(line.get("image"), str) or not line["image"]:
-                skip("no \"image\" path", n)
-                continue
-            box = box_values(line.get("bbox"))
-            if box is None:
-                skip("no usable \"bbox\" ([x1, y1, x2, y2], finite, with x2 > x1 and y2 > y1)", n)
-                continue
-            rel = _inside(root, root / line["image"])
-            if rel is None:
-                skip("image path outside the image root", n)
-                continue
-            meta = {k: v for k, v in line.items() if k not in ("image", "bbox")}
-            source.items.append(Item(rel, box, None, meta))
-    return source
+    try:
+        root, lines, skips = found.read_detections(file, image_root)
+    except found.SourceError as e:
+        raise GalleryError(str(e)) from None
+    return _source(root, [Item(d.path, d.box, None, d.meta) for d in lines], skips)

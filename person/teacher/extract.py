@@ -21,6 +21,10 @@ captions are still embedded (text needs no image, so caption units stay independ
 training and evaluation pick images with FeatureStore.split_rows (readable ones) and their captions
 through caption_offsets, which leaves both out.
 
+Unlabeled sources (person.data.unlabeled: a folder, detector boxes cut as enrolment cuts them, a captions file) go
+the same way into a store without identities; one that has grown is appended to its store first
+(person.teacher.store.growth), and rank 0 hands every rank the rows in store order.
+
 Images are decoded in DataLoader workers (person.data.datasets.ImageDataset turns an unreadable file into a
 skip) while the teacher runs in the main process.
 """
@@ -29,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,21 +41,26 @@ import numpy as np
 import torch
 import torch.distributed as tdist
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from person import stopping
 from person.data.datasets import ImageDataset, collate_images
 from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageReadError
 from person.data.records import RecordSet
+from person.data.crops import CropDataset
+from person.data.unlabeled import DETECTIONS, UnlabeledCaptions, UnlabeledImages, UnlabeledSource
 from person.distributed import DistInfo, agreed_stop, barrier
 from person.teacher.hf import Teacher
 from person.teacher.store import (DEFAULT_CHUNK_ROWS, OK, UNREADABLE, FeatureStore, StoreWriter, Unit, caption_layout,
                                   resolve_store_path)
+from person.teacher.store.growth import open_source_writer
+from person.teacher.store.writer import CUTS_NONE
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 64
+Source = RecordSet | UnlabeledSource
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,7 @@ class ExtractSummary:
     units_total: int
     seconds: float
     store_bytes: int
+    source_skipped: dict[str, int] = field(default_factory=dict)  # an unlabeled source's entries left out, by why
 
 
 @dataclass
@@ -79,9 +89,12 @@ class UnitResult:
     reasons: dict[int, str] | None = None
 
 
-def _batches(unit: Unit, batch_size: int) -> list[range]:
-    """The unit's fixed batches: the same whoever computes the unit (see module docstring)."""
-    return [range(s, min(s + batch_size, unit.stop)) for s in range(unit.start, unit.stop, batch_size)]
+def _batches(unit: Unit, batch_size: int, cuts: Sequence[int] = ()) -> list[range]:
+    """The unit's fixed batches: the same whoever computes the unit (see module docstring). A grown store's
+    `cuts` (where earlier runs ended) also end batches, so its old rows keep the batches they had."""
+    edges = sorted({*range(unit.start, unit.stop, batch_size), *(c for c in cuts if unit.start < c < unit.stop),
+                    unit.stop})
+    return [range(a, b) for a, b in zip(edges, edges[1:])]
 
 
 def _as_is(img: Image.Image) -> Image.Image:
@@ -92,13 +105,14 @@ def _half(x: torch.Tensor) -> np.ndarray:
     return x.to(torch.float16).numpy()
 
 
-def _image_unit(unit: Unit, batches: Iterator[dict[str, Any]], records: RecordSet, teacher: Teacher,
-                batch_size: int, strict: bool, tick: Callable[[int, int], None]) -> UnitResult:
+def _image_unit(unit: Unit, batches: Iterator[dict[str, Any]], records: Source, teacher: Teacher,
+                batches_of: Callable[[Unit], list[range]], strict: bool,
+                tick: Callable[[int, int], None]) -> UnitResult:
     n = unit.stop - unit.start
     emb = np.zeros((n, teacher.dim), dtype=np.float16)
     status = np.full(n, OK, dtype=np.uint8)
     reasons: dict[int, str] = {}
-    for rows in _batches(unit, batch_size):
+    for rows in batches_of(unit):
         batch = next(batches)
         for row, reason in batch["skipped"]:
             if strict:
@@ -111,28 +125,40 @@ def _image_unit(unit: Unit, batches: Iterator[dict[str, Any]], records: RecordSe
     return UnitResult(unit, emb, status, reasons)
 
 
-def _caption_unit(unit: Unit, texts: Sequence[str], teacher: Teacher, batch_size: int,
+def _caption_unit(unit: Unit, texts: Sequence[str], teacher: Teacher, batches_of: Callable[[Unit], list[range]],
                   tick: Callable[[int, int], None]) -> UnitResult:
     emb = np.zeros((unit.stop - unit.start, teacher.dim), dtype=np.float16)
-    for rows in _batches(unit, batch_size):
+    for rows in batches_of(unit):
         out = slice(rows.start - unit.start, rows.stop - unit.start)
         emb[out] = _half(teacher.encode_texts(list(texts[rows.start:rows.stop])))
         tick(0, len(rows))
     return UnitResult(unit, emb)
 
 
-def _compute(units: list[Unit], records: RecordSet, teacher: Teacher, batch_size: int, workers: int,
-             strict: bool, tick: Callable[[int, int], None], limits: ImageLimits) -> Iterator[UnitResult]:
+def _image_dataset(records: Source, limits: ImageLimits) -> Dataset:
+    if isinstance(records, UnlabeledImages) and records.format == DETECTIONS:
+        return CropDataset(records, limits)  # boxes cut as enrolment cuts them
+    return ImageDataset(records, _as_is, limits=limits)
+
+
+def _texts(records: Source) -> list[str]:
+    if isinstance(records, RecordSet):
+        return caption_layout(records).texts
+    return records.texts if isinstance(records, UnlabeledCaptions) else []
+
+
+def _compute(units: list[Unit], records: Source, teacher: Teacher, batches_of: Callable[[Unit], list[range]],
+             workers: int, strict: bool, tick: Callable[[int, int], None], limits: ImageLimits) -> Iterator[UnitResult]:
     """Results of `units` in order; one DataLoader decodes the images of all of them ahead of the teacher."""
-    image_batches = [list(rows) for u in units if u.kind == "image" for rows in _batches(u, batch_size)]
-    batches = iter(DataLoader(ImageDataset(records, _as_is, limits=limits), batch_sampler=image_batches, num_workers=workers,
+    image_batches = [list(rows) for u in units if u.kind == "image" for rows in batches_of(u)]
+    batches = iter(DataLoader(_image_dataset(records, limits), batch_sampler=image_batches, num_workers=workers,
                               collate_fn=collate_images)) if image_batches else iter(())
-    texts = caption_layout(records).texts if any(u.kind == "caption" for u in units) else []
+    texts = _texts(records) if any(u.kind == "caption" for u in units) else []
     for unit in units:
         if unit.kind == "image":
-            yield _image_unit(unit, batches, records, teacher, batch_size, strict, tick)
+            yield _image_unit(unit, batches, records, teacher, batches_of, strict, tick)
         else:
-            yield _caption_unit(unit, texts, teacher, batch_size, tick)
+            yield _caption_unit(unit, texts, teacher, batches_of, tick)
 
 
 class _Progress:
@@ -171,11 +197,14 @@ def _gather(result: UnitResult | None, info: DistInfo) -> list[UnitResult | None
     return out or []
 
 
-def extract(records: RecordSet, teacher: Teacher, store_path: str | Path, *, format: str | None = None,
+def extract(records: Source, teacher: Teacher, store_path: str | Path, *, format: str | None = None,
             batch_size: int = DEFAULT_BATCH_SIZE, chunk_rows: int = DEFAULT_CHUNK_ROWS, workers: int = 2,
             dist: DistInfo | None = None, progress: bool = False, strict: bool = False,
             limits: ImageLimits = DEFAULT_LIMITS, on_chunk: Callable[[int], None] | None = None) -> ExtractSummary:
     """Embed every image and caption of `records` with `teacher` into a store (created, or continued).
+
+    `records` is a dataset's RecordSet, or an unlabeled source (person.data.unlabeled: a folder, detector boxes,
+    a captions file), whose store grows when the source has (person.teacher.store.growth).
 
     `store_path` is `--embedding_path` (person.teacher.store.resolve_store_path: a .h5/.zarr path, or a folder
     that gets a name from the dataset and teacher). `dist` from person.distributed.init_distributed()
@@ -192,15 +221,26 @@ def extract(records: RecordSet, teacher: Teacher, store_path: str | Path, *, for
     path = resolve_store_path(store_path, records, teacher, format)
     writer = pending = None
     units_done = 0
+    cuts = CUTS_NONE
     if info.is_main:
-        writer = StoreWriter.open(path, records, teacher.identity(), chunk_rows=chunk_rows, batch_size=batch_size)
-        pending = writer.pending()
+        if isinstance(records, RecordSet):
+            writer = StoreWriter.open(path, records, teacher.identity(), chunk_rows=chunk_rows, batch_size=batch_size)
+        else:  # the rows in store order, which a grown source's listing need not be
+            writer, records = open_source_writer(path, records, teacher.identity(), chunk_rows=chunk_rows,
+                                                 batch_size=batch_size)
+        pending, cuts = writer.pending(), writer.cuts
         units_done = len(writer.units) - len(pending)
         log.info("%s: %d of %d chunks to extract", path, len(pending), len(writer.units))
-    pending = _broadcast(pending, info)
+    pending, cuts = _broadcast((pending, cuts), info)
+    if not isinstance(records, RecordSet):
+        records = _broadcast(records, info)  # every rank computes rows of rank 0's order
     counts = _Progress(sum(u.stop - u.start for u in pending), progress and info.is_main)
     mine = pending[info.rank::info.world_size]
-    results = _compute(mine, records, teacher, batch_size, workers, strict, counts, limits)
+
+    def batches_of(unit: Unit) -> list[range]:
+        return _batches(unit, batch_size, cuts[unit.kind])
+
+    results = _compute(mine, records, teacher, batches_of, workers, strict, counts, limits)
     rounds = -(-len(pending) // info.world_size)
     try:
         with stopping.safe_points("after this chunk"), stopping.noting(f"within a chunk ({path} keeps the ones done)"):
@@ -226,15 +266,18 @@ def extract(records: RecordSet, teacher: Teacher, store_path: str | Path, *, for
     barrier()
     summary = None
     if info.is_main:
-        summary = _summary(path, pending, len(writer.units), time.perf_counter() - start)
+        listing = {} if isinstance(records, RecordSet) else dict(records.skips.counts)
+        summary = _summary(path, pending, len(writer.units), time.perf_counter() - start, listing)
     return _broadcast(summary, info)
 
 
-def _summary(path: Path, written: list[Unit], units_total: int, seconds: float) -> ExtractSummary:
+def _summary(path: Path, written: list[Unit], units_total: int, seconds: float,
+             listing: dict[str, int]) -> ExtractSummary:
     with FeatureStore(path, in_memory=False) as store:
         skipped = store.skipped()
         return ExtractSummary(
             store=path, images=store.num_images, captions=store.num_captions, unreadable=len(skipped),
             skipped=skipped, image_rows_written=sum(u.stop - u.start for u in written if u.kind == "image"),
             caption_rows_written=sum(u.stop - u.start for u in written if u.kind == "caption"),
-            units_written=len(written), units_total=units_total, seconds=seconds, store_bytes=store.size_bytes())
+            units_written=len(written), units_total=units_total, seconds=seconds, store_bytes=store.size_bytes(),
+            source_skipped=listing)

@@ -10,7 +10,6 @@ import errno
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path

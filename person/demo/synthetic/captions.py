@@ -9,6 +9,7 @@ SYNTH-PEDES attribute string follow one fixed shape, as PLIP's generated ones do
 from __future__ import annotations
 
 import re
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from .words import EN_GENERIC, EN_NOUN, article, join_en
 
 LANGS = ("en", "zh")
 DEFAULT_CHINESE_SHARE = 0.2
+# A site's sentence builders, per language: (attributes, keys to name, rng) -> the sentence.
+Sentences = Mapping[str, Callable[[dict, set, np.random.Generator], str]]
+DEMO_SENTENCES: Sentences = {"en": caption_en, "zh": caption_zh}
 
 
 def mentionable(attrs: dict, visible: dict | None, keys=ATTRIBUTE_KEYS) -> list[str]:
@@ -46,8 +50,9 @@ def _default_keys(attrs: dict, visible: dict | None, rng: np.random.Generator) -
 
 
 def keyed_caption(attrs: dict, visible: dict | None, rng: np.random.Generator, lang: str = "en",
-                  subset: list[str] | None = None) -> tuple[str, list[str]]:
-    """`make_caption`'s caption and the attribute keys it names (ATTRIBUTE_KEYS order).
+                  subset: list[str] | None = None, sentences: Sentences = DEMO_SENTENCES) -> tuple[str, list[str]]:
+    """`make_caption`'s caption (in the words of `sentences`, a site's builders) and the attribute keys it
+    names (ATTRIBUTE_KEYS order).
 
     The keys are what a caption can be checked against: an image matches it when its attributes
     equal the caption's on every named key.
@@ -61,7 +66,7 @@ def keyed_caption(attrs: dict, visible: dict | None, rng: np.random.Generator, l
         if unknown:
             raise ValueError(f"subset names unknown attributes {unknown}: use keys of ATTRIBUTE_KEYS")
         keys = mentionable(attrs, visible, [k for k in ATTRIBUTE_KEYS if k in subset])
-    return (caption_en if lang == "en" else caption_zh)(attrs, set(keys), rng), keys
+    return sentences[lang](attrs, set(keys), rng), keys
 
 
 def make_caption(attrs: dict, visible: dict | None, rng: np.random.Generator, lang: str = "en",
@@ -80,17 +85,18 @@ def pick_language(rng: np.random.Generator, chinese: float) -> str:
 
 
 def keyed_image_captions(attrs: dict, visible: dict | None, rng: np.random.Generator, n: int = 2,
-                         chinese: float = DEFAULT_CHINESE_SHARE) -> list[tuple[str, list[str]]]:
+                         chinese: float = DEFAULT_CHINESE_SHARE, sentences: Sentences = DEMO_SENTENCES
+                         ) -> list[tuple[str, list[str]]]:
     """`n` different captions of one image, each with the keys it names; each is Chinese with
     probability `chinese`."""
     out: list[tuple[str, list[str]]] = []
     for _ in range(n):
         lang = pick_language(rng, chinese)
-        text, keys = keyed_caption(attrs, visible, rng, lang)
+        text, keys = keyed_caption(attrs, visible, rng, lang, sentences=sentences)
         for _retry in range(4):  # two annotators rarely write the very same sentence
             if all(text != t for t, _ in out):
                 break
-            text, keys = keyed_caption(attrs, visible, rng, lang)
+            text, keys = keyed_caption(attrs, visible, rng, lang, sentences=sentences)
         out.append((text, keys))
     return out
 

@@ -2,7 +2,9 @@
 
 The figure is built from polygons in person units (top of the head y=0, soles y=1, body centred on x=0),
 mapped to pixels by one transform that carries the scale, the position and a slight lean. It is drawn
-at twice the output size and reduced, which anti-aliases the edges.
+at twice the output size and reduced, which anti-aliases the edges. What belongs to the camera and the place
+(scene, placement, projection, the named colours' shades, finish) comes from a Style (style.py): DEMO_STYLE
+here is the demo set's, person.demo.synthetic.second holds another site's.
 
 Visibility is measured, not guessed: every polygon is also drawn into a part-label map on a padded
 canvas, so a part that is cut off by the crop still counts in the full figure. Occluders then paint the
@@ -11,12 +13,14 @@ label map with background; an attribute is visible when at least half of its par
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .attributes import ATTRIBUTE_KEYS, color_rgb
 from .painter import _Painter, _along, _clip, _darker, _ellipse, _lighter, _limb, _mix, _u
+from .style import Style
 
 # Part labels of the label map (0 = background / occluder).
 SKIN, HAIR, HAT, UPPER, PATTERN, LOWER, SHOES, BAG = range(1, 9)
@@ -115,11 +119,12 @@ _HEMS = {"t-shirt": (0.55, 1.0), "shirt": (0.555, 1.0), "sweater": (0.55, 1.0), 
          "jacket": (0.555, 1.02), "coat": (0.74, 1.22), "dress": (0.72, 1.65)}
 
 
-def _draw_figure(p: _Painter, attrs: dict, b: dict, view: str, rng: np.random.Generator) -> None:
+def _draw_figure(p: _Painter, attrs: dict, b: dict, view: str, rng: np.random.Generator,
+                 colour: Callable[[dict, str], tuple[int, int, int]]) -> None:
     look = attrs.get("look", {})
     skin = tuple(look.get("skin", (222, 177, 138)))
-    hair = color_rgb(attrs, "hair_color")
-    upper = color_rgb(attrs, "upper_color")
+    hair = colour(attrs, "hair_color")
+    upper = colour(attrs, "upper_color")
     accent = _lighter(upper, 0.75) if look.get("accent", "light") == "light" else _darker(upper, 0.6)
     if sum(upper) > 600 or sum(upper) < 120:  # white / black garments: a clearly different accent
         accent = (40, 40, 60) if sum(upper) > 600 else (220, 220, 215)
@@ -132,7 +137,7 @@ def _draw_figure(p: _Painter, attrs: dict, b: dict, view: str, rng: np.random.Ge
 
     # behind the body (front view): backpack, long hair, hood
     if bag == "backpack" and not back:
-        p.poly(_ellipse(0, 0.31, b["sw"] + 0.03, 0.13), color_rgb(attrs, "bag_color"), BAG)
+        p.poly(_ellipse(0, 0.31, b["sw"] + 0.03, 0.13), colour(attrs, "bag_color"), BAG)
     if long_hair and not back:
         p.poly([(-0.058, 0.06), (0.058, 0.06), (0.075, hair_end), (-0.075, hair_end)], hair, HAIR)
     if utype == "hoodie" and not back:
@@ -144,7 +149,7 @@ def _draw_figure(p: _Painter, attrs: dict, b: dict, view: str, rng: np.random.Ge
         p.poly(_limb(knee, ankle, 0.06, 0.042), skin, SKIN)
     lower_type = attrs["lower_type"]
     if lower_type is not None:
-        lower = color_rgb(attrs, "lower_color")
+        lower = colour(attrs, "lower_color")
         p.poly([(-b["hw"], 0.48), (b["hw"], 0.48), (b["hw"] * 1.05, 0.58), (-b["hw"] * 1.05, 0.58)], lower, LOWER)
         if lower_type == "skirt":
             end = 0.82 if utype == "coat" else 0.72  # below a long coat's hem, so the skirt still shows
@@ -159,7 +164,7 @@ def _draw_figure(p: _Painter, attrs: dict, b: dict, view: str, rng: np.random.Ge
                     if lower_type == "jeans":  # an outer seam and a lighter cuff tell denim from trousers
                         p.line([_along(hip, knee, 0.1), knee, ankle], _lighter(lower, 0.2), 0.006)
                         p.poly(_limb(_along(knee, ankle, 0.9), ankle, 0.06, 0.058), _lighter(lower, 0.18), LOWER)
-    shoes_type, shoes = attrs["shoes_type"], color_rgb(attrs, "shoes_color")
+    shoes_type, shoes = attrs["shoes_type"], colour(attrs, "shoes_color")
     for (hip, knee, ankle), side in zip(legs, (-1, 1)):
         top = 0.875 if shoes_type == "boots" else 0.94
         x = ankle[0] + side * 0.006
@@ -217,7 +222,7 @@ def _draw_figure(p: _Painter, attrs: dict, b: dict, view: str, rng: np.random.Ge
             p.poly([(-0.05, 0.04), (-0.042, 0.04), (-0.044, 0.085), (-0.049, 0.085)], hair, HAIR)
             p.poly([(0.042, 0.04), (0.05, 0.04), (0.049, 0.085), (0.044, 0.085)], hair, HAIR)
     if attrs["hat_type"] is not None:
-        hat = color_rgb(attrs, "hat_color")
+        hat = colour(attrs, "hat_color")
         if attrs["hat_type"] == "cap":
             p.poly(_ellipse(0, 0.05, 0.053, 0.052, a0=math.pi, a1=2 * math.pi, n=14), hat, HAT)
             brim = [(-0.045, 0.042), (0.045, 0.042), (0.05, 0.056), (-0.05, 0.056)] if not back else \
@@ -230,7 +235,7 @@ def _draw_figure(p: _Painter, attrs: dict, b: dict, view: str, rng: np.random.Ge
 
     # in front: backpack (back view), straps, shoulder bag, handbag
     if bag is not None:
-        bagc = color_rgb(attrs, "bag_color")
+        bagc = colour(attrs, "bag_color")
         if bag == "backpack":
             if back:
                 bp = [(-b["sw"] * 0.8, 0.2), (b["sw"] * 0.8, 0.2), (b["sw"] * 0.85, 0.46), (-b["sw"] * 0.85, 0.46)]
@@ -366,23 +371,9 @@ def _finish(img: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8))
 
 
-def render_person(attrs: dict, rng: np.random.Generator, size: tuple[int, int] = DEFAULT_SIZE
-                  ) -> tuple[Image.Image, dict[str, bool]]:
-    """Draw one crop (W x H = `size`) of the identity `attrs`; return it and {attribute: visible}.
-
-    Per image the view (front/back), pose, scale, position, background, occluder, lighting, blur and noise
-    vary with `rng`. An attribute the identity lacks (value None) is never visible.
-    """
-    w, h = size
-    if w < 16 or h < 32:
-        raise ValueError(f"image size {w}x{h} is too small: use at least 16x32 (W x H)")
-    W, H = w * _SS, h * _SS
-    img = _background((W, H), rng)
-    pad = (W // 2, H // 3)
-    labels = Image.new("L", (W + 2 * pad[0], H + 2 * pad[1]), 0)
-
-    b = _body(attrs, rng)
-    view = "back" if rng.random() < 0.3 else "front"
+def _place(attrs: dict, size: tuple[int, int], rng: np.random.Generator) -> tuple[float, float, float]:
+    """A tight detector crop at eye level: the person fills most of the height; sometimes feet or head are cut."""
+    W, H = size
     cut = rng.random()
     if cut < 0.07:  # feet below the crop
         feet = H * _u(rng, 1.02, 1.07)
@@ -395,9 +386,38 @@ def render_person(attrs: dict, rng: np.random.Generator, size: tuple[int, int] =
         scale = feet + H * _u(rng, 0.03, 0.08)
     else:
         scale = min(scale, feet - H * 0.01)
-    cx = W * (0.5 + _u(rng, -0.07, 0.07))
-    p = _Painter(img, labels, pad, (cx, feet), scale, b["lean"])
-    _draw_figure(p, attrs, b, view, rng)
+    return feet, scale, W * (0.5 + _u(rng, -0.07, 0.07))
+
+
+def _flat_painter(img: Image.Image, labels: Image.Image, pad: tuple[int, int], origin: tuple[float, float],
+                  scale: float, lean: float, rng: np.random.Generator) -> _Painter:
+    return _Painter(img, labels, pad, origin, scale, lean)  # a level camera: no perspective, no draw
+
+
+DEMO_STYLE = Style(background=_background, place=_place, painter=_flat_painter, colour=color_rgb, finish=_finish)
+
+
+def render_person(attrs: dict, rng: np.random.Generator, size: tuple[int, int] = DEFAULT_SIZE,
+                  style: Style = DEMO_STYLE) -> tuple[Image.Image, dict[str, bool]]:
+    """Draw one crop (W x H = `size`) of the identity `attrs` as `style`'s cameras see it; return it and
+    {attribute: visible}.
+
+    Per image the view (front/back), pose, scale, position, background, occluder, lighting, blur and noise
+    vary with `rng`. An attribute the identity lacks (value None) is never visible.
+    """
+    w, h = size
+    if w < 16 or h < 32:
+        raise ValueError(f"image size {w}x{h} is too small: use at least 16x32 (W x H)")
+    W, H = w * _SS, h * _SS
+    img = style.background((W, H), rng)
+    pad = (W // 2, H // 3)
+    labels = Image.new("L", (W + 2 * pad[0], H + 2 * pad[1]), 0)
+
+    b = _body(attrs, rng)
+    view = "back" if rng.random() < 0.3 else "front"
+    feet, scale, cx = style.place(attrs, (W, H), rng)
+    p = style.painter(img, labels, pad, (cx, feet), scale, b["lean"], rng)
+    _draw_figure(p, attrs, b, view, rng, style.colour)
 
     lab = np.asarray(labels)
     full = np.bincount(lab.ravel(), minlength=_PARTS)
@@ -416,4 +436,4 @@ def render_person(attrs: dict, rng: np.random.Generator, size: tuple[int, int] =
             visible[key] = bool(part_ok[UPPER])
         else:
             visible[key] = bool(part_ok[_PART_OF[key]])
-    return _finish(img.reduce(_SS), rng), visible
+    return style.finish(img.reduce(_SS), rng), visible

@@ -19,6 +19,7 @@ from .attributes import ATTRIBUTE_KEYS, sample_identities, vocabulary
 from .captions import (DEFAULT_CHINESE_SHARE, attribute_string, is_chinese, keyed_image_captions,
                        prompt_caption, tokenize)
 from .render import render_person
+from .sites import SITES
 
 FORMATS = ("synthpedes", "cuhk-pedes", "icfg-pedes", "rstpreid")
 JSON_NAME = {"synthpedes": "synthpedes-dataset.json", "cuhk-pedes": "reid_raw.json",
@@ -29,16 +30,17 @@ SPLIT_SHARES = {"cuhk-pedes": (0.8, 0.1, 0.1), "icfg-pedes": (0.75, 0.0, 0.25), 
 CAPTIONS_PER_IMAGE = {"synthpedes": 2, "cuhk-pedes": 2, "icfg-pedes": 1, "rstpreid": 2}
 TRUTH_NAME = "demo_truth.json"
 TRUTH_VERSION = 2  # 2: images carry `caption_keys`
-JPEG_QUALITY = 90
 ROUGH_SHARE = 0.06  # captions given a stray leading/trailing/double space, as real annotations have
 
 # RNG stream tags: separate streams keep images unchanged when only caption options change.
 _IDS, _SPLIT, _IMAGE, _CAPTION = 0, 1, 2, 3
 
 
-def _check(fmt: str, n_ids: int, images_per_id: int, seed: int, chinese: float) -> None:
+def _check(fmt: str, n_ids: int, images_per_id: int, seed: int, chinese: float, site: str) -> None:
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if site not in SITES:
+        raise ValueError(f"unknown site {site!r}: use one of {', '.join(SITES)}")
     shares = SPLIT_SHARES.get(fmt, (1.0,))
     need = sum(1 for s in shares if s > 0)
     if n_ids < need:
@@ -125,18 +127,19 @@ def _init(job: dict) -> None:
 
 def _make_image(task: tuple[int, int, str]) -> dict:
     pid, n, rel = task
-    seed, ids = _JOB["seed"], _JOB["identities"]
+    seed, ids, site = _JOB["seed"], _JOB["identities"], SITES[_JOB["site"]]
     attrs = ids[pid]
     img_rng = np.random.default_rng([seed, pid, n, _IMAGE])
-    img, visible = render_person(attrs, img_rng, _image_size(img_rng))
+    img, visible = render_person(attrs, img_rng, _image_size(img_rng), site.style)
     buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=JPEG_QUALITY)
+    img.save(buf, "JPEG", quality=site.jpeg_quality(img_rng))
     path = Path(_JOB["image_root"]) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(buf.getvalue())
 
     cap_rng = np.random.default_rng([seed, pid, n, _CAPTION])
-    keyed = keyed_image_captions(attrs, visible, cap_rng, _JOB["captions_per_image"], _JOB["chinese"])
+    keyed = keyed_image_captions(attrs, visible, cap_rng, _JOB["captions_per_image"], _JOB["chinese"],
+                                 site.sentences)
     clean = [text for text, _ in keyed]
     return {"visible": visible, "clean": clean, "caption_keys": [keys for _, keys in keyed],
             "captions": [_roughen(c, cap_rng) for c in clean], "size": list(img.size)}
@@ -170,13 +173,14 @@ def default_workers() -> int:
 
 def write_dataset(out_dir: str | Path, n_ids: int, images_per_id: int, seed: int, fmt: str = "synthpedes",
                   chinese: float = DEFAULT_CHINESE_SHARE, workers: int | None = None,
-                  odd_paths: bool = False) -> Path:
-    """Draw `n_ids` x `images_per_id` pedestrians into `out_dir` in format `fmt`; return the JSON's path.
+                  odd_paths: bool = False, site: str = "demo") -> Path:
+    """Draw `n_ids` x `images_per_id` pedestrians into `out_dir` in format `fmt`, as the cameras and annotators
+    of `site` (person.demo.synthetic.sites) see them; return the JSON's path.
 
     Also writes `out_dir/demo_truth.json` (schema in the package docstring). The same arguments give
-    byte-identical files whatever `workers` is.
+    byte-identical files whatever `workers` is; the same seed draws the same identities at every site.
     """
-    _check(fmt, n_ids, images_per_id, seed, chinese)
+    _check(fmt, n_ids, images_per_id, seed, chinese, site)
     out = Path(out_dir)
     image_root = out / IMAGE_DIR[fmt]
     image_root.mkdir(parents=True, exist_ok=True)
@@ -185,7 +189,7 @@ def write_dataset(out_dir: str | Path, n_ids: int, images_per_id: int, seed: int
     tasks = [(pid, n, image_path(fmt, pid, n, splits[pid], seed, odd_paths))
              for pid in range(n_ids) for n in range(images_per_id)]
     job = {"seed": seed, "identities": identities, "image_root": str(image_root), "chinese": chinese,
-           "captions_per_image": CAPTIONS_PER_IMAGE[fmt]}
+           "captions_per_image": CAPTIONS_PER_IMAGE[fmt], "site": site}
     results = _run(tasks, job, default_workers() if workers is None else workers)
 
     records, truth_images = [], []
@@ -205,6 +209,8 @@ def write_dataset(out_dir: str | Path, n_ids: int, images_per_id: int, seed: int
              "attribute_keys": list(ATTRIBUTE_KEYS),
              "vocabulary": {k: list(v) for k, v in vocabulary().items()},
              "identities": identities, "images": truth_images}
+    if site != "demo":  # absent means the demo site: the demo's truth files stay as they were
+        truth["site"] = site
     (out / TRUTH_NAME).write_text(json.dumps(truth, ensure_ascii=False), encoding="utf-8")
     return json_path
 

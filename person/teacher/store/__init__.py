@@ -53,22 +53,30 @@ h5py/zarr indexing a random row costs a whole chunk or a slow selection; the map
 memmap costs (bench/store.py). A store keeps no HDF5/zarr handle open between calls (text and path
 reads open it briefly), so it is safe to use after fork and never blocks a writer.
 
+Unlabeled stores (format_version 2): the same arrays and guarantees for a user's own images or descriptions,
+with NONE (-1) identities, splits and caption images; `open_store` refuses them, training reads them with
+`open_unlabeled` (`unlabeled` says what they hold; `growth` how a grown source is appended).
+
 Modules: `schema` (constants, errors, caption layout, the dataset/teacher checks), `naming`, `backends` (HDF5
 and zarr), `checks` (shapes, offsets, damage), `durable` (fsynced unit writes, write errors), `writer`
-(resumable), `reader` (`open_store`, `FeatureStore`).
+(resumable), `reader` (`open_store`, `FeatureStore`), `unlabeled` (`open_unlabeled`, `UnlabeledStore`),
+`growth`.
 """
 from person.teacher.store.naming import locate_store, resolve_store_path
 from person.teacher.store.reader import FeatureStore, default_ram_bytes, open_store, open_with_records
-from person.teacher.store.schema import (DATASET_KEYS, DEFAULT_CHUNK_ROWS, FIELDS, FORMAT_VERSION, FORMATS,
-                                         NORM_TOLERANCE, OK, PENDING, REASON_BYTES, SUFFIXES, TEACHER_KEYS, UNREADABLE,
-                                         CaptionLayout, StoreDamagedError, StoreFormatError, StoreIncompleteError,
-                                         StoreMismatchError, StoreWriteError, caption_layout, check_dataset,
-                                         check_teacher, dataset_info, num_chunks, store_format)
+from person.teacher.store.schema import (DATASET_KEYS, DEFAULT_CHUNK_ROWS, FIELDS, FORMAT_VERSION, FORMATS, NONE,
+                                         NORM_TOLERANCE, OK, PENDING, READABLE_VERSIONS, REASON_BYTES, SUFFIXES,
+                                         TEACHER_KEYS, UNLABELED_VERSION, UNREADABLE, CaptionLayout, StoreDamagedError,
+                                         StoreFormatError, StoreIncompleteError, StoreKindError, StoreMismatchError,
+                                         StoreWriteError, caption_layout, check_dataset, check_teacher, dataset_info,
+                                         num_chunks, store_format)
+from person.teacher.store.unlabeled import UnlabeledStore, open_unlabeled
 from person.teacher.store.writer import StoreWriter, Unit, plan_units
 
-__all__ = ["DATASET_KEYS", "DEFAULT_CHUNK_ROWS", "FIELDS", "FORMATS", "FORMAT_VERSION", "NORM_TOLERANCE", "OK",
-           "PENDING", "REASON_BYTES", "SUFFIXES", "TEACHER_KEYS", "UNREADABLE", "CaptionLayout", "FeatureStore",
-           "StoreDamagedError", "StoreFormatError", "StoreIncompleteError", "StoreMismatchError", "StoreWriteError",
-           "StoreWriter", "Unit", "caption_layout", "check_dataset", "check_teacher", "dataset_info",
-           "default_ram_bytes", "locate_store", "num_chunks", "open_store", "open_with_records", "plan_units",
+__all__ = ["DATASET_KEYS", "DEFAULT_CHUNK_ROWS", "FIELDS", "FORMATS", "FORMAT_VERSION", "NONE", "NORM_TOLERANCE",
+           "OK", "PENDING", "READABLE_VERSIONS", "REASON_BYTES", "SUFFIXES", "TEACHER_KEYS", "UNLABELED_VERSION",
+           "UNREADABLE", "CaptionLayout", "FeatureStore", "StoreDamagedError", "StoreFormatError",
+           "StoreIncompleteError", "StoreKindError", "StoreMismatchError", "StoreWriteError", "StoreWriter", "Unit",
+           "UnlabeledStore", "caption_layout", "check_dataset", "check_teacher", "dataset_info", "default_ram_bytes",
+           "locate_store", "num_chunks", "open_store", "open_unlabeled", "open_with_records", "plan_units",
            "resolve_store_path", "store_format"]

@@ -15,8 +15,8 @@ import h5py
 import numpy as np
 import zarr
 
-from person.teacher.store.schema import (FORMAT_VERSION, MAPPED_CHUNK_FILES, REASON_BYTES, StoreFormatError, num_chunks,
-                                         store_format)
+from person.teacher.store.schema import (FORMAT_VERSION, MAPPED_CHUNK_FILES, READABLE_VERSIONS, REASON_BYTES,
+                                         UNLABELED_VERSION, StoreFormatError, num_chunks, store_format)
 
 REEXTRACT = "delete it and run tools/extract_label.py again to re-extract it"
 
@@ -61,7 +61,7 @@ def _create_zarr(tmp: Path, static: dict[str, Any], attrs: dict[str, Any], writa
     for name, data in static.items():
         values = np.array(data, dtype=object if isinstance(data, list) else data.dtype)
         array = group.create_array(name, shape=values.shape, dtype=str if isinstance(data, list) else values.dtype,
-                                   chunks=(min(chunk_rows, max(len(values), 1)),))
+                                   chunks=(min(chunk_rows, max(len(values), 1)),) + values.shape[1:])
         array[:] = values
     group.attrs.update(attrs)
 
@@ -87,10 +87,11 @@ class _Backend:
             raise StoreFormatError(f"{path}: attribute format_version is missing: not a feature store, or a damaged "
                                    f"one; {REEXTRACT}")
         version = self.attrs["format_version"]
-        if version != FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             self.close()
             raise StoreFormatError(f"{path}: feature store format version {version!r}, this code reads version "
-                                   f"{FORMAT_VERSION}; re-extract it with tools/extract_label.py")
+                                   f"{FORMAT_VERSION} (labelled stores) and {UNLABELED_VERSION} (unlabeled sources); "
+                                   f"re-extract it with tools/extract_label.py")
 
     def __getitem__(self, name: str) -> Any:
         return self.h5[name] if self.format == "h5" else self.zarr[name]

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from person.data.unlabeled import DETECTIONS, UNLABELED_KINDS
 from person.teacher.store.backends import REEXTRACT, _Backend
-from person.teacher.store.schema import (NORM_TOLERANCE, OK, REASON_BYTES, UNREADABLE, StoreDamagedError,
-                                         StoreFormatError, Unit, num_chunks, plan_units)
+from person.teacher.store.schema import (NONE, NORM_TOLERANCE, OK, REASON_BYTES, UNLABELED_VERSION, UNREADABLE,
+                                         StoreDamagedError, StoreFormatError, Unit, num_chunks, plan_units)
 
 # Attributes a store must have, with the keys inside them that reading and writing use.
 REQUIRED_ATTRS = {"teacher": ("dim",), "dataset": ("source", "image_root", "format", "split_rule", "fingerprint"),
@@ -37,6 +38,11 @@ class Layout:
     num_captions: int
     dim: int
     chunk_rows: int
+    kind: str = "dataset"  # the dataset's format, or the unlabeled source's kind (person.data.unlabeled)
+
+    @property
+    def labelled(self) -> bool:
+        return self.kind not in UNLABELED_KINDS
 
     @classmethod
     def of(cls, path: Path, attrs: Mapping[str, Any]) -> Layout:
@@ -56,7 +62,11 @@ class Layout:
                 raise StoreFormatError(f"{path}: attribute {key}.{sub} is {value!r}, not an integer >= {least}; "
                                        f"{REEXTRACT}")
             sizes[sub] = value
-        return cls(path, sizes["images"], sizes["captions"], sizes["dim"], sizes["chunk_rows"])
+        kind = attrs["dataset"]["format"]
+        if (kind in UNLABELED_KINDS) != (attrs.get("format_version") == UNLABELED_VERSION):
+            raise StoreFormatError(f"{path}: dataset.format {kind!r} does not go with format_version "
+                                   f"{attrs.get('format_version')!r}; {REEXTRACT}")
+        return cls(path, sizes["images"], sizes["captions"], sizes["dim"], sizes["chunk_rows"], kind)
 
     def units(self) -> list[Unit]:
         return plan_units(self.num_images, self.num_captions, self.chunk_rows)
@@ -76,6 +86,8 @@ class Layout:
                "caption_done": ((num_chunks(nc, c),), f"{captions} in chunks of {c}")}
         out.update({name: ((ni,), images) for name in ("image_status", "image_pid", "image_split", "image_path")})
         out.update({name: ((nc,), captions) for name in ("caption_image", "caption_field", "caption_text")})
+        if self.kind == DETECTIONS:
+            out.update({"image_box": ((ni, 4), images), "image_line": ((ni,), images), "image_track": ((ni,), images)})
         return out
 
 
@@ -90,10 +102,16 @@ def check_shapes(backend: _Backend, layout: Layout) -> None:
                                    f"({basis}); the store is truncated or damaged: {REEXTRACT}")
 
 
-def check_caption_offsets(path: Path, offsets: np.ndarray, caption_image: np.ndarray) -> None:
-    """offsets start at 0, never decrease, end at the caption count, and caption_image follows them."""
+def check_caption_offsets(path: Path, offsets: np.ndarray, caption_image: np.ndarray, labelled: bool = True) -> None:
+    """offsets start at 0, never decrease, end at the caption count, and caption_image follows them; in an
+    unlabeled store no caption has an image and no image a caption."""
     def refuse(what: str) -> None:
         raise StoreFormatError(f"{path}: caption_offsets are inconsistent: {what}; {REEXTRACT}")
+
+    if not labelled:
+        if offsets.any() or (caption_image != NONE).any():
+            refuse(f"an unlabeled store ties no caption to an image (offsets all 0, caption_image all {NONE})")
+        return
 
     if offsets[0] != 0:
         refuse(f"caption_offsets[0] is {offsets[0]}, expected 0")

@@ -39,7 +39,8 @@ class H5Units:
         self.path = path
         backend = _Backend(path)
         try:
-            self.regions = {name: backend.raw_region(name) for name in WRITABLE}
+            # An empty array has no region (a caption store has no image rows), and nothing is written to it.
+            self.regions = {name: backend.raw_region(name) for name in WRITABLE if np.prod(backend.shape(name))}
         finally:
             backend.close()
 

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from person.data.records import RecordSet
+from person.data.unlabeled import UnlabeledSource
 from person.teacher.store.schema import FORMATS, SUFFIXES, TeacherLike
 
 
@@ -19,7 +20,7 @@ def _teacher_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", slug)
 
 
-def resolve_store_path(embedding_path: str | Path, records: RecordSet, teacher: TeacherLike | str,
+def resolve_store_path(embedding_path: str | Path, records: RecordSet | UnlabeledSource, teacher: TeacherLike | str,
                        format: str | None = None, pad_to_square: bool = False) -> Path:
     """Turn `--embedding_path` into the store's path.
 
@@ -28,8 +29,10 @@ def resolve_store_path(embedding_path: str | Path, records: RecordSet, teacher: 
     records' format and the first 10 hex digits of `RecordSet.fingerprint()` (content and split),
     <teacher> the model's name (a hub id with '/' as '--', a local directory by its own name), `-pad`
     when crops are padded to square. E.g. `embeddings/synthpedes-3fa2b1c09d__google--siglip2-base-
-    patch16-224.h5`. `teacher` is a Teacher, its identity() dict, or a name (then `pad_to_square` says
-    the crop handling). `format` (h5 / zarr) applies to folders; for a file it must agree or be None.
+    patch16-224.h5`. An unlabeled source (person.data.unlabeled) is named the same way by its kind and the
+    fingerprint of its kind and path: `image_dir-0c4e9a7b21__<teacher>.h5`. `teacher` is a Teacher, its
+    identity() dict, or a name (then `pad_to_square` says the crop handling). `format` (h5 / zarr) applies to
+    folders; for a file it must agree or be None.
     """
     path = Path(embedding_path)
     if path.suffix in SUFFIXES:
@@ -48,7 +51,7 @@ def resolve_store_path(embedding_path: str | Path, records: RecordSet, teacher: 
     return path / f"{_dataset_slug(records)}__{_teacher_slug(name)}{'-pad' if pad else ''}.{format}"
 
 
-def _dataset_slug(records: RecordSet) -> str:
+def _dataset_slug(records: RecordSet | UnlabeledSource) -> str:
     return f"{records.format}-{records.fingerprint()[:10]}"
 
 

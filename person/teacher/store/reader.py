@@ -18,7 +18,7 @@ from person.teacher.store.checks import (REDO, Layout, check_caption_offsets, ch
                                          non_unit, row_norms)
 from person.teacher.store.naming import locate_store
 from person.teacher.store.schema import (OK, PENDING, SUFFIXES, UNREADABLE, StoreDamagedError, StoreIncompleteError,
-                                         TeacherLike, check_dataset, check_teacher, store_format)
+                                         StoreKindError, TeacherLike, check_dataset, check_teacher, store_format)
 
 
 def default_ram_bytes() -> int:
@@ -46,7 +46,7 @@ class FeatureStore:
             self.caption_image: np.ndarray = backend.read("caption_image")
             self.caption_field: np.ndarray = backend.read("caption_field")
             self.caption_offsets: np.ndarray = backend.read("caption_offsets")
-            check_caption_offsets(path, self.caption_offsets, self.caption_image)
+            check_caption_offsets(path, self.caption_offsets, self.caption_image, self.layout.labelled)
             self._image_done = backend.read("image_done").astype(bool)
             self._caption_done = backend.read("caption_done").astype(bool)
             status = backend.read("image_status")
@@ -74,6 +74,15 @@ class FeatureStore:
 
     def _row_done(self, done: np.ndarray, n: int) -> np.ndarray:
         return np.repeat(done, self.chunk_rows)[:n]
+
+    @property
+    def kind(self) -> str:
+        """The dataset's format, or the unlabeled source's kind (person.data.unlabeled.UNLABELED_KINDS)."""
+        return self.layout.kind
+
+    @property
+    def labelled(self) -> bool:
+        return self.layout.labelled
 
     @property
     def num_images(self) -> int:
@@ -167,6 +176,7 @@ class FeatureStore:
 
     def split_rows(self, split: str) -> np.ndarray:
         """Image rows of a split ("train"/"val"/"test", "eval" = the test split), unreadable ones left out."""
+        refuse_unlabeled(self)
         return np.flatnonzero((self.image_split == split_code(split)) & self.image_ok)
 
     def skipped(self) -> list[tuple[int, str, str]]:
@@ -191,6 +201,17 @@ class FeatureStore:
                 f"dim {self.dim}, {'complete' if self.complete else 'incomplete'})")
 
 
+def refuse_unlabeled(store: FeatureStore) -> None:
+    """Identities, splits and caption-image pairs exist only in a labelled store: evaluation never reads an
+    unlabeled one, and training reads it only beside a labelled one (person.teacher.store.open_unlabeled)."""
+    if not store.labelled:
+        info = store.dataset_info
+        raise StoreKindError(f"{store.path} is an unlabeled store (made from the {store.kind} {info.get('source')}): "
+                             f"it has no identities, splits or image-caption pairs, so it cannot be evaluated on or "
+                             f"be the labelled store; open it with open_unlabeled to mix it into training beside a "
+                             f"labelled store of the same teacher")
+
+
 def open_store(path: str | Path, records: RecordSet | None = None, teacher: TeacherLike | None = None,
                in_memory: bool | str = "auto", *, max_ram_bytes: int | None = None,
                allow_incomplete: bool = False) -> FeatureStore:
@@ -208,16 +229,22 @@ def open_store(path: str | Path, records: RecordSet | None = None, teacher: Teac
         raise FileNotFoundError(f"feature store {path} does not exist; make it with tools/extract_label.py "
                                 f"(--embedding_path {path})")
     store = FeatureStore(path, in_memory, max_ram_bytes)
+    refuse_unlabeled(store)
     if records is not None:
         check_dataset(path, store.dataset_info, records)
     if teacher is not None:
         check_teacher(path, store.teacher_identity, teacher)
-    if not store.complete and not allow_incomplete:
+    if not allow_incomplete:
+        check_complete(store)
+    return store
+
+
+def check_complete(store: FeatureStore) -> None:
+    if not store.complete:
         done = int(store._image_done.sum() + store._caption_done.sum())
         total = len(store._image_done) + len(store._caption_done)
-        raise StoreIncompleteError(f"{path}: extraction not finished ({done} of {total} chunks written); run "
+        raise StoreIncompleteError(f"{store.path}: extraction not finished ({done} of {total} chunks written); run "
                                    f"tools/extract_label.py with the same arguments again to finish it")
-    return store
 
 
 def open_with_records(embedding_path: str | Path, dataset: DatasetOptions | None = None,

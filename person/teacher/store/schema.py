@@ -19,7 +19,10 @@ if TYPE_CHECKING:
 
 TeacherLike = Union["Teacher", Mapping[str, Any]]  # a loaded teacher, or its identity() dict
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a labelled store (a dataset's records); its bytes are as they were before version 2
+UNLABELED_VERSION = 2  # a store of an unlabeled source: code that reads only version 1 refuses it, as it must
+READABLE_VERSIONS = (FORMAT_VERSION, UNLABELED_VERSION)
+NONE = -1  # image_pid, image_split and caption_image of unlabeled rows: no identity, no split, no image
 FORMATS = ("h5", "zarr")
 SUFFIXES = {".h5": "h5", ".zarr": "zarr"}
 PENDING, OK, UNREADABLE = 0, 1, 2
@@ -49,6 +52,10 @@ class StoreIncompleteError(PersonError, ValueError):
 class StoreDamagedError(PersonError, ValueError):
     """Chunks marked done whose rows are gone (a deleted chunk file, zeroed rows); rerunning the extraction
     redoes exactly those chunks."""
+
+
+class StoreKindError(PersonError, ValueError):
+    """A labelled store where an unlabeled one is wanted, or the reverse (evaluation never reads unlabeled rows)."""
 
 
 class StoreWriteError(PersonError, OSError):

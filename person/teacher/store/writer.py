@@ -6,7 +6,7 @@ gone are marked pending again, so the rerun redoes exactly those."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import numpy as np
 
 from person import files
 from person.data.records import RecordSet
+from person.data.unlabeled import UnlabeledSource
 from person.errors import PersonError
 from person.teacher.store.backends import _Backend, _create_h5, _create_zarr, _writable_arrays
 from person.teacher.store.checks import (Damage, Layout, check_caption_offsets, check_shapes, find_damage, non_unit,
@@ -24,10 +25,13 @@ from person.teacher.store.schema import (FIELDS, FORMAT_VERSION, OK, REASON_BYTE
                                          StoreMismatchError, StoreWriteError, Unit, _differences, _jsonable,
                                          caption_layout, check_dataset, check_teacher, dataset_info, plan_units,
                                          store_format)
+from person.teacher.store.unlabeled import unlabeled_contents
 
 __all__ = ["StoreWriter", "Unit", "plan_units"]
 
 log = logging.getLogger(__name__)
+
+CUTS_NONE = {"image": [], "caption": []}
 
 
 class StoreWriter:
@@ -37,25 +41,32 @@ class StoreWriter:
         self.path, self.attrs, self.format = path, attrs, store_format(path)
         self.layout = Layout.of(path, attrs)
         self.chunk_rows, self.units = self.layout.chunk_rows, self.layout.units()
+        # Row counts where earlier runs of a grown source ended: batches never straddle them (extraction).
+        self.cuts: dict[str, list[int]] = attrs["extraction"].get("cuts", CUTS_NONE)
         self._io = H5Units(path) if self.format == "h5" else ZarrUnits(path, self.chunk_rows)
 
     @classmethod
-    def open(cls, path: str | Path, records: RecordSet, identity: Mapping[str, Any], *, chunk_rows: int,
-             batch_size: int) -> StoreWriter:
-        """The store at `path`, created when missing; an existing one must match everything (resume), and its
-        done chunks that lost their rows are marked pending again (logged)."""
+    def open(cls, path: str | Path, records: RecordSet | UnlabeledSource, identity: Mapping[str, Any], *,
+             chunk_rows: int, batch_size: int) -> StoreWriter:
+        """The store at `path` of a dataset's records or an unlabeled source, created when missing; an existing
+        one must match everything (resume), and its done chunks that lost their rows are marked pending again
+        (logged). A grown unlabeled source is appended by person.teacher.store.growth, not here."""
         path = Path(path)
         if chunk_rows < 1 or batch_size < 1:
             raise ValueError(f"chunk_rows {chunk_rows} and batch_size {batch_size} must be at least 1")
-        extraction = {"chunk_rows": chunk_rows, "batch_size": batch_size}
+        extraction: dict[str, Any] = {"chunk_rows": chunk_rows, "batch_size": batch_size}
         if not path.exists():
-            _create(path, records, _jsonable(identity), extraction)
+            if isinstance(records, RecordSet):
+                attrs, static = _labelled_contents(records, _jsonable(identity), extraction)
+            else:  # the row counts where earlier runs ended: none yet (growth adds them)
+                attrs, static = unlabeled_contents(records, _jsonable(identity), {**extraction, "cuts": CUTS_NONE})
+            _create(path, attrs, static)
         backend = _Backend(path)
         try:
             attrs = backend.attrs
             layout = Layout.of(path, attrs)
             check_shapes(backend, layout)  # before any write: raw writes trust the shapes
-            check_caption_offsets(path, backend.read("caption_offsets"), backend.read("caption_image"))
+            check_caption_offsets(path, backend.read("caption_offsets"), backend.read("caption_image"), layout.labelled)
             _check_same_run(path, attrs, records, identity, extraction)
             done = {"image": backend.read("image_done"), "caption": backend.read("caption_done")}
             # Every row, not a sample: this rerun is the repair for whatever damage a reader reported.
@@ -153,10 +164,9 @@ def _reason_bytes(reason: str) -> np.ndarray:
     return out
 
 
-def _create(path: Path, records: RecordSet, identity: dict[str, Any], extraction: dict[str, int]) -> None:
-    """Build the store beside its final name (person.files.atomic_dir), read it back, then rename it into place: a
-    kill leaves no half store, and a full or read-only disk a StoreWriteError (with the partial build removed)."""
-    fmt = store_format(path)
+def _labelled_contents(records: RecordSet, identity: dict[str, Any],
+                       extraction: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(attributes, fixed arrays) of a new store of a dataset's records."""
     layout = caption_layout(records)
     by_field = np.bincount(layout.field, minlength=len(FIELDS))
     attrs = {"format_version": FORMAT_VERSION, "teacher": identity, "dataset": dataset_info(records),
@@ -166,13 +176,26 @@ def _create(path: Path, records: RecordSet, identity: dict[str, Any], extraction
     static = {"image_pid": records.pids.astype(np.int64), "image_split": records.splits.astype(np.int8),
               "image_path": list(records.paths), "caption_image": layout.image, "caption_field": layout.field,
               "caption_text": layout.texts, "caption_offsets": layout.offsets}
-    writable = _writable_arrays(len(records), len(layout.texts), identity["dim"], extraction["chunk_rows"])
+    return attrs, static
+
+
+def _create(path: Path, attrs: dict[str, Any], static: dict[str, Any], fill: Callable[[Path], None] | None = None,
+            ) -> None:
+    """Build the store beside its final name (person.files.atomic_dir), read it back, then rename it into place: a
+    kill leaves no half store, and a full or read-only disk a StoreWriteError (with the partial build removed).
+    `fill(tmp)`, when given, writes rows into the build before the rename (growth copies the old store's)."""
+    fmt = store_format(path)
+    extraction = attrs["extraction"]
+    writable = _writable_arrays(attrs["counts"]["images"], attrs["counts"]["captions"], attrs["teacher"]["dim"],
+                                extraction["chunk_rows"])
     try:
         with files.atomic_dir(path, make=False) as tmp:  # the format's library makes the file or folder
             if fmt == "h5":
                 _create_h5(tmp, static, attrs, writable)
             else:
                 _create_zarr(tmp, static, attrs, writable, extraction["chunk_rows"])
+            if fill is not None:
+                fill(tmp)
             _read_back(tmp, fmt)
     except (OSError, RuntimeError, StoreFormatError) as e:  # h5py: RuntimeError when closing on a full disk
         embeddings = sum(_nbytes(shape, dtype) for name, (shape, dtype, _) in writable.items() if name.endswith("_emb"))
