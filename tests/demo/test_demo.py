@@ -1,10 +1,8 @@
 """The quick start's main command, end to end on a tiny teacher: every step runs, writes its report, and a
 second run skips what is there."""
 import json
-import socket
 import subprocess
 import sys
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from person.cli import demo
 from person.demo import pipeline
 from person.demo.recipe import DEMO_TRAINING
 from person.eval.metrics import FAR_LEVELS
+from tests.servers import free_port, read_until_ready
 from tests.teacher.tiny_teachers import build_tiny_siglip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,15 +69,12 @@ def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys, monkeypa
     port = free_port()
     server = subprocess.Popen([sys.executable, "demo.py", *argv, "--serve", "--port", str(port)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    watchdog = threading.Timer(300, server.kill)  # a server that hangs silently ends the read below, not the suite
-    watchdog.start()
     try:
-        printed = wait_for_line(server, "Uvicorn running on")
+        printed = read_until_ready(server, ["Uvicorn running on"], timeout=300)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?q=a+man+in+red&k=3", timeout=60) as r:
             answer = json.loads(r.read())
         assert len(answer["results"][0]["hits"]) == 3
     finally:
-        watchdog.cancel()
         server.kill()
         server.communicate()
     assert f"[serve] the search page: http://127.0.0.1:{port}/" in printed
@@ -92,23 +88,6 @@ def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys, monkeypa
     assert f"holds a run of another recipe (lr {recipe_lr} -> {recipe_lr / 4}); training anew" in out
     assert "[train] 2 iterations" in out
     assert json.loads((checkpoint.parent / "options.json").read_text())["lr"] == recipe_lr / 4
-
-
-def wait_for_line(process: subprocess.Popen, marker: str) -> str:
-    """What `process` printed up to and including the first line holding `marker` (blocking reads); fails with
-    all it printed when it ends first."""
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if marker in line:
-            return "".join(lines)
-    pytest.fail(f"exited ({process.wait()}) before printing {marker!r}:\n" + "".join(lines))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_too_few_identities_for_the_demo_batches_is_a_clear_error(tmp_path):

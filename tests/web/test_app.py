@@ -7,7 +7,6 @@ import json
 import os
 import queue
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from person.gallery.search import MAX_K, MAX_QUERY_CHARS, Searcher
 from person.gallery.search_options import SearcherOptions
 from person.web import server
 from person.web.app import create_app
+from tests.servers import free_port, read_until_ready
 from person.web.service import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, ServeLimits
 from person.cli import serve as app_cmd
 
@@ -71,12 +71,6 @@ def append_rows(gallery: Path, paths: list[str], features: np.ndarray) -> list[i
     return list(range(manifest.next_uid - n, manifest.next_uid))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_app(argv: list[str], log: Path, timeout: float = 90) -> tuple[subprocess.Popen, str]:
     """search/app.py in its own process on a free port; (process, base URL) once its output (stderr merged in,
     copied to `log` line by line) says uvicorn listens and the app has started."""
@@ -84,20 +78,11 @@ def start_app(argv: list[str], log: Path, timeout: float = 90) -> tuple[subproce
     proc = subprocess.Popen([sys.executable, "search/app.py", *argv, "--port", str(port), "--no-access-log"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     out = log.open("w", encoding="utf-8")
-    watchdog = threading.Timer(timeout, proc.kill)  # a server that hangs silently is ended, which ends the reading
-    watchdog.start()
-    waiting = set(READY)
-    for line in proc.stdout:
-        out.write(line)
-        out.flush()
-        waiting = {w for w in waiting if w not in line}
-        if not waiting:
-            break
-    watchdog.cancel()
-    if waiting:
-        proc.wait()
+    try:
+        read_until_ready(proc, READY, timeout, copy=out)
+    except AssertionError:
         out.close()
-        raise AssertionError(f"search/app.py ended ({proc.returncode}) before it served:\n{log.read_text()}")
+        raise AssertionError(f"search/app.py ended ({proc.returncode}) before it served:\n{log.read_text()}") from None
     # The rest of its output keeps going to the log, so a full pipe never blocks the server.
     threading.Thread(target=copy_lines, args=(proc.stdout, out), daemon=True).start()
     return proc, f"http://127.0.0.1:{port}"
