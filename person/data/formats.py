@@ -175,6 +175,14 @@ def normalise_caption(text: str) -> str:
     return " ".join(text.split())
 
 
+def refuse_nul(text: str, where: str, fix: str) -> None:
+    """A RecordError naming `where` when `text` holds a NUL: HDF5 strings end at one, so it is refused before any
+    store exists and both store formats refuse it alike."""
+    if "\x00" in text:
+        raise RecordError(f"{where} holds a NUL character (U+0000) at character {text.index(chr(0))}, which a "
+                          f"feature store cannot hold; {fix}")
+
+
 def read_captions(rec: dict, key: str, where: str, required: bool) -> tuple[str, ...]:
     """A record's list of captions under `key`, each normalised; a RecordError naming `where` when malformed (or
     missing or empty while `required`)."""
@@ -191,9 +199,7 @@ def read_captions(rec: dict, key: str, where: str, required: bool) -> tuple[str,
     for j, c in enumerate(caps):
         if not isinstance(c, str):
             raise RecordError(f"{where}: '{key}'[{j}] is a {type(c).__name__}, not a string")
-        if "\x00" in c:  # HDF5 strings end at a NUL: refused here, so both store formats refuse it alike
-            raise RecordError(f"{where}: '{key}'[{j}] holds a NUL character (U+0000) at character {c.index(chr(0))}, "
-                              f"which a feature store cannot hold; remove it from the dataset file")
+        refuse_nul(c, f"{where}: '{key}'[{j}]", "remove it from the dataset file")
         c = normalise_caption(c)
         if not c:
             raise RecordError(f"{where}: '{key}'[{j}] is empty or only whitespace")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .detections import Skips, list_images, read_detections
-from .formats import RecordError
+from .formats import RecordError, normalise_caption, refuse_nul
 
 IMAGE_DIR, DETECTIONS, CAPTIONS = "image_dir", "detections", "captions"
 UNLABELED_KINDS = (IMAGE_DIR, DETECTIONS, CAPTIONS)
@@ -148,13 +148,11 @@ def captions_file(file: str | Path) -> UnlabeledCaptions:
         for n, raw in enumerate(f, start=1):
             where = f"{file} line {n}"
             try:
-                text = " ".join(raw.decode("utf-8").split())
+                text = normalise_caption(raw.decode("utf-8"))
             except UnicodeDecodeError:
                 skips.add("not UTF-8", where)
                 continue
-            if "\x00" in text:
-                raise RecordError(f"{where} holds a NUL character (U+0000) at character {text.index(chr(0))}, which "
-                                  f"a store cannot keep; remove it")
+            refuse_nul(text, where, "remove it from the captions file")
             if not text:
                 skips.add("empty line", where)
                 continue
