@@ -16,24 +16,13 @@ from pathlib import Path
 from person.data.records import load_records
 from person.demo.prepare import demo_set, teacher_store
 from person.demo.recipe import DEMO_IDS
-from person.demo.synthetic import SECOND_SITE, write_dataset
+from person.demo.site_data import second_site
 from person.demo.synthetic.oracle import oracle_scores, read_truth
-from person.demo.synthetic.writer import JSON_NAME, TRUTH_NAME
+from person.demo.synthetic.writer import TRUTH_NAME
 from person.demo.teacher import DEMO_TEACHER
 from person.eval.evaluate import teacher_evaluation
 from person.eval.metrics import evaluate_from_scores
 from person.teacher.store import open_store
-
-
-def second_site(folder: Path) -> Path:
-    """The frozen second-site draw under `folder`; its JSON."""
-    json_path = folder / JSON_NAME[SECOND_SITE["fmt"]]
-    if json_path.is_file():
-        print(f"[data] {json_path} is there; skipped")
-    else:
-        write_dataset(folder, **SECOND_SITE)
-        print(f"[data] drew the second site: {SECOND_SITE}")
-    return json_path
 
 
 def held_out_figures(json_path: Path, store: Path) -> dict:

@@ -105,6 +105,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, skip: Sequence[str] 
         kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": f.metadata["help"]}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(tp) is list:  # `--unlabeled A B C`
+            kwargs.update(nargs="+", type=typing.get_args(tp)[0])
         else:
             kwargs["type"] = tp
             if f.metadata.get("choices"):

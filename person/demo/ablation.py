@@ -1,30 +1,21 @@
 """The recipe's ablation (bench/ablation.py): a base recipe (the demo's, person.demo.recipe, as it is or as it
 stood before this table moved it) against the recipe with one change per row, each row trained once.
 
-Rows run as child processes (`python -m person.demo.ablation SPEC`), `jobs` at a time with cores / jobs torch
-threads each (2 x 1 thread does ~1.4x the work of 1 x 2 threads on 2 cores); each finished row is kept in
+Rows run as child processes (person.demo.rows), `jobs` at a time; each finished row is kept in
 WORKDIR/ablation.json, so a rerun only trains rows that are missing or whose settings changed. The table gives
 per row the student pair's held-out EER, Rank-1, mAP, the two mixed cases' EER and Rank-1 and the training minutes.
 """
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from person import files
+from person.demo import rows as rows_runner
 from person.demo.recipe import DEMO_TRAINING
+from person.demo.rows import CASES, Row
 from person.eval.evaluate import teacher_evaluation
 from person.teacher.store import open_store
-from person.train.options import TrainOptions
-from person.train.trainer import Trainer
 
 # The recipe each row changes. "current": the demo's recipe as it is. "previous": as it stood when this table was
 # first run (text stride 2, lr 2e-3, no pair terms); its stride, learning-rate and pair rows are what moved the
@@ -74,8 +65,6 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "lr-8e-3": ("peak learning rate 8e-3", dict(lr=8e-3)),
     "stride-3-lr-4e-3": ("text stem stride 3 and learning rate 4e-3", dict(text_stride=3, lr=4e-3)),
 }
-CASES = (("student", "pair"), ("student_text_teacher_image", "s.text>t.images"),
-         ("teacher_text_student_image", "t.text>s.images"))
 
 
 def base_recipe(base: str) -> dict[str, Any]:
@@ -93,76 +82,13 @@ def row_options(name: str, store: Path, workdir: Path, iters: int, seed: int, ba
                 log_dir=str((workdir / "logs").resolve()), run_name=f"{base}-{name}-s{seed}", overwrite=True)
 
 
-def train_row(options: dict[str, Any], threads: int, out: Path) -> None:
-    """One row in this process (the child process run_rows starts): train, score, write `out`."""
-    torch.set_num_threads(threads)
-    start = time.perf_counter()
-    result = Trainer(TrainOptions(**options)).fit()
-    minutes = (time.perf_counter() - start) / 60
-    files.write_json(out, {"options": options, "threads": threads, "minutes": minutes,
-                           "cases": {case: {k: result.final[case][k] for k in ("eer", "rank1", "mAP")}
-                                     for case, _ in CASES}})
-
-
-def _finished(result: dict | None, options: dict[str, Any], threads: int) -> bool:
-    """A kept result of exactly these settings (minutes are only comparable at the same thread count)."""
-    return bool(result) and result.get("options") == options and result.get("threads") == threads
-
-
 def run_rows(tasks: list[tuple[str, int]], store: Path, workdir: Path, iters: int, jobs: int,
              base: str = "current") -> dict[str, dict]:
     """The results of `tasks` (row, seed), training those not kept in WORKDIR/ablation.json with these settings,
-    `jobs` at a time. A failed row does not stop the others; the failures are raised together at the end, and
-    an interrupted run (Ctrl-C, a kill of this process) stops its children."""
-    results_path = workdir / "ablation.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    threads = max(1, (os.cpu_count() or 2) // jobs)
-    keys, pending, failed = [], [], []
-    for name, seed in tasks:
-        key, options = f"{base}/{name}/s{seed}/{iters}", row_options(name, store, workdir, iters, seed, base)
-        out = workdir / "rows" / (key.replace("/", "_") + ".json")
-        keys.append(key)
-        if not _finished(results.get(key), options, threads):
-            done = json.loads(out.read_text()) if out.exists() else None  # a row whose parent was killed
-            if _finished(done, options, threads):
-                results[key] = done
-            else:
-                pending.append((key, options, out))
-    files.write_json(results_path, results)
-    running: list[tuple[str, subprocess.Popen, Path]] = []
-    try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                key, options, out = pending.pop(0)
-                log = out.with_suffix(".log")
-                files.make_folder(out.parent)
-                out.unlink(missing_ok=True)
-                spec = json.dumps({"options": options, "threads": threads, "out": str(out)})
-                with log.open("w") as f:
-                    proc = subprocess.Popen([sys.executable, "-m", "person.demo.ablation", spec], stdout=f,
-                                            stderr=subprocess.STDOUT)
-                running.append((key, proc, out))
-                print(f"[ablation] {key}: started ({threads} thread(s)), log {log}", flush=True)
-            time.sleep(0.5)
-            for item in [r for r in running if r[1].poll() is not None]:
-                running.remove(item)
-                key, proc, out = item
-                if proc.returncode != 0:
-                    failed.append(f"{key} (exit {proc.returncode}, log {out.with_suffix('.log')})")
-                    print(f"[ablation] {key}: FAILED, see {out.with_suffix('.log')}", flush=True)
-                    continue
-                results[key] = json.loads(out.read_text())
-                files.write_json(results_path, results)
-                pair = results[key]["cases"]["student"]
-                print(f"[ablation] {key}: EER {100 * pair['eer']:.2f}%  Rank-1 {100 * pair['rank1']:.2f}%  "
-                      f"in {results[key]['minutes']:.1f} min", flush=True)
-    finally:
-        for _, proc, _ in running:
-            proc.terminate()
-            proc.wait()
-    if failed:
-        raise RuntimeError(f"{len(failed)} row(s) failed: {'; '.join(failed)}")
-    return {key: results[key] for key in keys}
+    `jobs` at a time (person.demo.rows); each is scored by its run's own final evaluation."""
+    rows = [Row(f"{base}/{name}/s{seed}/{iters}", row_options(name, store, workdir, iters, seed, base))
+            for name, seed in tasks]
+    return rows_runner.run_rows(rows, workdir / "ablation.json", jobs, tag="ablation")
 
 
 def _cell(values: list[float], percent: bool = True) -> str:
@@ -199,6 +125,3 @@ def teacher_figures(store: Path) -> dict:
     return evaluation.to_dict()
 
 
-if __name__ == "__main__":  # the child process of one row: python -m person.demo.ablation SPEC
-    spec = json.loads(sys.argv[1])
-    train_row(spec["options"], spec["threads"], Path(spec["out"]))

@@ -38,17 +38,37 @@ def step_teacher_report(workdir: Path, store_path: Path) -> dict:
     return summary
 
 
-def step_train(workdir: Path, store_path: Path, overrides: dict) -> Path:
-    """The students (continued from the last checkpoint when a run was cut short)."""
+def run_folder(opts: TrainOptions) -> Path:
+    with open_store(opts.embedding_path) as store:
+        return opts.run_folder(store.dim)
+
+
+def last_of(folder: Path) -> Path | None:
+    """The run's last checkpoint, None when it has none."""
+    try:
+        return last_checkpoint(folder)
+    except FileNotFoundError:
+        return None
+
+
+def demo_students(workdir: Path, store_path: Path) -> Path:
+    """The demo's students as the demo left them (its last checkpoint), trained with its recipe when it has none."""
+    last = last_of(run_folder(TrainOptions(embedding_path=str(store_path), log_dir=str(workdir / "logs"),
+                                           run_name=f"demo-{store_path.stem}", **DEMO_TRAINING)))
+    if last is not None:
+        print(f"[train] the demo's students: {last}")
+        return last
+    return step_train(workdir, store_path, {})
+
+
+def step_train(workdir: Path, store_path: Path, overrides: dict, run_name: str | None = None) -> Path:
+    """The students (continued from the last checkpoint when a run was cut short); `overrides` change the demo's
+    recipe, `run_name` (default: demo-<store>) names the run."""
     # One run per store (so per teacher): another teacher's students are not resumed.
     opts = TrainOptions(embedding_path=str(store_path), log_dir=str(workdir / "logs"),
-                        run_name=f"demo-{store_path.stem}", **(DEMO_TRAINING | overrides))
-    with open_store(store_path) as store:
-        folder = opts.run_folder(store.dim)
-    try:
-        last = last_checkpoint(folder)
-    except FileNotFoundError:
-        last = None
+                        run_name=run_name or f"demo-{store_path.stem}", **(DEMO_TRAINING | overrides))
+    folder = run_folder(opts)
+    last = last_of(folder)
     changed = recipe_changes(folder, DEMO_TRAINING | overrides) if last is not None else []
     if changed:  # a run of an earlier recipe (an older checkout's workdir): not resumed, not reported as this one
         print(f"[train] {folder} holds a run of another recipe ({', '.join(changed)}); training anew")
@@ -76,9 +96,10 @@ def step_student_report(workdir: Path, checkpoint: Path) -> dict:
     return result.titled_summaries()
 
 
-def step_export(workdir: Path, store_path: Path, checkpoint: Path) -> Path:
-    """The students as ONNX (fp32 and int8) with their card, skipped when the export of this checkpoint is there."""
-    out = workdir / "export"
+def step_export(workdir: Path, store_path: Path, checkpoint: Path, folder: str = "export") -> Path:
+    """The students as ONNX (fp32 and int8) with their card in WORKDIR/`folder`, skipped when the export of this
+    checkpoint is there."""
+    out = workdir / folder
     try:
         if read_card(out)["checkpoint"]["sha256"] == files.sha256_file(checkpoint):
             print(f"[export] {out} is there; skipped")

@@ -32,3 +32,8 @@ DEMO_TRAINING: dict[str, Any] = dict(
     max_iters=1300, warmup_iters=100, lr=4e-3, weight_decay=0.5, dist_rel_weight=0.0, mix_rel_weight=1.0,
     d_pos_weight=0.1, s_neg_weight=0.1, rel_temperature=0.1, eval_every=260, save_every=260, log_every=50,
     num_workers=1)
+
+# Adapting the demo students to another site (demo.py --adapt, bench/domain.py) is fine-tuning from them
+# (`--init`): a shorter run of the same recipe (its rate, warm-up and batches) with the site's unlabeled crops and
+# captions beside the demo set (`--unlabeled`, half as many unlabeled rows as labelled ones a batch).
+ADAPT_TRAINING: dict[str, Any] = dict(max_iters=600, save_every=150, log_every=50, unlabeled_share=0.5)

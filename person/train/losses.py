@@ -26,7 +26,16 @@ training log prints (README.md, "Losses"):
 - `d_pos`, `s_neg`: within the batch, matching image/caption pairs (same identity) pulled together
   (1 - cos), pairs of different identities pushed below the teacher's similarity for the same pair
   (same-identity pairs are never negatives).
+- `sdm`: IRRA's similarity-distribution matching (Jiang & Ye, CVPR 2023): the softmax of the student's image x
+  caption similarities at `sdm_temperature`, over rows and over columns, against the identity labels spread
+  evenly over each row's same-identity entries (KL(prediction || labels)). It learns from identities alone, so
+  it can carry the students past a teacher that is weak where the labels are.
 - `total`: the weighted sum. A weight of 0 skips the term's computation and its log column.
+
+A batch with unlabeled rows (person.train.unlabeled) puts them after the labelled ones: `labelled=(n_images,
+n_captions)` says how many leading rows carry identities. IDENTITY_TERMS see only those; every other term needs
+neither identities nor image-caption pairs and sees all rows: the teacher's own embeddings and similarities are
+the targets, whatever rows they are of.
 """
 from __future__ import annotations
 
@@ -38,7 +47,8 @@ import torch.nn.functional as F
 from person.train.memory import CrossModalMemory
 
 TERMS = ("dist_img", "dist_cap", "dist_rel", "mix_rel", "rel_img", "rel_cap", "rkda", "id_img", "id_cap", "id_img_cap",
-         "d_pos", "s_neg")
+         "d_pos", "s_neg", "sdm")
+IDENTITY_TERMS = ("id_img", "id_cap", "id_img_cap", "d_pos", "s_neg", "sdm")  # the labelled rows only
 
 
 def cosine_distill(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -113,6 +123,20 @@ def pair_terms(s_img: torch.Tensor, s_cap: torch.Tensor, t_img: torch.Tensor, t_
     return d_pos, s_neg
 
 
+def sdm(s_img: torch.Tensor, s_cap: torch.Tensor, pid: torch.Tensor, cap_pid: torch.Tensor, temperature: float,
+        epsilon: float = 1e-8) -> torch.Tensor:
+    """IRRA's SDM: sum over the two directions of mean KL(softmax(sim / temperature) || same-identity labels)."""
+    sim = s_img @ s_cap.T / temperature
+    same = (pid[:, None] == cap_pid[None, :]).to(sim.dtype)
+
+    def direction(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        target = labels / labels.sum(dim=1, keepdim=True).clamp_min(1)
+        log_p = F.log_softmax(logits, dim=1)
+        return (log_p.exp() * (log_p - torch.log(target + epsilon))).sum(dim=1).mean()
+
+    return direction(sim, same) + direction(sim.T, same.T)
+
+
 @dataclass(frozen=True)
 class LossWeights:
     dist_img: float = 1.0
@@ -127,6 +151,7 @@ class LossWeights:
     id_img_cap: float = 0.0
     d_pos: float = 0.0
     s_neg: float = 0.0
+    sdm: float = 0.0
 
     def active(self) -> tuple[str, ...]:
         return tuple(t for t in TERMS if getattr(self, t) != 0)
@@ -143,14 +168,16 @@ class DistillLoss:
     _NEEDS = {"dist_img": {"image"}, "dist_cap": {"text"}, "dist_rel": {"image", "text"},
               "mix_rel": {"image", "text"}, "rel_img": {"image"},
               "rel_cap": {"text"}, "rkda": {"image", "text"}, "id_img": {"image"}, "id_cap": {"text"},
-              "id_img_cap": {"image", "text"}, "d_pos": {"image", "text"}, "s_neg": {"image", "text"}}
+              "id_img_cap": {"image", "text"}, "d_pos": {"image", "text"}, "s_neg": {"image", "text"},
+              "sdm": {"image", "text"}}
 
     def __init__(self, weights: LossWeights, temperature: float = 0.02, margin: float = 0.5,
-                 train: str = "both") -> None:
-        if temperature <= 0:
-            raise ValueError(f"relation temperature must be > 0, got {temperature}")
+                 train: str = "both", sdm_temperature: float = 0.02) -> None:
+        if temperature <= 0 or sdm_temperature <= 0:
+            raise ValueError(f"temperatures must be > 0, got {temperature} (relation) and {sdm_temperature} (sdm)")
         trained = {"image", "text"} if train == "both" else {train}
         self.weights, self.temperature, self.margin, self.trained = weights, temperature, margin, trained
+        self.sdm_temperature = sdm_temperature
         self.terms = tuple(t for t in weights.active() if self._NEEDS[t] & trained)
         if not self.terms:
             raise ValueError(f"no loss term is active for --train {train}: give at least one term a non-zero "
@@ -167,17 +194,25 @@ class DistillLoss:
 
     def __call__(self, s_img: torch.Tensor | None, s_cap: torch.Tensor | None, t_img: torch.Tensor, t_cap: torch.Tensor,
                  pid: torch.Tensor, memory: CrossModalMemory | None = None,
-                 cap_pid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """`cap_pid`: the captions' identities when there are not exactly one caption per image (default pid)."""
+                 cap_pid: torch.Tensor | None = None,
+                 labelled: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """`cap_pid`: the captions' identities when there are not exactly one caption per image (default pid).
+        `labelled`: (images, captions) of leading rows with identities (default: all); `pid` and `cap_pid` are
+        theirs."""
         s_img = t_img if s_img is None else s_img
         s_cap = t_cap if s_cap is None else s_cap
         cap_pid = pid if cap_pid is None else cap_pid
-        if len(cap_pid) != len(s_cap) or len(pid) != len(s_img):
-            raise ValueError(f"{len(s_img)} images with {len(pid)} identities, {len(s_cap)} captions with "
+        n_img, n_cap = (len(s_img), len(s_cap)) if labelled is None else labelled
+        if len(cap_pid) != n_cap or len(pid) != n_img:
+            raise ValueError(f"{n_img} labelled images with {len(pid)} identities, {n_cap} labelled captions with "
                              f"{len(cap_pid)}: give cap_pid when captions are not one per image")
         out: dict[str, torch.Tensor] = {}
         for term in self.terms:
-            out[term] = self._term(term, s_img, s_cap, t_img, t_cap, pid, cap_pid, memory)
+            if term in IDENTITY_TERMS:
+                out[term] = self._term(term, s_img[:n_img], s_cap[:n_cap], t_img[:n_img], t_cap[:n_cap], pid,
+                                       cap_pid, memory)
+            else:  # identities unused: every row counts
+                out[term] = self._term(term, s_img, s_cap, t_img, t_cap, pid, cap_pid, memory)
         out["total"] = sum(getattr(self.weights, t) * out[t] for t in self.terms)
         return out
 
@@ -204,6 +239,8 @@ class DistillLoss:
             return 0.5 * (rkd_angle(s_img, t_img) + rkd_angle(s_cap, t_cap))
         if term in ("d_pos", "s_neg"):
             return pair_terms(s_img, s_cap, t_img, t_cap, pid, cap_pid)[0 if term == "d_pos" else 1]
+        if term == "sdm":
+            return sdm(s_img, s_cap, pid, cap_pid, self.sdm_temperature)
         return self._memory_term(term, s_img, s_cap, pid, cap_pid, memory)
 
     def _memory_term(self, term: str, s_img, s_cap, pid, cap_pid, memory) -> torch.Tensor:

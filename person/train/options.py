@@ -41,6 +41,13 @@ class TrainOptions(DatasetOptions):
                                         "text student sees N times the images' batch, for little more time",
                                      at_least=1, at_most=MAX_CAPTIONS_PER_IMAGE)
     strict_images: bool = option(False, "stop on an unreadable image instead of skipping and counting it")
+    unlabeled: list[str] | None = option(None, "unlabeled stores of the same teacher (tools/extract_label.py "
+                                               "--image-dir, --detections, --captions): their images and captions "
+                                               "join every batch, trained by the terms that need no identity")
+    unlabeled_share: float = option(0.5, "unlabeled rows in a batch per labelled row: share x P x K images and "
+                                         "share x P x K x captions_per_image captions", at_least=0, at_most=16)
+    init: str | None = option(None, "start the students from an earlier run's checkpoint (its weights; the optimiser, "
+                                    "schedule and memory start anew); the student options default to its own")
     # students
     backbone: str = option("backbone.mf3.ANet2", "image student, by dotted path")
     tbackbone: str = option("tbackbone.char.L3", "text student, by dotted path")
@@ -88,6 +95,9 @@ class TrainOptions(DatasetOptions):
                                       at_least=0)
     d_pos_weight: float = option(_DEFAULT_WEIGHTS.d_pos, "pull same-identity image/caption pairs together", at_least=0)
     s_neg_weight: float = option(_DEFAULT_WEIGHTS.s_neg, "push other identities' pairs below the teacher's", at_least=0)
+    sdm_weight: float = option(_DEFAULT_WEIGHTS.sdm, "IRRA's similarity-distribution matching against the identity "
+                                                     "labels", at_least=0)
+    sdm_temperature: float = option(0.02, "temperature of the sdm term (IRRA: 0.02)", above=0)
     rel_temperature: float = option(0.02, "temperature of the relation terms (the teacher's similarities are small)",
                                     above=0)
     id_margin: float = option(0.5, "negatives above this similarity count in the contrastive terms", at_least=-1,
@@ -148,7 +158,8 @@ def check_run_name(name: str) -> None:
 # resumed iteration on: the rate rises again from where it had decayed to, as in any schedule restart.)
 RESUMABLE_CHANGES = frozenset({"resume", "max_iters", "log_every", "save_every", "eval_every", "keep_last",
                                "num_workers", "device", "channels_last", "log_dir", "max_nonfinite", "data",
-                               "image_root", "embedding_path", "overwrite", "max_image_pixels", "max_image_bytes"})
+                               "image_root", "embedding_path", "unlabeled", "overwrite", "max_image_pixels",
+                               "max_image_bytes"})
 
 
 OPTIONS_FILE = "options.json"  # beside a run's checkpoints: its resolved options, as the trainer saved them

@@ -48,6 +48,8 @@ from person.train.optim import make_optimizer
 from person.train.options import OPTIONS_FILE, RESUMABLE_CHANGES, TrainOptions
 from person.train.schedule import warmup_cosine
 from person.train.selection import BEST_NAME, Selection, selection_split
+from person.train.unlabeled import MixedBatchSampler, UnlabeledPicker, UnlabeledPool, unlabeled_counts
+from person.train.warm_start import init_options, load_init
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,9 @@ class Trainer(Selection):
                  on_checkpoint: Callable[[Path], None] | None = None) -> None:
         """`on_checkpoint(path)` is called after each checkpoint file is written (tests stop a run there)."""
         opts, resumed = resolve_resume(opts, set(given or ()))
+        init = None
+        if opts.init and not resumed:
+            opts, init = init_options(opts, set(given or ()))
         opts.validate()
         self.opts, self.info = opts, info or init_distributed(opts.device)
         self.on_checkpoint = on_checkpoint
@@ -118,6 +123,8 @@ class Trainer(Selection):
             opts.embedding_path, opts, max_ram_bytes=feature_store.default_ram_bytes() // _local_world_size())
         if resumed:  # the run's students learned this teacher's space; another store must be from it too
             feature_store.check_teacher(self.store.path, self.store.teacher_identity, resumed["teacher"])
+        self.pool = (UnlabeledPool(opts.unlabeled, self.store, feature_store.default_ram_bytes() // _local_world_size())
+                     if opts.unlabeled else None)
         self.mean, self.std = self.store.image_normalisation
         self.train_rows = self.store.split_rows("train")
         if len(self.train_rows) == 0:
@@ -129,14 +136,18 @@ class Trainer(Selection):
         self.feature_dim = self.store.dim if opts.feature_dim is None else opts.feature_dim
         self.image_size = parse_image_size(opts.image_size)
         self.spec = opts.student_spec(self.feature_dim)
-        self.loss = DistillLoss(opts.loss_weights(), opts.rel_temperature, opts.id_margin, opts.train)
+        self.loss = DistillLoss(opts.loss_weights(), opts.rel_temperature, opts.id_margin, opts.train,
+                                opts.sdm_temperature)
         self._check_losses()
         torch.manual_seed(opts.seed)  # the same initial weights on every rank
         # A resumed run's names come from its checkpoint: modules outside the project only where the command
         # line names them again (person.models.registry.resolve).
         trusted = None if not resumed else {getattr(opts, k).rpartition(".")[0] for k in ("backbone", "tbackbone")
                                             if k in (given or ())}
-        self.students = self.spec.build(trusted).to(self.device)
+        self.students = self.spec.build(trusted)
+        if init is not None:
+            load_init(self.students, init, self.store)
+        self.students = self.students.to(self.device)
         check_training_memory(self.students, opts, self.feature_dim, uses_memory=self.loss.uses_memory,
                               device=self.device, ranks_here=_local_world_size())
         if opts.channels_last and self.students.image is not None:
@@ -149,7 +160,7 @@ class Trainer(Selection):
                                         device=self.device) if self.loss.uses_memory else None)
         self.meters = Meters()
         self.iteration, self.skipped_steps, self.nonfinite_run, self.empty_run = 0, 0, 0, 0
-        self.skipped_images = SkipReport()
+        self.skipped_images, self.skipped_unlabeled, self.unlabeled_empty_run = SkipReport(), SkipReport(), 0
         self.best: dict[str, Any] | None = None
         self.run_dir = Path(resumed["path"]).parent if resumed else opts.run_folder(self.feature_dim)
         if resumed:
@@ -197,9 +208,14 @@ class Trainer(Selection):
         transform = (ImageTransform(self.image_size, o.resize, self.mean, train=True)
                      if self.students.image is not None else None)
         dataset = DistillDataset(self.records, self.store.caption_offsets, transform, o.caption_fields,
-                                 o.strict_images, o.captions_per_image, o.image_limits())
+                                 o.strict_images, o.captions_per_image, o.image_limits(),
+                                 self.pool.files() if self.pool else None)
         sampler = IdentityBatchSampler(self.records.pids, self.train_rows, o.p, o.k, o.seed, self.info.rank,
                                        self.info.world_size, start=self.iteration)
+        if self.pool:
+            images, captions = unlabeled_counts(o.unlabeled_share, o.p, o.k, o.captions_per_image)
+            sampler = MixedBatchSampler(sampler, UnlabeledPicker(self.pool.num_images, self.pool.num_captions, images,
+                                                                 captions, o.seed, self.info.rank, self.info.world_size))
         return DataLoader(dataset, batch_sampler=sampler, num_workers=o.num_workers,
                           collate_fn=DistillCollate(o.max_seq_length), pin_memory=self.device.type == "cuda",
                           persistent_workers=o.num_workers > 0, prefetch_factor=4 if o.num_workers else None)
@@ -256,14 +272,16 @@ class Trainer(Selection):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.skipped_images.add(batch["skipped"])
+        self._count_unlabeled_skips(batch)
         rows = batch["rows"]
         if not self._all_ranks(len(rows) > 0):  # every image of a batch unreadable, here or on another rank
             return self._skip(empty=True)
-        t_img, t_cap = (t.to(dev, non_blocking=True) for t in teacher_targets(self.store, rows, batch["captions"]))
+        t_img, t_cap = (t.to(dev, non_blocking=True) for t in teacher_targets(self.store, batch, self.pool))
+        labelled = (len(rows), len(batch["captions"]))  # the leading rows; unlabeled ones follow
         pid = torch.from_numpy(self.records.pids[rows.numpy()]).to(dev)
         cap_pid = pid[batch["caption_owner"].to(dev)]
         images = (normalize_batch(batch["images"].to(dev, non_blocking=True), self.mean, self.std)
-                  if batch["images"] is not None and len(rows) else None)
+                  if batch["images"] is not None else None)
         if images is not None and o.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         autocast = (torch.autocast(dev.type, dtype=self.autocast_dtype) if self.autocast_dtype else nullcontext())
@@ -272,7 +290,7 @@ class Trainer(Selection):
         buffers = [b.detach().clone() for b in self.students.buffers()]
         with autocast:
             out = self.model(images, batch["chars"].to(dev), batch["mask"].to(dev))
-        losses = self.loss(out.get("image"), out.get("text"), t_img, t_cap, pid, self.memory, cap_pid)
+        losses = self.loss(out.get("image"), out.get("text"), t_img, t_cap, pid, self.memory, cap_pid, labelled)
         if not self._all_ranks(bool(torch.isfinite(losses["total"]))):
             with torch.no_grad():
                 for b, saved in zip(self.students.buffers(), buffers):
@@ -286,14 +304,28 @@ class Trainer(Selection):
             torch.nn.utils.clip_grad_norm_(self.students.parameters(), o.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.memory is not None:
+        if self.memory is not None:  # labelled rows only: the memory's terms compare identities
             labels = {"image": pid, "text": cap_pid}
-            self.memory.update(*(((gather_for_memory(out[m]), gather_for_memory(labels[m])) if m in out else None)
-                                 for m in ("image", "text")))
+            self.memory.update(*(((gather_for_memory(out[m][:len(labels[m])]), gather_for_memory(labels[m]))
+                                  if m in out else None) for m in ("image", "text")))
         self.iteration += 1
         values = {k: float(v.detach()) for k, v in losses.items()}
         self.meters.update(values)
         return values | {"lr": lr}
+
+    def _count_unlabeled_skips(self, batch: dict[str, Any]) -> None:
+        """Unreadable crops are counted skips; a long run of batches without one readable crop means the images
+        are gone (moved, unmounted), and training on without them is not what the user asked for."""
+        skipped = batch.get("u_skipped", [])
+        if not skipped:
+            self.unlabeled_empty_run = 0
+            return
+        self.skipped_unlabeled.add(skipped)
+        self.unlabeled_empty_run = 0 if len(batch["u_rows"]) else self.unlabeled_empty_run + 1
+        if self.unlabeled_empty_run >= self.opts.max_nonfinite:
+            raise UnreadableBatchesError(
+                f"{self.unlabeled_empty_run} batches in a row without one readable unlabeled image: are the images "
+                f"still under {', '.join(self.pool.roots())}? {self.skipped_unlabeled.summary(3)}")
 
     def _skip(self, empty: bool) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -360,6 +392,11 @@ class Trainer(Selection):
             log.info("training %s from iteration %d to %d: %d train images, world size %d, device %s",
                      self.run_dir, self.iteration, o.max_iters, len(self.train_rows), self.info.world_size,
                      self.device)
+            if self.pool:
+                images, captions = unlabeled_counts(o.unlabeled_share, o.p, o.k, o.captions_per_image)
+                log.info("unlabeled: %s; each batch adds up to %d of their images and %d captions per rank",
+                         self.pool.describe(), images if self.pool.num_images else 0,
+                         captions if self.pool.num_captions else 0)
         batches = iter(self.loader()) if self.iteration < o.max_iters else iter(())
         seen, tick = 0, time.perf_counter()
         last = final = None
@@ -395,6 +432,8 @@ class Trainer(Selection):
                 last, final = self.save(), self.evaluate(self.final_cases)
         if len(self.skipped_images):
             log.warning("training %s", self.skipped_images.summary())
+        if len(self.skipped_unlabeled):
+            log.warning("training, unlabeled %s", self.skipped_unlabeled.summary())
         return last, final
 
 

@@ -1,5 +1,5 @@
 """Run under torchrun by tests/test_trainer.py: three training steps on each rank, then a report of whether
-the ranks hold identical parameters and one shared memory.
+the ranks hold identical parameters and one shared memory, and which unlabeled rows each rank drew.
 
     torchrun --nproc_per_node=2 tests/train/ddp_steps.py REPORT.json <main.py options>
 """
@@ -35,11 +35,14 @@ def main() -> None:
         params = torch.cat([p.detach().flatten() for p in trainer.students.parameters()])
         pids = torch.from_numpy(trainer.records.pids[batch["rows"].numpy()])
         all_params, all_pids = gathered(params), gathered(pids)
+        picked = torch.tensor(sorted(batch["u_rows"].tolist() + [row for row, _ in batch["u_skipped"]]),
+                              dtype=torch.long)
         steps.append({"same_parameters": all(torch.equal(all_params[0], p) for p in all_params),
                       "batches_differ": not set(all_pids[0].tolist()) & set(all_pids[1].tolist()),
                       "rank_pids": [p.tolist() for p in all_pids],
-                      "memory_labels": trainer.memory.image.get()[1].tolist(),
-                      "memory_filled": trainer.memory.image.filled})
+                      "unlabeled_rows": [p.tolist() for p in gathered(picked)],
+                      "memory_labels": trainer.memory.image.get()[1].tolist() if trainer.memory else [],
+                      "memory_filled": trainer.memory.image.filled if trainer.memory else 0})
     if dist.get_rank() == 0:
         report.write_text(json.dumps(steps))
     del trainer, batches  # DDP's reducer goes while the process group is alive (person.distributed.cleanup)

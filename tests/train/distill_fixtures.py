@@ -6,11 +6,13 @@ something learnable. The store is written through person.teacher.store's real wr
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from person.data.records import load_records
+from person.data.unlabeled import captions_file, detections_file
 from person.demo.synthetic import write_dataset
 from person.teacher.store import StoreWriter, caption_layout
 
@@ -50,3 +52,32 @@ def make_setup(root: Path, ids: int = 12, images_per_id: int = 2, seed: int = 0,
         else:
             writer.write(unit, captions[unit.start:unit.stop])
     return json_path, store, broken
+
+
+def write_unlabeled(path: Path, source, identity: dict, seed: int) -> Path:
+    """A complete unlabeled store of `source` with made-up unit embeddings (rows drawn from `seed`)."""
+    rng = np.random.default_rng(seed)
+    writer = StoreWriter.open(path, source, identity, chunk_rows=8, batch_size=4)
+    for unit in writer.pending():
+        emb = _unit(rng.normal(size=(unit.stop - unit.start, identity["dim"])))
+        status = np.ones(unit.stop - unit.start, np.uint8) if unit.kind == "image" else None
+        writer.write(unit, emb, status)
+    return path
+
+
+def make_unlabeled(root: Path, json_path: Path, identity: dict = IDENTITY, tracks: bool = True,
+                   seed: int = 1) -> tuple[Path, Path]:
+    """(crops store, captions store) under `root`: a detector box on each of the set's images (its upper part;
+    tracks of two images where `tracks`) and 10 descriptions, with made-up embeddings of `identity`'s dim. A
+    broken image of the set (make_setup's) stays in: its crop is unreadable at training time."""
+    records = load_records(json_path)
+    root.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for row in range(len(records)):
+        line = {"image": str(records.paths[row]), "bbox": [2, 2, 30, 40]}
+        lines.append(json.dumps(line | ({"track": row // 2} if tracks else {})))
+    (root / "boxes.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "captions.txt").write_text("\n".join(f"a person number {i} in a coat" for i in range(10)) + "\n")
+    crops = detections_file(root / "boxes.jsonl", records.image_root)
+    return (write_unlabeled(root / "crops.h5", crops, identity, seed),
+            write_unlabeled(root / "captions.h5", captions_file(root / "captions.txt"), identity, seed + 1))

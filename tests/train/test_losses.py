@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from person.train.losses import (TERMS, DistillLoss, LossWeights, contrastive, cosine_distill, pair_terms, relation_kl,
-                                 rkd_angle, rkd_angles)
+                                 rkd_angle, rkd_angles, sdm)
 from person.train.memory import CrossModalMemory
 
 
@@ -217,3 +217,21 @@ def test_several_captions_per_image_use_the_captions_identities():
     assert out["id_img_cap"].item() == pytest.approx(cross.item())
     with pytest.raises(ValueError, match="give cap_pid when captions are not one per image"):
         loss(s_img, s_cap, t_img, t_cap, pid)
+
+
+def test_sdm_matches_irra_by_hand_and_spreads_the_labels_over_an_identitys_captions():
+    eye = unit([1, 0], [0, 1])
+    eps = 1e-8
+    p = math.e / (math.e + 1)  # softmax of [1, 0] at temperature 1
+    one_direction = p * (math.log(p) - math.log(1 + eps)) + (1 - p) * (math.log(1 - p) - math.log(eps))
+    value = sdm(eye, eye, torch.tensor([0, 1]), torch.tensor([0, 1]), temperature=1.0)
+    assert value.item() == pytest.approx(2 * one_direction)
+    # Two captions of identity 0: image 0's target is half on each, so an image equally close to both scores less
+    # than one that prefers one of them.
+    caps = unit([1, 0], [1, 0], [0, 1])
+    even = sdm(unit([1, 0]), caps, torch.tensor([0]), torch.tensor([0, 0, 1]), 0.1)
+    uneven = sdm(unit([1, 0]), unit([1, 0], [0.5, 0.5], [0, 1]), torch.tensor([0]), torch.tensor([0, 0, 1]), 0.1)
+    assert even < uneven
+    weights = LossWeights(dist_img=0, dist_cap=0, dist_rel=0, sdm=1.0)
+    out = DistillLoss(weights, sdm_temperature=1.0)(eye, eye, eye, eye, torch.tensor([0, 1]))
+    assert set(out) == {"sdm", "total"} and out["total"].item() == pytest.approx(2 * one_direction)
