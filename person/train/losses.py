@@ -206,13 +206,14 @@ class DistillLoss:
         if len(cap_pid) != n_cap or len(pid) != n_img:
             raise ValueError(f"{n_img} labelled images with {len(pid)} identities, {n_cap} labelled captions with "
                              f"{len(cap_pid)}: give cap_pid when captions are not one per image")
+        # Sliced only when there are unlabeled rows: a slice's backward adds the gradients in another order, and a
+        # run without unlabeled rows must stay the run it always was, to the last bit.
+        labelled_rows = (s_img, s_cap, t_img, t_cap) if (n_img, n_cap) == (len(s_img), len(s_cap)) else \
+            (s_img[:n_img], s_cap[:n_cap], t_img[:n_img], t_cap[:n_cap])
         out: dict[str, torch.Tensor] = {}
         for term in self.terms:
-            if term in IDENTITY_TERMS:
-                out[term] = self._term(term, s_img[:n_img], s_cap[:n_cap], t_img[:n_img], t_cap[:n_cap], pid,
-                                       cap_pid, memory)
-            else:  # identities unused: every row counts
-                out[term] = self._term(term, s_img, s_cap, t_img, t_cap, pid, cap_pid, memory)
+            rows = labelled_rows if term in IDENTITY_TERMS else (s_img, s_cap, t_img, t_cap)  # identities unused
+            out[term] = self._term(term, *rows, pid, cap_pid, memory)
         out["total"] = sum(getattr(self.weights, t) * out[t] for t in self.terms)
         return out
 
