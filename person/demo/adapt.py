@@ -2,8 +2,8 @@
 person.demo.synthetic.sites) from its unlabeled crops and captions, the README's "Your own cameras" path on data
 the project draws.
 
-The steps, each skipped when its output is in the workdir: the demo's set, store and students (its last checkpoint;
-trained here when the demo has not run), the second site, its training images as whole-image detections and its training captions
+The steps, each skipped when its output is in the workdir: the demo's set, store and students (trained here, or
+finished, when the demo has not run them to the end), the second site, its training images as whole-image detections and its training captions
 as a text file (person.demo.site_data; its labels are never read for training), their unlabeled stores, the
 students fine-tuned from the demo's (`--init`) with those rows beside the demo set (`--unlabeled`), their export,
 and the teacher's, the demo students' and the adapted students' figures on the site's held-out identities (the
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from person.data.records import load_records
 from person.data.unlabeled import captions_file, detections_file
-from person.demo.pipeline import demo_students, step_export, step_train
+from person.demo.pipeline import step_export, step_train
 from person.demo.prepare import demo_set, teacher_store
 from person.demo.recipe import ADAPT_TRAINING, DEMO_TRAINING
 from person.demo.site_data import second_site, site_captions, site_crops, unlabeled_store
@@ -44,7 +44,7 @@ def run_adapt(workdir: Path, ids: int, teacher: Path, max_iters: int | None = No
     start = time.perf_counter()
     json_path = demo_set(workdir / "data", ids, DEMO_TRAINING["p"])
     store_path = teacher_store(workdir / "embeddings", json_path, teacher)
-    students = demo_students(workdir, store_path)
+    students = step_train(workdir, store_path, {})  # the demo's run: continued or skipped as the demo does
     site_json = second_site(workdir / "second")
     site_store = teacher_store(site_json.parent / "embeddings", site_json, teacher)
     folder = workdir / "second-unlabeled"

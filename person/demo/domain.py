@@ -17,8 +17,8 @@ from typing import Any
 from person.demo.recipe import ADAPT_TRAINING, DEMO_TRAINING
 from person.demo.rows import CASES, Row
 
-# The label terms (issue notes in BENCHMARKS.md, "Your own cameras"): the memory's contrastive terms and IRRA's
-# sdm on the labelled identities, which carry the students past a teacher that is weak where the labels are.
+# The label terms: the memory's contrastive terms on the labelled identities, which carry the students past a
+# teacher that is weak where the labels are (BENCHMARKS.md, "Your own cameras": with and without them, and + sdm).
 LABEL_TERMS: dict[str, Any] = dict(id_img_weight=0.3, id_cap_weight=0.3, id_img_cap_weight=0.3, id_margin=0.2,
                                    memory_size=2048, memory_warmup=100)
 SITE_VAL_IDS = 50  # the site's training identities set aside to choose label rows' checkpoints on

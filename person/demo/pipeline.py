@@ -51,16 +51,6 @@ def last_of(folder: Path) -> Path | None:
         return None
 
 
-def demo_students(workdir: Path, store_path: Path) -> Path:
-    """The demo's students as the demo left them (its last checkpoint), trained with its recipe when it has none."""
-    last = last_of(run_folder(TrainOptions(embedding_path=str(store_path), log_dir=str(workdir / "logs"),
-                                           run_name=f"demo-{store_path.stem}", **DEMO_TRAINING)))
-    if last is not None:
-        print(f"[train] the demo's students: {last}")
-        return last
-    return step_train(workdir, store_path, {})
-
-
 def step_train(workdir: Path, store_path: Path, overrides: dict, run_name: str | None = None) -> Path:
     """The students (continued from the last checkpoint when a run was cut short); `overrides` change the demo's
     recipe, `run_name` (default: demo-<store>) names the run."""

@@ -62,8 +62,12 @@ def train_row(row: Row, threads: int, out: Path) -> None:
         "cases": {case: {m: result.final[case][m] for m in METRICS} for case, _ in CASES}})
 
 
+# What a result kept before rows named their scoring was made with (the ablation's: its own evaluation, last).
+_KEPT_DEFAULTS = {"score": {}, "checkpoint": "last"}
+
+
 def _finished(result: dict | None, row: Row, threads: int) -> bool:
-    return bool(result) and all(result.get(k) == v for k, v in row.settings(threads).items())
+    return bool(result) and all(result.get(k, _KEPT_DEFAULTS.get(k)) == v for k, v in row.settings(threads).items())
 
 
 def run_rows(rows: list[Row], results_path: Path, jobs: int, tag: str = "rows") -> dict[str, dict]:

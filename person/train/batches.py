@@ -25,12 +25,13 @@ import torch
 from torch.utils.data import Dataset
 
 from person.data.datasets import ImageDataset, stack_uint8
-from person.data.detections import crop
-from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageReadError, ImageTransform, load_pixels
+from person.data.crops import load_crop
+from person.data.images import DEFAULT_LIMITS, ImageLimits, ImageReadError, ImageTransform
 from person.data.records import RecordSet
 from person.data.sampler import Item
 from person.data.text import encode_batch
-from person.train.unlabeled import UnlabeledFiles, UnlabeledItem
+from person.teacher.store import FeatureStore
+from person.train.unlabeled import UnlabeledFiles, UnlabeledItem, UnlabeledPool
 
 
 class DistillDataset(Dataset):
@@ -80,11 +81,9 @@ class DistillDataset(Dataset):
             return out | {"text": self.unlabeled.texts[item.row]}
         if self.transform is None:  # a text-only run: the teacher's embedding of the crop stands in for the student's
             return out
-        path, box = self.unlabeled.image_paths[item.row], self.unlabeled.box(item.row)
-        try:  # cut as enrolment and unlabeled extraction cut it (person.data.crops), from the full decode
-            pixels = load_pixels(path, None if box else self.transform.size, self.limits)
-            if box is not None:
-                pixels, _ = crop(pixels, box)
+        try:  # cut as enrolment and unlabeled extraction cut it
+            pixels = load_crop(self.unlabeled.image_paths[item.row], self.unlabeled.box(item.row), self.transform.size,
+                               self.limits)
         except ImageReadError as e:
             if self.strict:
                 raise
@@ -122,7 +121,8 @@ def _rows(items: Sequence[dict[str, Any]]) -> torch.Tensor:
     return torch.tensor([b["row"] for b in items], dtype=torch.long)
 
 
-def teacher_targets(store: Any, batch: dict[str, Any], pool: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+def teacher_targets(store: FeatureStore, batch: dict[str, Any], pool: UnlabeledPool | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's image and caption embeddings of a batch, float32: the labelled rows from the store, then the
     unlabeled ones from the pool (person.train.unlabeled.UnlabeledPool)."""
     images, captions = store.images(batch["rows"].numpy()), store.captions(batch["captions"].numpy())

@@ -100,11 +100,13 @@ def _saved_bytes(model: nn.Module, *inputs: torch.Tensor) -> int:
     return total
 
 
-def estimate_step_memory(students: Students, opts: TrainOptions, feature_dim: int, uses_memory: bool) -> StepMemory:
-    """What one step of `opts`' batch (P x K images, their captions) needs on one rank."""
+def estimate_step_memory(students: Students, opts: TrainOptions, feature_dim: int, uses_memory: bool,
+                         unlabeled: tuple[int, int] = (0, 0)) -> StepMemory:
+    """What one step of `opts`' batch (P x K images, their captions, and `unlabeled` (images, captions) rows of
+    unlabeled stores) needs on one rank."""
     h, w = parse_image_size(opts.image_size)
-    images = opts.p * opts.k
-    captions = images * opts.captions_per_image
+    images = opts.p * opts.k + unlabeled[0]
+    captions = opts.p * opts.k * opts.captions_per_image + unlabeled[1]
     per_image, per_caption = activation_bytes(students, (h, w), opts.max_seq_length)
     weights = sum(p.numel() for p in students.parameters() if p.requires_grad) * _F32
     states = 1 if opts.optimizer == "sgd" else 2
@@ -123,11 +125,11 @@ def estimate_step_memory(students: Students, opts: TrainOptions, feature_dim: in
 
 def check_training_memory(students: Students, opts: TrainOptions, feature_dim: int, *, uses_memory: bool,
                           device: torch.device | str = "cpu", ranks_here: int = 1,
-                          available: int | None = None) -> StepMemory:
+                          available: int | None = None, unlabeled: tuple[int, int] = (0, 0)) -> StepMemory:
     """Refuse (TrainingMemoryError) a run whose step would not fit: on a CUDA device its free memory, else the
     host's `available_memory()` shared by the `ranks_here` ranks of this machine. `available` replaces the
     measured figure (tests). Returns the estimate."""
-    need = estimate_step_memory(students, opts, feature_dim, uses_memory)
+    need = estimate_step_memory(students, opts, feature_dim, uses_memory, unlabeled)
     device = torch.device(device)
     if device.type == "cuda":  # the loader's batches wait in host memory, the rest is on the GPU
         total, ranks = need.total - need.loader, 1
@@ -139,12 +141,14 @@ def check_training_memory(students: Students, opts: TrainOptions, feature_dim: i
         where = "in this machine's memory (the smaller of MemAvailable and the cgroup's limit)"
     h, w = parse_image_size(opts.image_size)
     batch = (f"a batch of {opts.p} x {opts.k} images at {h}x{w} and {opts.p * opts.k * opts.captions_per_image} "
-             f"captions of up to {opts.max_seq_length} characters")
+             f"captions of up to {opts.max_seq_length} characters" +
+             (f", plus {unlabeled[0]} unlabeled images and {unlabeled[1]} captions" if any(unlabeled) else ""))
     if total > room:
         each = f", for each of the {ranks} ranks here" if ranks > 1 else ""
         raise TrainingMemoryError(
             f"a training step needs about {gib(total)} GiB for {batch} ({need.parts()}{each}); {gib(room)} GiB "
-            f"available {where}; lower --p/--k/--image_size/--max_seq_length")
+            f"available {where}; lower --p/--k/--image_size/--max_seq_length" +
+            (" or --unlabeled_share" if any(unlabeled) else ""))
     log.debug("a training step needs about %s GiB for %s; %s GiB available", gib(total), batch, gib(room))
     return need
 

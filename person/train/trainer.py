@@ -48,8 +48,8 @@ from person.train.optim import make_optimizer
 from person.train.options import OPTIONS_FILE, RESUMABLE_CHANGES, TrainOptions
 from person.train.schedule import warmup_cosine
 from person.train.selection import BEST_NAME, Selection, selection_split
-from person.train.unlabeled import MixedBatchSampler, UnlabeledPicker, UnlabeledPool, unlabeled_counts
-from person.train.warm_start import init_options, load_init
+from person.train.unlabeled import MixedBatchSampler, UnlabeledPool
+from person.train.warm_start import check_init_teacher, init_options, load_init
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +118,17 @@ class Trainer(Selection):
         self.opts, self.info = opts, info or init_distributed(opts.device)
         self.on_checkpoint = on_checkpoint
         self.device = self.info.device
-        # Each rank of a node holds its own copy in RAM: share the budget (beyond it, the page cache is shared).
-        self.store, self.records = feature_store.open_with_records(
-            opts.embedding_path, opts, max_ram_bytes=feature_store.default_ram_bytes() // _local_world_size())
+        # Each rank of a node holds its own copy in RAM: share the budget (beyond it, the page cache is shared),
+        # and the stores of one rank share its part.
+        ram = feature_store.default_ram_bytes() // _local_world_size() // (1 + len(opts.unlabeled or ()))
+        self.store, self.records = feature_store.open_with_records(opts.embedding_path, opts, max_ram_bytes=ram)
         if resumed:  # the run's students learned this teacher's space; another store must be from it too
             feature_store.check_teacher(self.store.path, self.store.teacher_identity, resumed["teacher"])
-        self.pool = (UnlabeledPool(opts.unlabeled, self.store, feature_store.default_ram_bytes() // _local_world_size())
-                     if opts.unlabeled else None)
+        if init is not None:  # the same for the students it starts from, before anything else is checked
+            check_init_teacher(init, self.store)
+        self.pool = UnlabeledPool(opts.unlabeled, self.store, ram) if opts.unlabeled else None
+        self.picker = (self.pool.picker(opts.unlabeled_share, opts.p, opts.k, opts.captions_per_image, opts.seed,
+                                        self.info.rank, self.info.world_size) if self.pool else None)
         self.mean, self.std = self.store.image_normalisation
         self.train_rows = self.store.split_rows("train")
         if len(self.train_rows) == 0:
@@ -140,16 +144,17 @@ class Trainer(Selection):
                                 opts.sdm_temperature)
         self._check_losses()
         torch.manual_seed(opts.seed)  # the same initial weights on every rank
-        # A resumed run's names come from its checkpoint: modules outside the project only where the command
+        # A resumed or --init run's names come from a checkpoint: modules outside the project only where the command
         # line names them again (person.models.registry.resolve).
-        trusted = None if not resumed else {getattr(opts, k).rpartition(".")[0] for k in ("backbone", "tbackbone")
-                                            if k in (given or ())}
+        trusted = None if not (resumed or init) else {getattr(opts, k).rpartition(".")[0]
+                                                      for k in ("backbone", "tbackbone") if k in (given or ())}
         self.students = self.spec.build(trusted)
         if init is not None:
-            load_init(self.students, init, self.store)
+            load_init(self.students, init)
         self.students = self.students.to(self.device)
         check_training_memory(self.students, opts, self.feature_dim, uses_memory=self.loss.uses_memory,
-                              device=self.device, ranks_here=_local_world_size())
+                              device=self.device, ranks_here=_local_world_size(),
+                              unlabeled=self.picker.counts if self.picker else (0, 0))
         if opts.channels_last and self.students.image is not None:
             self.students.image.to(memory_format=torch.channels_last)
         self.model = self._wrap(self.students)
@@ -212,10 +217,8 @@ class Trainer(Selection):
                                  self.pool.files() if self.pool else None)
         sampler = IdentityBatchSampler(self.records.pids, self.train_rows, o.p, o.k, o.seed, self.info.rank,
                                        self.info.world_size, start=self.iteration)
-        if self.pool:
-            images, captions = unlabeled_counts(o.unlabeled_share, o.p, o.k, o.captions_per_image)
-            sampler = MixedBatchSampler(sampler, UnlabeledPicker(self.pool.num_images, self.pool.num_captions, images,
-                                                                 captions, o.seed, self.info.rank, self.info.world_size))
+        if self.picker:
+            sampler = MixedBatchSampler(sampler, self.picker)
         return DataLoader(dataset, batch_sampler=sampler, num_workers=o.num_workers,
                           collate_fn=DistillCollate(o.max_seq_length), pin_memory=self.device.type == "cuda",
                           persistent_workers=o.num_workers > 0, prefetch_factor=4 if o.num_workers else None)
@@ -231,7 +234,8 @@ class Trainer(Selection):
                 "scaler": self.scaler.state_dict(), "memory": self.memory.state_dict() if self.memory else None,
                 "meters": self.meters.state_dict(), "rng": rng, "best": self.best,
                 "skipped_steps": self.skipped_steps, "normalisation": {"mean": list(self.mean), "std": list(self.std)},
-                "teacher": self.store.teacher_identity, "dataset": self.store.dataset_info}
+                "teacher": self.store.teacher_identity, "dataset": self.store.dataset_info,
+                "unlabeled_rows": [self.pool.num_images, self.pool.num_captions] if self.pool else None}
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.students.load_state_dict(state["model"])
@@ -244,6 +248,11 @@ class Trainer(Selection):
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.iteration, self.best, self.skipped_steps = state["iteration"], state["best"], state["skipped_steps"]
+        now = [self.pool.num_images, self.pool.num_captions] if self.pool else None
+        if state.get("unlabeled_rows") != now:  # a store that grew: the picks from here on are drawn anew
+            log.warning("the unlabeled stores hold %s (image, caption) rows, %s when %s was saved: the run goes on, "
+                        "but its batches from here differ from an uninterrupted run's", now,
+                        state.get("unlabeled_rows"), state["path"])
         log.info("resumed %s at iteration %d", state["path"], self.iteration)
 
     def save(self, name: str | None = None) -> Path:
@@ -316,16 +325,17 @@ class Trainer(Selection):
     def _count_unlabeled_skips(self, batch: dict[str, Any]) -> None:
         """Unreadable crops are counted skips; a long run of batches without one readable crop means the images
         are gone (moved, unmounted), and training on without them is not what the user asked for."""
-        skipped = batch.get("u_skipped", [])
-        if not skipped:
-            self.unlabeled_empty_run = 0
+        if self.pool is None:
             return
+        skipped = batch["u_skipped"]
         self.skipped_unlabeled.add(skipped)
-        self.unlabeled_empty_run = 0 if len(batch["u_rows"]) else self.unlabeled_empty_run + 1
-        if self.unlabeled_empty_run >= self.opts.max_nonfinite:
+        self.unlabeled_empty_run = self.unlabeled_empty_run + 1 if skipped and not len(batch["u_rows"]) else 0
+        # Decided by every rank together: a rank that stopped alone would leave the others waiting in a collective.
+        if not self._all_ranks(self.unlabeled_empty_run < self.opts.max_nonfinite):
             raise UnreadableBatchesError(
-                f"{self.unlabeled_empty_run} batches in a row without one readable unlabeled image: are the images "
-                f"still under {', '.join(self.pool.roots())}? {self.skipped_unlabeled.summary(3)}")
+                f"{self.opts.max_nonfinite} batches in a row without one readable unlabeled image (on this rank or "
+                f"another): are the images still under {', '.join(self.pool.roots())}? "
+                f"{self.skipped_unlabeled.summary(3)}")
 
     def _skip(self, empty: bool) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -392,11 +402,9 @@ class Trainer(Selection):
             log.info("training %s from iteration %d to %d: %d train images, world size %d, device %s",
                      self.run_dir, self.iteration, o.max_iters, len(self.train_rows), self.info.world_size,
                      self.device)
-            if self.pool:
-                images, captions = unlabeled_counts(o.unlabeled_share, o.p, o.k, o.captions_per_image)
-                log.info("unlabeled: %s; each batch adds up to %d of their images and %d captions per rank",
-                         self.pool.describe(), images if self.pool.num_images else 0,
-                         captions if self.pool.num_captions else 0)
+            if self.picker:
+                log.info("unlabeled: %s; each batch adds %d of their images and %d captions per rank",
+                         self.pool.describe(), *self.picker.counts)
         batches = iter(self.loader()) if self.iteration < o.max_iters else iter(())
         seen, tick = 0, time.perf_counter()
         last = final = None
@@ -405,7 +413,7 @@ class Trainer(Selection):
             while self.iteration < o.max_iters:
                 batch = next(batches)
                 values = self.train_step(batch)
-                seen += len(batch["rows"]) * self.info.world_size
+                seen += (len(batch["rows"]) + len(batch.get("u_rows", ()))) * self.info.world_size
                 bar.update(1)
                 it = self.iteration
                 if main and values is not None and (it % o.log_every == 0 or it == o.max_iters):

@@ -3,9 +3,9 @@
 `UnlabeledPool` opens the unlabeled stores (person.teacher.store.open_unlabeled), refuses one whose teacher is
 not the labelled store's, and numbers their readable image rows and their caption rows globally, store after
 store. `UnlabeledPicker` chooses a batch's unlabeled rows as a pure function of (seed, batch number, rank), as the
-identity sampler chooses the labelled ones: each epoch is one seeded permutation of all rows, walked in order by
-the global batches, so every crop and caption is seen once an epoch, a resumed run sees the rows an uninterrupted
-one sees, and ranks never share a row. `MixedBatchSampler` appends them to the identity sampler's batches.
+identity sampler chooses the labelled ones: each epoch is one seeded permutation of all rows, cut into the global
+batches, so a crop or caption is seen at most once an epoch, a resumed run sees the rows an uninterrupted one sees,
+and ranks never share a row. `MixedBatchSampler` appends them to the identity sampler's batches.
 
 Which loss terms see these rows: person.train.losses (IDENTITY_TERMS see only the labelled part).
 """
@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from person.data.sampler import IdentityBatchSampler, Item
+from person.teacher.space import describe, space_of
 from person.teacher.store import FeatureStore, StoreMismatchError, UnlabeledStore, check_teacher, open_unlabeled
 
 
@@ -44,10 +44,6 @@ class UnlabeledFiles:
         return None if np.isnan(box).any() else tuple(box.tolist())
 
 
-def teacher_name(identity: dict[str, Any]) -> str:
-    return str(identity.get("teacher") or identity.get("model") or "an unnamed teacher")
-
-
 class UnlabeledPool:
     """The unlabeled stores of a run, their rows numbered globally (images, captions), and their teacher rows."""
 
@@ -63,7 +59,13 @@ class UnlabeledPool:
         self._caption_store = np.concatenate([np.full(s.num_captions, i, np.int64) for i, s in enumerate(self.stores)])
         self._caption_row = np.concatenate([np.arange(s.num_captions, dtype=np.int64) for s in self.stores])
         if not len(self._image_row) and not len(self._caption_row):
-            raise ValueError(f"--unlabeled {' '.join(paths)}: no readable image and no caption in these stores")
+            raise ValueError(f"--unlabeled {' '.join(paths)}: no readable image and no caption in these stores; "
+                             f"extract them from a folder, detections or captions that hold some")
+        for store in self.stores:  # moved crops would otherwise surface only as a run of unreadable batches
+            root = Path(store.dataset_info["image_root"])
+            if store.num_images and not root.is_dir():
+                raise FileNotFoundError(f"--unlabeled {store.path}: its images' folder {root} is not there; put them "
+                                        f"back, or extract the moved source again")
 
     @property
     def num_images(self) -> int:
@@ -102,6 +104,12 @@ class UnlabeledPool:
             out[at] = getattr(self.stores[i], kind)(local[rows[at]])
         return out
 
+    def picker(self, share: float, p: int, k: int, captions_per_image: int, seed: int, rank: int = 0,
+               world_size: int = 1) -> UnlabeledPicker:
+        """The picker of `--unlabeled_share` of a P x K batch with `captions_per_image` captions an image."""
+        images, captions = unlabeled_counts(share, p, k, captions_per_image)
+        return UnlabeledPicker(self.num_images, self.num_captions, images, captions, seed, rank, world_size)
+
     def roots(self) -> list[str]:
         return [str(s.dataset_info.get("image_root")) for s in self.stores if s.num_images]
 
@@ -109,58 +117,64 @@ class UnlabeledPool:
         return (f"{self.num_images} readable images and {self.num_captions} captions from "
                 f"{len(self.stores)} unlabeled store(s)")
 
-    def close(self) -> None:
-        for store in self.stores:
-            store.close()
-
 
 def _check_same_teacher(store: UnlabeledStore, labelled: FeatureStore) -> None:
     """The students learn one teacher's space: an unlabeled store of another teacher would pull them out of it."""
     try:
         check_teacher(store.path, store.teacher_identity, labelled.teacher_identity)
     except StoreMismatchError as e:
-        differences = "\n".join(line for line in str(e).splitlines() if line.startswith("  "))
         raise StoreMismatchError(
-            f"--unlabeled {store.path} was extracted by teacher {teacher_name(store.teacher_identity)}, but "
-            f"--embedding_path {labelled.path} by teacher {teacher_name(labelled.teacher_identity)}:\n{differences}\n"
-            f"Extract the unlabeled source again with the labelled store's teacher (tools/extract_label.py "
-            f"--teacher ...), or train against a labelled store of its teacher.") from None
+            f"--unlabeled {store.path} was extracted by teacher {describe(space_of(store.teacher_identity))}, but "
+            f"--embedding_path {labelled.path} by teacher {describe(space_of(labelled.teacher_identity))}:\n"
+            + "\n".join(e.differences) + "\nExtract the unlabeled source again with the labelled store's teacher "
+            "(tools/extract_label.py --teacher ...), or train against a labelled store of its teacher.") from None
 
 
 class UnlabeledPicker:
-    """A batch's unlabeled items: `images` image rows and `captions` caption rows per rank, from batch number n."""
+    """A batch's unlabeled items: `images` image rows and `captions` caption rows per rank, from batch number n.
+
+    As the identity sampler deals identities: an epoch is one seeded permutation of the rows cut into global
+    batches, dealt round-robin to the ranks (rank r takes r, r+W, ...); the rows left over when the count is not a
+    multiple of the batch x ranks wait for a later epoch's permutation. So no batch repeats a row and no two ranks
+    share one in a step. A batch never asks for more rows than each rank can have (the pool's rows / ranks)."""
 
     def __init__(self, num_images: int, num_captions: int, images: int, captions: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
         self.num = {"image": num_images, "caption": num_captions}
-        self.per_batch = {"image": images if num_images else 0, "caption": captions if num_captions else 0}
+        self.per_batch = {kind: min(wanted, self.num[kind] // world_size)
+                          for kind, wanted in (("image", images), ("caption", captions))}
+        for kind in ("image", "caption"):
+            if self.num[kind] and self.per_batch[kind] == 0 and (images if kind == "image" else captions):
+                raise ValueError(f"{self.num[kind]} unlabeled {kind} rows cannot give each of {world_size} ranks "
+                                 f"one: extract more, or use fewer ranks")
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self._perms: dict[tuple[str, int], np.ndarray] = {}
+        self._perm: dict[str, tuple[int, np.ndarray]] = {}
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """(images, captions) a batch adds on each rank."""
+        return self.per_batch["image"], self.per_batch["caption"]
 
     def _permutation(self, kind: str, epoch: int) -> np.ndarray:
-        key = (kind, epoch)
-        if key not in self._perms:
-            if len(self._perms) > 4:  # a batch spans at most two epochs of each kind
-                self._perms.pop(next(iter(self._perms)))
+        if self._perm.get(kind, (None,))[0] != epoch:
             stream = 101 if kind == "image" else 103
-            self._perms[key] = np.random.default_rng([self.seed, stream, epoch]).permutation(self.num[kind])
-        return self._perms[key]
+            self._perm[kind] = (epoch, np.random.default_rng([self.seed, stream, epoch]).permutation(self.num[kind]))
+        return self._perm[kind][1]
 
     def rows(self, kind: str, n: int) -> np.ndarray:
-        """Global rows of `kind` in this rank's batch `n`: the next slice of the epoch permutations."""
-        m, total = self.per_batch[kind], self.num[kind]
+        """Global rows of `kind` in this rank's batch `n`."""
+        m = self.per_batch[kind]
         if m == 0:
             return np.zeros(0, np.int64)
-        positions = (n * self.world_size + self.rank) * m + np.arange(m)
-        epochs, at = np.divmod(positions, total)
-        return np.array([self._permutation(kind, int(e))[i] for e, i in zip(epochs, at)], dtype=np.int64)
+        epoch, i = divmod(n, self.num[kind] // (m * self.world_size))  # batches a rank takes in an epoch
+        start = (i * self.world_size + self.rank) * m
+        return self._permutation(kind, epoch)[start:start + m].astype(np.int64)
 
     def batch(self, n: int) -> list[UnlabeledItem]:
         images, captions = self.rows("image", n), self.rows("caption", n)
         seeds = np.random.default_rng([self.seed, 102, n, self.rank]).integers(0, 2**63 - 1, size=len(images))
         return ([UnlabeledItem("image", int(r), int(s)) for r, s in zip(images, seeds)]
                 + [UnlabeledItem("caption", int(r)) for r in captions])
-
 
 class MixedBatchSampler:
     """The identity sampler's batch n followed by the picker's unlabeled items of batch n, forever."""

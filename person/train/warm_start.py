@@ -3,18 +3,19 @@
 Only the weights carry over: the optimiser, the schedule, the long memory and the iteration start anew, as in any
 fine-tuning. The students keep their architecture, so the student options default to the checkpoint's own; one
 given on the command line that differs is refused (the weights would not fit). The checkpoint must have learned
-the labelled store's teacher: its students live in that teacher's space.
+the labelled store's teacher's space (person.teacher.space: its preprocessing may differ).
 """
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
+from person.data.images import parse_image_size
 from person.models.checkpoint import CheckpointError, load_checkpoint, student_spec
 from person.models.students import Students, StudentSpec
 from person.options import OptionError
-from person.teacher.store import FeatureStore, StoreMismatchError, check_teacher
+from person.teacher.space import check_same_space, space_of
+from person.teacher.store import FeatureStore
 from person.train.options import TrainOptions
 
 
@@ -32,7 +33,10 @@ def _spec_options(spec: StudentSpec) -> dict[str, Any]:
 def init_options(opts: TrainOptions, given: set[str]) -> tuple[TrainOptions, dict[str, Any]]:
     """`opts` with the student options of `opts.init`'s checkpoint where the command line leaves them, and the
     checkpoint; a student option given otherwise, or a student the checkpoint lacks, is refused."""
-    state = load_checkpoint(opts.init)
+    try:
+        state = load_checkpoint(opts.init)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--init {opts.init}: {e}; give a checkpoint of an earlier run of main.py") from None
     spec = student_spec(state)
     wanted = {"image", "text"} if opts.train == "both" else {opts.train}
     has = {"image"} if spec.trained == "image" else {"text"} if spec.trained == "text" else {"image", "text"}
@@ -42,23 +46,25 @@ def init_options(opts: TrainOptions, given: set[str]) -> tuple[TrainOptions, dic
                           f"train --train {spec.trained}, or start from a checkpoint that has both")
     values = _spec_options(spec)
     clashes = [f"--{k} {getattr(opts, k)!r} (checkpoint: {v!r})" for k, v in values.items()
-               if k in given and getattr(opts, k) != v]
+               if k in given and _canonical(k, getattr(opts, k)) != _canonical(k, v)]
     if clashes:
         raise OptionError(f"--init {state['path']} holds other students than the options ask for: {', '.join(clashes)}; "
                           f"drop them to continue from its students, or drop --init to train new ones")
     return replace(opts, **values), state
 
 
-def load_init(students: Students, state: dict[str, Any], store: FeatureStore) -> None:
-    """Put the checkpoint's weights into the run's students (those the run trains) after checking its teacher."""
-    path = Path(state["path"])
-    try:
-        check_teacher(path, state.get("teacher") or {}, store.teacher_identity)
-    except StoreMismatchError as e:
-        differences = "\n".join(line for line in str(e).splitlines() if line.startswith("  "))
-        raise StoreMismatchError(f"--init {path} learned another teacher's space than --embedding_path {store.path} "
-                                 f"holds:\n{differences}\nStart from students of this teacher, or train against a "
-                                 f"store of theirs") from None
+def _canonical(key: str, value: Any) -> Any:
+    return parse_image_size(value) if key == "image_size" else value
+
+
+def check_init_teacher(state: dict[str, Any], store: FeatureStore) -> None:
+    """Refuse a checkpoint whose students learned another space than the labelled store's teacher's."""
+    check_same_space(space_of(state.get("teacher") or {}), space_of(store.teacher_identity),
+                     f"--init {state['path']}", f"--embedding_path {store.path}")
+
+
+def load_init(students: Students, state: dict[str, Any]) -> None:
+    """Put the checkpoint's weights into the run's students (those the run trains)."""
     weights = state["model"]
     for name in ("image", "text"):
         module = getattr(students, name)
@@ -68,5 +74,5 @@ def load_init(students: Students, state: dict[str, Any], store: FeatureStore) ->
         try:
             module.load_state_dict(part)
         except RuntimeError as e:
-            raise CheckpointError(f"--init {path}: its {name} student's weights do not fit "
+            raise CheckpointError(f"--init {state['path']}: its {name} student's weights do not fit "
                                   f"({str(e).splitlines()[0][:300]})") from None

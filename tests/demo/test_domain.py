@@ -49,13 +49,16 @@ def test_a_row_is_scored_on_the_stores_it_names_at_its_checkpoint(tmp_path, trai
     options = TINY | dict(embedding_path=str(store), unlabeled=[str(crops)], max_iters=3, eval_every=0,
                           save_every=3, num_workers=0, warmup_iters=1, log_dir=str(tmp_path / "logs"),
                           run_name="r", overwrite=True)
-    row = Row("r/s0/3", options, {"again": str(store)}, checkpoint="last")
+    row = Row("r/s0/3", options, {"again": str(store)}, checkpoint="best")
     result = run_rows([row], tmp_path / "results.json", jobs=1)["r/s0/3"]
+    assert result["checkpoint_path"].endswith("best.pt") and result["best"]["iteration"] == 3
     assert load_checkpoint(result["checkpoint_path"])["iteration"] == 3
+    for case, _ in CASES:  # best.pt is the last step's students here: scored in the child as the run scored them
+        for metric in ("eer", "rank1", "mAP"):
+            assert result["scores"]["again"][case][metric] == pytest.approx(result["cases"][case][metric], abs=1e-9)
     _, scored = evaluate_checkpoint(result["checkpoint_path"], embedding_path=str(store), num_workers=0)
-    for case, _ in CASES:
-        assert result["scores"]["again"][case]["rank1"] == pytest.approx(scored.summaries()[case]["rank1"], abs=0.02)
-        assert result["cases"][case]["eer"] == pytest.approx(scored.summaries()[case]["eer"], abs=2e-3)
+    for case, _ in CASES:  # and in this process, whose thread count may round sums otherwise
+        assert result["scores"]["again"][case]["eer"] == pytest.approx(scored.summaries()[case]["eer"], abs=2e-3)
 
 
 def _run(eer, rank1, minutes):

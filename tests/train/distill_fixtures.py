@@ -54,14 +54,21 @@ def make_setup(root: Path, ids: int = 12, images_per_id: int = 2, seed: int = 0,
     return json_path, store, broken
 
 
-def write_unlabeled(path: Path, source, identity: dict, seed: int) -> Path:
-    """A complete unlabeled store of `source` with made-up unit embeddings (rows drawn from `seed`)."""
+def write_unlabeled(path: Path, source, identity: dict, seed: int, unreadable: tuple[int, ...] = ()) -> Path:
+    """A complete unlabeled store of `source` with made-up unit embeddings (rows drawn from `seed`); the image rows
+    in `unreadable` are marked so, as extraction marks an image it cannot read."""
     rng = np.random.default_rng(seed)
     writer = StoreWriter.open(path, source, identity, chunk_rows=8, batch_size=4)
     for unit in writer.pending():
         emb = _unit(rng.normal(size=(unit.stop - unit.start, identity["dim"])))
-        status = np.ones(unit.stop - unit.start, np.uint8) if unit.kind == "image" else None
-        writer.write(unit, emb, status)
+        if unit.kind == "caption":
+            writer.write(unit, emb)
+            continue
+        bad = [r for r in unreadable if unit.start <= r < unit.stop]
+        status = np.ones(unit.stop - unit.start, np.uint8)
+        for r in bad:
+            status[r - unit.start], emb[r - unit.start] = 2, 0
+        writer.write(unit, emb, status, {r: "made unreadable by the test" for r in bad})
     return path
 
 

@@ -13,7 +13,9 @@ import torch
 
 from person.cli import train as main_cmd
 from person.models.checkpoint import CheckpointError, load_checkpoint
+from person.errors import PersonError
 from person.options import OptionError, given_options
+from person.teacher.space import SpaceMismatchError
 from person.teacher.store import StoreKindError, StoreMismatchError, open_unlabeled
 from person.train.losses import IDENTITY_TERMS, TERMS, DistillLoss, LossWeights, cosine_distill
 from person.train.options import TrainOptions
@@ -68,23 +70,25 @@ def test_a_batch_holds_the_labelled_part_then_its_share_of_unlabeled_rows(setup,
     assert torch.equal(t_img[:n_img], torch.from_numpy(t.store.images(batch["rows"].numpy())))
 
 
-def test_the_picker_walks_every_row_once_an_epoch_and_ranks_never_share_one():
-    one = UnlabeledPicker(10, 7, images=3, captions=2, seed=5)
-    seen = np.concatenate([one.rows("image", n) for n in range(10)])  # 30 picks: three epochs of 10
-    for epoch in range(3):
-        assert sorted(seen[10 * epoch:10 * (epoch + 1)].tolist()) == list(range(10))
+def test_the_picker_deals_epochs_without_repeats_and_ranks_never_share_a_row():
+    one = UnlabeledPicker(10, 7, images=3, captions=2, seed=5)  # 3 batches an epoch, one row left over
+    for epoch in range(4):
+        rows = np.concatenate([one.rows("image", 3 * epoch + b) for b in range(3)])
+        assert len(set(rows.tolist())) == 9 and set(rows.tolist()) <= set(range(10))
     assert one.batch(4) == UnlabeledPicker(10, 7, images=3, captions=2, seed=5).batch(4)  # a pure function
     assert one.batch(4) != UnlabeledPicker(10, 7, images=3, captions=2, seed=6).batch(4)
-    ranks = [UnlabeledPicker(12, 7, images=3, captions=2, seed=5, rank=r, world_size=2) for r in (0, 1)]
-    for n in range(2):  # 2 batches x 2 ranks x 3 = one epoch of 12
-        assert not set(ranks[0].rows("image", n)) & set(ranks[1].rows("image", n))
-    both = np.concatenate([p.rows("image", n) for n in range(2) for p in ranks])
-    assert sorted(both.tolist()) == list(range(12))
+    ranks = [UnlabeledPicker(11, 7, images=3, captions=2, seed=5, rank=r, world_size=2) for r in (0, 1)]
+    for n in range(12):  # 11 rows, 2 ranks x 3: one batch an epoch each, never a shared or repeated row
+        a, b = (p.rows("image", n).tolist() for p in ranks)
+        assert len(set(a)) == len(set(b)) == 3 and not set(a) & set(b), n
+    capped = UnlabeledPicker(5, 7, images=8, captions=2, world_size=2)
+    assert len(capped.rows("image", 0)) == 2  # at most a rank's share of the pool
     items = one.batch(0)
     assert [i.kind for i in items] == ["image"] * 3 + ["caption"] * 2
     assert all(isinstance(i, UnlabeledItem) for i in items)
-    assert UnlabeledPicker(0, 7, images=3, captions=2).batch(0) == [UnlabeledItem("caption", r)
-                                                                    for r in UnlabeledPicker(0, 7, 3, 2).rows("caption", 0)]
+    assert [i.kind for i in UnlabeledPicker(0, 7, images=3, captions=2).batch(0)] == ["caption"] * 2
+    with pytest.raises(ValueError, match="1 unlabeled image rows cannot give each of 2 ranks one"):
+        UnlabeledPicker(1, 7, images=3, captions=2, world_size=2)
 
 
 def _unit(rng, n):
@@ -152,15 +156,16 @@ def test_unreadable_crops_are_counted_then_stop_the_run_when_none_is_left(setup,
     assert len(t.skipped_unlabeled) == 1 and "row" in t.skipped_unlabeled.summary()
     t.pool.stores[0].dataset_info["image_root"] = str(tmp_path / "gone")  # the images moved away
     t2_batches = iter(t.loader())
-    with pytest.raises(UnreadableBatchesError, match="without one readable unlabeled image: are the images still "
-                                                     f"under {tmp_path / 'gone'}"):
+    with pytest.raises(UnreadableBatchesError, match=r"2 batches in a row without one readable unlabeled image \(on "
+                                                     r"this rank or another\): are the images still under "
+                                                     f"{tmp_path / 'gone'}"):
         for _ in range(3):
             t.train_step(next(t2_batches))
 
 
 def test_a_text_only_run_reads_no_crop(setup, unlabeled, tmp_path, monkeypatch):
     import person.train.batches as batches_module
-    monkeypatch.setattr(batches_module, "load_pixels", lambda *a, **k: pytest.fail("a crop was decoded"))
+    monkeypatch.setattr(batches_module, "load_crop", lambda *a, **k: pytest.fail("a crop was decoded"))
     result = main_cmd.main(with_unlabeled(setup, unlabeled, tmp_path, "--train", "text", "--max_iters", "2",
                                           "--eval_every", "0"))
     assert result.iteration == 2 and result.skipped_steps == 0
@@ -228,7 +233,8 @@ def test_init_refuses_other_students_a_missing_one_and_another_teacher(setup, tm
     state = load_checkpoint(ckpt)
     state["teacher"] = dict(state["teacher"], config_hash="2" * 64)
     torch.save({k: v for k, v in state.items() if k != "path"}, tmp_path / "foreign.pt")
-    with pytest.raises(StoreMismatchError, match="learned another teacher's space"):
+    with pytest.raises(SpaceMismatchError, match=r"--init .*foreign.pt lives in the space of made-up .* but "
+                                                 r"--embedding_path .*store.h5 in that of made-up .*\(config_hash differ\)"):
         trainer([*args(setup, tmp_path / "b"), "--init", str(tmp_path / "foreign.pt"), "--train", "image"])
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
@@ -259,3 +265,59 @@ def test_without_unlabeled_rows_the_identity_terms_take_the_batch_unsliced():
     mixed = loss(torch.cat([s_img, extra_s]), s_cap, torch.cat([t_img, extra_t]), t_cap, pid, labelled=(6, 6))
     assert any(name.startswith("SliceBackward") for name in _graph_nodes(mixed["id_img"]))
     assert torch.equal(whole["id_img"], mixed["id_img"])
+
+
+def test_pool_rows_map_to_their_stores_past_unreadable_rows(setup, tmp_path):
+    from person.data.unlabeled import detections_file
+    from tests.train.distill_fixtures import write_unlabeled
+    crops, _ = make_unlabeled(tmp_path / "a", setup[0])
+    source = detections_file(tmp_path / "a" / "boxes.jsonl", setup[0].parent)
+    second = write_unlabeled(tmp_path / "b.h5", source, IDENTITY, seed=9, unreadable=(0, 5))
+    t = trainer(args(setup, tmp_path, "--unlabeled", str(crops), str(second)))
+    assert t.pool.num_images == 24 + 22
+    a, b = open_unlabeled(crops), open_unlabeled(second)
+    rows = np.array([0, 23, 24, 25, 28, 45])  # first store's 0 and 23; the second's readable rows 1, 2, 6, 23
+    expected = np.concatenate([a.images([0, 23]), b.images([1, 2, 6, 23])])
+    assert np.array_equal(t.pool.images(rows), expected)
+    files = t.pool.files()
+    assert [str(p) for p in files.image_paths[24:26]] == [str(source.image_path(1)), str(source.image_path(2))]
+
+
+def test_a_batch_with_unreadable_images_keeps_each_part_in_its_place():
+    from person.train.batches import DistillCollate
+    image = np.zeros((3, 4, 2), np.uint8)
+    batch = DistillCollate(8)([
+        {"row": 3, "image": image, "captions": [6, 7], "texts": ["a", "b"]},
+        {"row": 4, "error": "4.jpg: corrupt", "captions": [8], "texts": ["c"]},
+        {"row": 5, "image": image + 1, "captions": [9], "texts": ["d"]},
+        {"unlabeled": "image", "row": 11, "error": "crop outside"},
+        {"unlabeled": "image", "row": 12, "image": image + 2},
+        {"unlabeled": "caption", "row": 30, "text": "e"},
+        {"unlabeled": "caption", "row": 31, "text": "f"}])
+    assert batch["rows"].tolist() == [3, 5] and batch["captions"].tolist() == [6, 7, 9]
+    assert batch["caption_owner"].tolist() == [0, 0, 1]
+    assert batch["images"][:, 0, 0, 0].tolist() == [0, 1, 2]  # labelled readable images, then the crop
+    assert batch["u_rows"].tolist() == [12] and batch["u_captions"].tolist() == [30, 31]
+    assert batch["skipped"] == [(4, "4.jpg: corrupt")] and batch["u_skipped"] == [(11, "crop outside")]
+    assert [chr(row[0]) for row in batch["chars"][:, 0, :1].tolist()] == ["a", "b", "d", "e", "f"]
+
+
+def test_init_then_resume_continues_the_run_not_the_checkpoint(setup, tmp_path):
+    first = main_cmd.main(args(setup, tmp_path / "a", "--max_iters", "2", "--eval_every", "0"))
+    run = main_cmd.main([*args(setup, tmp_path / "b", "--max_iters", "2", "--eval_every", "0"),
+                         "--init", str(first.last_checkpoint)])
+    more = main_cmd.main(["--resume", str(run.run_dir), "--max_iters", "3", "--eval_every", "0"])
+    assert more.iteration == 3 and load_checkpoint(more.last_checkpoint)["options"]["init"] == str(
+        first.last_checkpoint)
+    with pytest.raises(ValueError, match="--init .* differ"):
+        main_cmd.main(["--resume", str(run.run_dir), "--init", str(run.last_checkpoint)])
+
+
+def test_init_imports_no_module_its_checkpoint_names(setup, tmp_path):
+    first = main_cmd.main(args(setup, tmp_path / "a", "--max_iters", "1", "--eval_every", "0"))
+    state = load_checkpoint(first.last_checkpoint)
+    state["students"]["backbone"] = state["options"]["backbone"] = "torch.nn.Identity"
+    torch.save({k: v for k, v in state.items() if k != "path"}, tmp_path / "named.pt")
+    with pytest.raises(PersonError, match="outside the project: a name read from a file is imported only"):
+        trainer(["--embedding_path", str(setup[1]), "--log_dir", str(tmp_path / "b"), "--num_workers", "0", "--p", "4",
+                 "--init", str(tmp_path / "named.pt")])

@@ -42,7 +42,12 @@ class StoreFormatError(PersonError, ValueError):
 
 
 class StoreMismatchError(PersonError, ValueError):
-    """The store was made from another dataset, teacher or preprocessing than the one it is used with."""
+    """The store was made from another dataset, teacher or preprocessing than the one it is used with;
+    `differences` holds one line per field that differs (for a caller that words the refusal its own way)."""
+
+    def __init__(self, message: str, differences: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.differences = list(differences)
 
 
 class StoreIncompleteError(PersonError, ValueError):
@@ -115,7 +120,7 @@ def _refuse(path: Path, what: str, lines: list[str]) -> None:
         raise StoreMismatchError(
             f"{path} was made with another {what} than the one given:\n" + "\n".join(lines) +
             f"\nUse another --embedding_path for this {what}, or re-extract: delete {path} and run "
-            f"tools/extract_label.py again.")
+            f"tools/extract_label.py again.", lines)
 
 
 def check_dataset(path: Path, stored: Mapping, records: RecordSet) -> None:

@@ -117,8 +117,9 @@ def open_unlabeled(path: str | Path, teacher: TeacherLike | None = None, in_memo
     store = UnlabeledStore(path, in_memory, max_ram_bytes)
     if store.labelled:
         store.close()
-        raise StoreKindError(f"{path} is a labelled store (dataset {store.dataset_info.get('source')}); open it "
-                             f"with open_store")
+        raise StoreKindError(f"{path} is a labelled store (dataset {store.dataset_info.get('source')}): give it as "
+                             f"--embedding_path; --unlabeled takes the stores tools/extract_label.py makes with "
+                             f"--image-dir, --detections or --captions")
     if teacher is not None:
         check_teacher(path, store.teacher_identity, teacher)
     if not allow_incomplete:
