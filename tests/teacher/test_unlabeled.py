@@ -274,3 +274,43 @@ def test_command_needs_exactly_one_source(teacher_dir, folder, tmp_path):
     with pytest.raises(SystemExit):
         extract_label.main(args(["--image-dir", str(folder), "--captions", str(tmp_path / "c.txt")], teacher_dir,
                                 tmp_path / "s.h5"))
+
+
+@pytest.mark.parametrize("fmt", S.FORMATS)
+@pytest.mark.parametrize("case", ["short image_box", "no image_track", "short image_line"])
+def test_a_detections_store_that_lost_part_of_its_box_arrays_is_refused(tmp_path, teacher_dir, fmt, case):
+    from tests.teacher.test_store_damage import damage_h5, damage_zarr, drop_array, shorten
+    frames = tmp_path / "frames"
+    for i in range(3):
+        picture(frames / f"f{i}.png", i, (64, 48))
+    file = tmp_path / "boxes.jsonl"
+    file.write_text("".join(json.dumps({"image": f"f{i}.png", "bbox": [2, 3, 30, 40], "track": i}) + "\n"
+                            for i in range(3)))
+    store = extract_label.main(args(["--detections", str(file), "--image-root", str(frames)], teacher_dir,
+                                    tmp_path / f"d.{fmt}", "--format", fmt)).store
+    edit, message = {"short image_box": (shorten("image_box", 2), r"array image_box has shape \(2, 4\), expected "
+                                                                   r"\(3, 4\)"),
+                     "no image_track": (drop_array("image_track"), "array image_track is missing"),
+                     "short image_line": (shorten("image_line", 1), r"array image_line has shape \(1,\), expected "
+                                                                     r"\(3,\)")}[case]
+    (damage_h5 if fmt == "h5" else damage_zarr)(store, edit)
+    with pytest.raises(S.StoreFormatError, match=f"^{store}: {message}"):
+        S.open_unlabeled(store)
+    with pytest.raises(S.StoreFormatError, match=message):  # nor is it grown or continued
+        extract_label.main(args(["--detections", str(file), "--image-root", str(frames)], teacher_dir, store,
+                                "--format", fmt))
+
+
+def test_torchrun_two_ranks_grow_a_store_as_one_process_does(folder, teacher_dir, tmp_path):
+    reference = extract_label.main(args(["--image-dir", str(folder)], teacher_dir, tmp_path / "ref.h5")).store
+    path = tmp_path / "ranks.h5"
+    shutil.copy(reference, path)
+    picture(folder / "a.png", 10)
+    picture(folder / "cam" / "c0.png", 11)
+    grown = extract_label.main(args(["--image-dir", str(folder)], teacher_dir, reference)).store
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(TOOL), *args(["--image-dir", str(folder)], teacher_dir, path)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_arrays(path, grown)
