@@ -93,31 +93,33 @@ def _ratio(values: list[float], reference: float) -> str:
 
 def domain_table(results: dict[str, dict], names: list[str], teacher: dict[str, dict],
                  students: dict[str, dict[str, dict]]) -> str:
-    """Markdown: the teacher, the demo students and each row (seeds averaged, ± half their range) on the site's
-    held-out identities (the pair; the two mixed cases' EER / Rank-1; ratios to the teacher) and the demo set's.
-    `teacher`: set label -> the teacher's metrics; `students`: set label -> case -> the demo students' metrics."""
+    """Markdown: the teacher, the demo students and each row and length (seeds averaged, ± half their range) on the
+    site's held-out identities (the pair; the two mixed cases' EER / Rank-1; ratios to the teacher) and the demo
+    set's. `teacher`: set label -> the teacher's metrics; `students`: set label -> case -> the demo students'."""
     t = teacher["site"]
-    head = ("| row | trained on | EER % | Rank-1 % | mAP % | EER / Rank-1 vs teacher | s.text>t.images EER / R1 % | "
-            "t.text>s.images EER / R1 % | demo set EER / R1 % | train min | seeds |")
-    lines = [head, "|" + "---|" * 11,
-             f"| the teacher | — | {100 * t['eer']:.2f} | {100 * t['rank1']:.2f} | {100 * t['mAP']:.2f} | 1.00x / "
+    head = ("| row | trained on | iterations | EER % | Rank-1 % | mAP % | EER / Rank-1 vs teacher | "
+            "s.text>t.images EER / R1 % | t.text>s.images EER / R1 % | demo set EER / R1 % | train min | seeds |")
+    lines = [head, "|" + "---|" * 12,
+             f"| the teacher | — | | {100 * t['eer']:.2f} | {100 * t['rank1']:.2f} | {100 * t['mAP']:.2f} | 1.00x / "
              f"1.00x | | | {100 * teacher['demo']['eer']:.2f} / {100 * teacher['demo']['rank1']:.2f} | | |"]
-    runs_of = {"demo-students": [{"scores": students, "minutes": None}]}
+    groups: dict[tuple[str, str], list[dict]] = {("demo-students", ""): [{"scores": students, "minutes": None}]}
+    lengths = sorted({k.split("/")[2] for k in results}, key=int)
     for name in names:
-        runs_of[name] = [r for k, r in sorted(results.items()) if k.split("/")[0] == name]
-    for name, runs in runs_of.items():
-        if not runs:
-            continue
-        title, trained_on = (("demo-set students", "the demo set only") if name == "demo-students"
+        for iters in lengths:
+            runs = [r for k, r in sorted(results.items()) if k.split("/")[0] == name and k.split("/")[2] == iters]
+            if runs:
+                groups[name, iters] = runs
+    for (name, iters), runs in groups.items():
+        title, trained_on = (("demo-set students", "the demo set only (the demo's run)") if name == "demo-students"
                              else (ROWS[name].title, ROWS[name].trained_on))
         site = {case: {m: [r["scores"]["site"][case][m] for r in runs] for m in ("eer", "rank1", "mAP")}
                 for case, _ in CASES}
         demo = {m: [r["scores"]["demo"]["student"][m] for r in runs] for m in ("eer", "rank1")}
         pair, st, ts = (site[c] for c, _ in CASES)
         minutes = [r["minutes"] for r in runs if r["minutes"] is not None]
-        lines.append(f"| {title} | {trained_on} | {_cell(pair['eer'])} | {_cell(pair['rank1'])} | "
+        lines.append(f"| {title} | {trained_on} | {iters} | {_cell(pair['eer'])} | {_cell(pair['rank1'])} | "
                      f"{_cell(pair['mAP'])} | {_ratio(pair['eer'], t['eer'])} / {_ratio(pair['rank1'], t['rank1'])} | "
                      f"{_cell(st['eer'])} / {_cell(st['rank1'])} | {_cell(ts['eer'])} / {_cell(ts['rank1'])} | "
                      f"{_cell(demo['eer'])} / {_cell(demo['rank1'])} | "
-                     f"{_cell(minutes, 1) if minutes else '(the demo)'} | {len(runs) if minutes else ''} |")
+                     f"{_cell(minutes, 1) if minutes else ''} | {len(runs) if minutes else ''} |")
     return "\n".join(lines)

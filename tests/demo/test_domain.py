@@ -70,11 +70,14 @@ def _run(eer, rank1, minutes):
 def test_the_table_gives_ratios_to_the_teacher_and_the_demo_sets_figures():
     teacher = {"site": {"eer": 0.25, "rank1": 0.25, "mAP": 0.2}, "demo": {"eer": 0.06, "rank1": 0.7, "mAP": 0.7}}
     students = {label: {c: {"eer": 0.28, "rank1": 0.2, "mAP": 0.2} for c, _ in CASES} for label in ("site", "demo")}
-    results = {"crops-captions/s0/600": _run(0.24, 0.30, 9.0), "crops-captions/s1/600": _run(0.26, 0.28, 11.0)}
+    results = {"crops-captions/s0/600": _run(0.24, 0.30, 9.0), "crops-captions/s1/600": _run(0.26, 0.28, 11.0),
+               "crops-captions/s0/2000": _run(0.2, 0.35, 30.0)}
     lines = domain.domain_table(results, ["crops", "crops-captions"], teacher, students).splitlines()
-    assert lines[2].startswith("| the teacher | — | 25.00 | 25.00 | 20.00 | 1.00x / 1.00x |")
-    assert lines[3].startswith("| demo-set students | the demo set only | 28.00 | 20.00 | 20.00 | 1.12x / 0.80x |")
-    assert lines[4] == ("| + crops and captions | + the site's unlabeled captions | 25.00 ±1.00 | 29.00 ±1.00 | 30.00 "
-                        "±0.00 | 1.00x / 1.16x | 25.00 ±1.00 / 29.00 ±1.00 | 25.00 ±1.00 / 29.00 ±1.00 | 7.00 ±0.00 / "
-                        "70.00 ±0.00 | 10.00 ±1.00 | 2 |")
-    assert len(lines) == 5  # no crops row: none was run
+    assert lines[2].startswith("| the teacher | — | | 25.00 | 25.00 | 20.00 | 1.00x / 1.00x |")
+    assert lines[3].startswith("| demo-set students | the demo set only (the demo's run) |  | 28.00 | 20.00 | 20.00 | "
+                               "1.12x / 0.80x |")
+    assert lines[4] == ("| + crops and captions | + the site's unlabeled captions | 600 | 25.00 ±1.00 | 29.00 ±1.00 | "
+                        "30.00 ±0.00 | 1.00x / 1.16x | 25.00 ±1.00 / 29.00 ±1.00 | 25.00 ±1.00 / 29.00 ±1.00 | 7.00 "
+                        "±0.00 / 70.00 ±0.00 | 10.00 ±1.00 | 2 |")
+    assert lines[5].startswith("| + crops and captions | + the site's unlabeled captions | 2000 | 20.00 | 35.00 |")
+    assert len(lines) == 6  # no crops row: none was run
