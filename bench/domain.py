@@ -22,10 +22,10 @@ from person.data.records import load_records
 from person.data.unlabeled import captions_file, detections_file
 from person.demo.ablation import teacher_figures
 from person.demo.domain import ROWS, SITE_VAL_IDS, Inputs, domain_row, domain_table
-from person.demo.prepare import demo_set, teacher_store
+from person.demo.prepare import demo_set, teacher_store, unlabeled_store
 from person.demo.recipe import ADAPT_TRAINING, DEMO_IDS, DEMO_TRAINING
 from person.demo.rows import CASES, Row, run_rows
-from person.demo.site_data import labelled_mix, second_site, site_captions, site_crops, unlabeled_store
+from person.demo.site_data import labelled_mix, second_site, site_captions, site_crops
 from person.demo.teacher import DEMO_TEACHER
 from person.eval.evaluate import evaluate_checkpoint
 from person.options import number

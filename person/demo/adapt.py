@@ -17,9 +17,9 @@ from pathlib import Path
 from person.data.records import load_records
 from person.data.unlabeled import captions_file, detections_file
 from person.demo.pipeline import step_export, step_train
-from person.demo.prepare import demo_set, teacher_store
+from person.demo.prepare import demo_set, teacher_store, unlabeled_store
 from person.demo.recipe import ADAPT_TRAINING, DEMO_TRAINING
-from person.demo.site_data import second_site, site_captions, site_crops, unlabeled_store
+from person.demo.site_data import second_site, site_captions, site_crops
 from person.eval import report
 from person.eval.evaluate import MAIN_CASE, evaluate_checkpoint, teacher_evaluation
 from person.teacher.store import open_store

@@ -1,6 +1,6 @@
 """The inputs of the second-site domain-adaptation benchmark: the frozen second site (SECOND_SITE) as a user's
-own unlabeled data (whole-image detections, with or without tracks, and a file of descriptions), a labelled mix of
-the demo set and some of the site's identities, and the teacher's stores of the unlabeled sources.
+own unlabeled data (whole-image detections, with or without tracks, and a file of descriptions) and a labelled mix
+of the demo set and some of the site's identities (their stores: person.demo.prepare).
 
 Only the site's training identities ever feed training; its held-out identities (person.data.records' default
 split: 100 of 1000) stay the evaluation set, so every figure is measured on the images bench/site.py measures.
@@ -19,13 +19,8 @@ import numpy as np
 from person import files
 from person.data.formats import PATH_KEY, iter_json_list
 from person.data.records import EVAL_SPLIT, RecordSet, load_records, split_code
-from person.data.unlabeled import UnlabeledSource
 from person.demo.synthetic import SECOND_SITE, write_dataset
 from person.demo.synthetic.writer import JSON_NAME, TRUTH_NAME
-from person.teacher.extract import extract
-from person.teacher.hf import load_teacher
-from person.teacher.store import StoreIncompleteError, open_unlabeled, resolve_store_path
-from person.teacher.store.unlabeled import stored_source
 
 # The mix's image folder: CUHK-PEDES's (writer.IMAGE_DIR), so load_records finds it without --image_root.
 MIX_IMAGES = "imgs"
@@ -101,24 +96,6 @@ def labelled_mix(demo_json: Path, site_json: Path, out_dir: Path, site_ids: int 
     return _write_once(out_dir / JSON_NAME["cuhk-pedes"], json.dumps(entries, ensure_ascii=False),
                        f"{len(entries)} images: the demo set's training identities, {n_train} train and {val_ids} "
                        f"val identities of the site's and its held-out ones")
-
-
-def unlabeled_store(folder: Path, source: UnlabeledSource, teacher_dir: Path) -> Path:
-    """The teacher's embeddings of an unlabeled source in `folder`, named as extraction names it; skipped when
-    the store is complete and holds every row of the source (a grown source is appended to it)."""
-    teacher = load_teacher(teacher_dir)
-    path = resolve_store_path(folder, source, teacher)
-    try:
-        with open_unlabeled(path, teacher):
-            if not len(source.new_rows(stored_source(path, source))):
-                print(f"[extract] {path} is there; skipped")
-                return path
-    except (FileNotFoundError, StoreIncompleteError):
-        pass
-    summary = extract(source, teacher, path, workers=2, progress=True)
-    print(f"[extract] {summary.images} images and {summary.captions} captions of {source.source} with {teacher_dir} "
-          f"in {summary.seconds:.1f} s -> {path} ({summary.store_bytes / 2**20:.1f} MiB)")
-    return path
 
 
 def _truth(json_path: Path, records: RecordSet) -> list[dict[str, Any]]:

@@ -12,7 +12,8 @@ from PIL import Image
 
 from person.data.records import load_records
 from person.data.unlabeled import captions_file, detections_file
-from person.demo.site_data import labelled_mix, second_site, site_captions, site_crops, unlabeled_store
+from person.demo.prepare import unlabeled_store
+from person.demo.site_data import labelled_mix, second_site, site_captions, site_crops
 from person.demo.synthetic import write_dataset
 from person.demo.synthetic.writer import JSON_NAME
 from person.demo.teacher import DEMO_TEACHER

@@ -262,12 +262,16 @@ def test_a_grown_captions_file_is_appended(tmp_path, teacher_dir):
 def test_torchrun_two_ranks_give_the_single_process_store(folder, teacher_dir, tmp_path):
     reference = extract_label.main(args(["--image-dir", str(folder)], teacher_dir, tmp_path / "ref.h5")).store
     path = tmp_path / "ranks.h5"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(TOOL), *args(["--image-dir", str(folder)], teacher_dir, path)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    two_ranks(args(["--image-dir", str(folder)], teacher_dir, path))
     assert_same_arrays(path, reference)
+
+
+def two_ranks(argv):
+    """tools/extract_label.py under torchrun, two ranks."""
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(TOOL), *argv], env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def test_command_needs_exactly_one_source(teacher_dir, folder, tmp_path):
@@ -308,9 +312,5 @@ def test_torchrun_two_ranks_grow_a_store_as_one_process_does(folder, teacher_dir
     picture(folder / "a.png", 10)
     picture(folder / "cam" / "c0.png", 11)
     grown = extract_label.main(args(["--image-dir", str(folder)], teacher_dir, reference)).store
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(TOOL), *args(["--image-dir", str(folder)], teacher_dir, path)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    two_ranks(args(["--image-dir", str(folder)], teacher_dir, path))
     assert_same_arrays(path, grown)
