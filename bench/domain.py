@@ -10,7 +10,7 @@ a run of it). Then every row of person.demo.domain is trained from them (`--init
 in WORKDIR/domain.json; the table of the site's and the demo set's held-out figures is printed.
 
 Usage: python bench/domain.py [--workdir domain] [--rows crops crops-captions ...] [--seeds 0 1]
-                              [--seeded crops-captions labels-50 labels-all] [--iters 600] [--jobs 2]
+                              [--seeded crops-captions labels-50 ...] [--iters 600] [--jobs 2]
                               [--demo-checkpoint CKPT]
 """
 from __future__ import annotations
@@ -60,7 +60,8 @@ def main() -> None:
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), help="rows to run (default: all)")
     p.add_argument("--seeds", type=number(int, at_least=0), nargs="+", default=[0, 1],
                    help="seeds of the rows in --seeded")
-    p.add_argument("--seeded", nargs="*", choices=list(ROWS), default=["crops-captions", "labels-50", "labels-all"],
+    p.add_argument("--seeded", nargs="*", choices=list(ROWS),
+                   default=["crops-captions", "labels-50", "labels-all", "labels-50-sdm", "labels-all-sdm"],
                    help="rows run with every seed in --seeds, the ones that decide a goal (the others: the first)")
     p.add_argument("--iters", type=number(int, at_least=1), default=ADAPT_TRAINING["max_iters"], help="iterations of a row")
     p.add_argument("--jobs", type=number(int, at_least=1), default=2, help="rows trained at once")

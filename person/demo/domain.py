@@ -28,7 +28,7 @@ SITE_VAL_IDS = 50  # the site's training identities set aside to choose label ro
 class DomainRow:
     title: str
     trained_on: str
-    unlabeled: tuple[str, ...] = ()  # "crops", "captions"
+    unlabeled: tuple[str, ...] = ()  # "crops", "captions" (none: the demo set alone)
     site_ids: int | None | str = "none"  # "none": no site labels; None: all of them
     extra: tuple[tuple[str, Any], ...] = ()
 
@@ -38,6 +38,8 @@ class DomainRow:
 
 
 ROWS: dict[str, DomainRow] = {
+    "demo-longer": DomainRow("demo set only, trained on", "the demo set only, as long as the rows below (a control: "
+                             "what more training alone does)"),
     "crops": DomainRow("+ crops", "the demo set + the site's unlabeled crops (no identities, no captions)",
                        unlabeled=("crops",)),
     "crops-captions": DomainRow("+ crops and captions", "+ the site's unlabeled captions",
@@ -51,8 +53,12 @@ ROWS: dict[str, DomainRow] = {
     # What carries the label rows past the teacher (part of the table, under the rows above):
     "labels-all-plain": DomainRow("labels all, no memory terms", "as labels all, with the demo recipe's own terms "
                                   "only (d_pos, s_neg 0.1)", site_ids=None),
+    "labels-50-sdm": DomainRow("labels 50, + sdm 0.1", "as labels 50, + IRRA's sdm at 0.1", site_ids=50,
+                               extra=tuple((LABEL_TERMS | dict(sdm_weight=0.1)).items())),
     "labels-all-sdm": DomainRow("labels all, + sdm 0.1", "as labels all, + IRRA's sdm at 0.1", site_ids=None,
                                 extra=tuple((LABEL_TERMS | dict(sdm_weight=0.1)).items())),
+    "labels-all-sdm-0.03": DomainRow("labels all, + sdm 0.03", "as labels all, + IRRA's sdm at 0.03", site_ids=None,
+                                     extra=tuple((LABEL_TERMS | dict(sdm_weight=0.03)).items())),
 }
 
 
@@ -77,7 +83,7 @@ def domain_row(name: str, seed: int, inputs: Inputs, workdir: Path, iters: int) 
         options |= dict(embedding_path=str(inputs.mixes[row.site_ids]), eval_every=max(1, iters // 4))
     else:
         options |= dict(embedding_path=str(inputs.demo_store), eval_every=0,
-                        unlabeled=[str(inputs.unlabeled[u]) for u in row.unlabeled])
+                        unlabeled=[str(inputs.unlabeled[u]) for u in row.unlabeled] or None)
     return Row(f"{name}/s{seed}/{iters}", options, {"site": str(inputs.site_store), "demo": str(inputs.demo_store)},
                checkpoint="best" if row.labelled else "last")
 
@@ -117,9 +123,10 @@ def domain_table(results: dict[str, dict], names: list[str], teacher: dict[str, 
         demo = {m: [r["scores"]["demo"]["student"][m] for r in runs] for m in ("eer", "rank1")}
         pair, st, ts = (site[c] for c, _ in CASES)
         minutes = [r["minutes"] for r in runs if r["minutes"] is not None]
+        threads = "/".join(sorted({str(r["threads"]) for r in runs if r["minutes"] is not None}))
         lines.append(f"| {title} | {trained_on} | {iters} | {_cell(pair['eer'])} | {_cell(pair['rank1'])} | "
                      f"{_cell(pair['mAP'])} | {_ratio(pair['eer'], t['eer'])} / {_ratio(pair['rank1'], t['rank1'])} | "
                      f"{_cell(st['eer'])} / {_cell(st['rank1'])} | {_cell(ts['eer'])} / {_cell(ts['rank1'])} | "
                      f"{_cell(demo['eer'])} / {_cell(demo['rank1'])} | "
-                     f"{_cell(minutes, 1) if minutes else ''} | {len(runs) if minutes else ''} |")
+                     f"{f'{_cell(minutes, 1)} ({threads} thr.)' if minutes else ''} | {len(runs) if minutes else ''} |")
     return "\n".join(lines)

@@ -40,9 +40,10 @@ class Row:
     score: dict[str, str] = field(default_factory=dict)  # label -> labelled store path
     checkpoint: str = "last"  # "last" | "best"
 
-    def settings(self, threads: int) -> dict[str, Any]:
-        """What a kept result must have been made with (minutes are only comparable at the same thread count)."""
-        return {"options": self.options, "threads": threads, "score": self.score, "checkpoint": self.checkpoint}
+    def settings(self) -> dict[str, Any]:
+        """What a kept result must have been made with (its thread count is kept beside its minutes, not compared:
+        another --jobs does not retrain what is there)."""
+        return {"options": self.options, "score": self.score, "checkpoint": self.checkpoint}
 
 
 def train_row(row: Row, threads: int, out: Path) -> None:
@@ -57,8 +58,9 @@ def train_row(row: Row, threads: int, out: Path) -> None:
         _, evaluation = evaluate_checkpoint(checkpoint, embedding_path=store, cases=[c for c, _ in CASES],
                                             num_workers=0)
         scores[label] = {case: {m: evaluation.cases[case].to_dict()[m] for m in METRICS} for case, _ in CASES}
-    files.write_json(out, row.settings(threads) | {
-        "minutes": minutes, "checkpoint_path": str(checkpoint), "best": result.best, "scores": scores,
+    files.write_json(out, row.settings() | {
+        "threads": threads, "minutes": minutes, "checkpoint_path": str(checkpoint), "best": result.best,
+        "scores": scores,
         "cases": {case: {m: result.final[case][m] for m in METRICS} for case, _ in CASES}})
 
 
@@ -66,8 +68,8 @@ def train_row(row: Row, threads: int, out: Path) -> None:
 _KEPT_DEFAULTS = {"score": {}, "checkpoint": "last"}
 
 
-def _finished(result: dict | None, row: Row, threads: int) -> bool:
-    return bool(result) and all(result.get(k, _KEPT_DEFAULTS.get(k)) == v for k, v in row.settings(threads).items())
+def _finished(result: dict | None, row: Row) -> bool:
+    return bool(result) and all(result.get(k, _KEPT_DEFAULTS.get(k)) == v for k, v in row.settings().items())
 
 
 def run_rows(rows: list[Row], results_path: Path, jobs: int, tag: str = "rows") -> dict[str, dict]:
@@ -78,9 +80,9 @@ def run_rows(rows: list[Row], results_path: Path, jobs: int, tag: str = "rows") 
     pending, failed = [], []
     for row in rows:
         out = results_path.parent / "rows" / (row.key.replace("/", "_") + ".json")
-        if not _finished(results.get(row.key), row, threads):
+        if not _finished(results.get(row.key), row):
             done = json.loads(out.read_text()) if out.exists() else None  # a row whose parent was killed
-            if _finished(done, row, threads):
+            if _finished(done, row):
                 results[row.key] = done
             else:
                 pending.append((row, out))

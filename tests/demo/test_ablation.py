@@ -36,6 +36,7 @@ def test_rows_are_trained_once_and_retrained_when_their_settings_change(tmp_path
     capsys.readouterr()
 
     assert ablation.run_rows(tasks, store, tmp_path, iters=3, jobs=2) == results
+    assert ablation.run_rows(tasks, store, tmp_path, iters=3, jobs=1) == results  # another --jobs: kept, not retrained
     assert "started" not in capsys.readouterr().out
     monkeypatch.setitem(ablation.ROWS, "no-mix_rel", ("changed", dict(mix_rel_weight=0.0, dist_cap_weight=0.5)))
     again = ablation.run_rows(tasks, store, tmp_path, iters=3, jobs=2)

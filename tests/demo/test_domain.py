@@ -31,6 +31,8 @@ def test_unlabeled_rows_train_on_the_demo_set_and_are_scored_at_their_last_check
     TrainOptions(**o).validate()
     assert domain.domain_row("crops", 0, inputs(tmp_path), tmp_path, 300).options["unlabeled"] == [
         str(tmp_path / "crops.h5")]
+    control = domain.domain_row("demo-longer", 0, inputs(tmp_path), tmp_path, 300).options
+    assert control["unlabeled"] is None and control["embedding_path"] == str(tmp_path / "demo.h5")
 
 
 def test_label_rows_train_on_their_mix_with_the_label_terms_and_choose_on_validation(tmp_path):
@@ -63,7 +65,7 @@ def test_a_row_is_scored_on_the_stores_it_names_at_its_checkpoint(tmp_path, trai
 
 def _run(eer, rank1, minutes):
     case = {"eer": eer, "rank1": rank1, "mAP": 0.3}
-    return {"minutes": minutes, "scores": {"site": {c: case for c, _ in CASES},
+    return {"minutes": minutes, "threads": 2, "scores": {"site": {c: case for c, _ in CASES},
                                            "demo": {c: {"eer": 0.07, "rank1": 0.7, "mAP": 0.7} for c, _ in CASES}}}
 
 
@@ -78,6 +80,6 @@ def test_the_table_gives_ratios_to_the_teacher_and_the_demo_sets_figures():
                                "1.12x / 0.80x |")
     assert lines[4] == ("| + crops and captions | + the site's unlabeled captions | 600 | 25.00 ±1.00 | 29.00 ±1.00 | "
                         "30.00 ±0.00 | 1.00x / 1.16x | 25.00 ±1.00 / 29.00 ±1.00 | 25.00 ±1.00 / 29.00 ±1.00 | 7.00 "
-                        "±0.00 / 70.00 ±0.00 | 10.00 ±1.00 | 2 |")
+                        "±0.00 / 70.00 ±0.00 | 10.00 ±1.00 (2 thr.) | 2 |")
     assert lines[5].startswith("| + crops and captions | + the site's unlabeled captions | 2000 | 20.00 | 35.00 |")
     assert len(lines) == 6  # no crops row: none was run
