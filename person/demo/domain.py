@@ -38,8 +38,8 @@ class DomainRow:
 
 
 ROWS: dict[str, DomainRow] = {
-    "demo-longer": DomainRow("demo set only, trained on", "the demo set only, as long as the rows below (a control: "
-                             "what more training alone does)"),
+    "demo-longer": DomainRow("demo set only, trained longer", "the demo set only, as long as the rows below (a "
+                             "control: what more training alone does)"),
     "crops": DomainRow("+ crops", "the demo set + the site's unlabeled crops (no identities, no captions)",
                        unlabeled=("crops",)),
     "crops-captions": DomainRow("+ crops and captions", "+ the site's unlabeled captions",
