@@ -22,7 +22,7 @@ from person.train.options import TrainOptions
 from person.train.trainer import Trainer, UnreadableBatchesError
 from person.train.unlabeled import UnlabeledItem, UnlabeledPicker, unlabeled_counts
 from tests.train.distill_fixtures import DIM, IDENTITY, make_setup, make_unlabeled
-from tests.train.test_trainer import KILLED_AT_3, ROOT, SMALL, _python, args, run_folder
+from tests.train.test_trainer import KILLED_AT_3, ROOT, _python, args, run_folder
 
 
 @pytest.fixture(scope="module")
