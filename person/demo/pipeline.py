@@ -38,27 +38,18 @@ def step_teacher_report(workdir: Path, store_path: Path) -> dict:
     return summary
 
 
-def run_folder(opts: TrainOptions) -> Path:
-    with open_store(opts.embedding_path) as store:
-        return opts.run_folder(store.dim)
-
-
-def last_of(folder: Path) -> Path | None:
-    """The run's last checkpoint, None when it has none."""
-    try:
-        return last_checkpoint(folder)
-    except FileNotFoundError:
-        return None
-
-
 def step_train(workdir: Path, store_path: Path, overrides: dict, run_name: str | None = None) -> Path:
     """The students (continued from the last checkpoint when a run was cut short); `overrides` change the demo's
     recipe, `run_name` (default: demo-<store>) names the run."""
     # One run per store (so per teacher): another teacher's students are not resumed.
     opts = TrainOptions(embedding_path=str(store_path), log_dir=str(workdir / "logs"),
                         run_name=run_name or f"demo-{store_path.stem}", **(DEMO_TRAINING | overrides))
-    folder = run_folder(opts)
-    last = last_of(folder)
+    with open_store(store_path) as store:
+        folder = opts.run_folder(store.dim)
+    try:
+        last = last_checkpoint(folder)
+    except FileNotFoundError:
+        last = None
     changed = recipe_changes(folder, DEMO_TRAINING | overrides) if last is not None else []
     if changed:  # a run of an earlier recipe (an older checkout's workdir): not resumed, not reported as this one
         print(f"[train] {folder} holds a run of another recipe ({', '.join(changed)}); training anew")
