@@ -268,11 +268,15 @@ class Trainer(Selection):
     # ------------------------------------------------------------------ one step
     def _all_ranks(self, ok: bool) -> bool:
         """True only if `ok` on every rank: a step is taken everywhere or nowhere."""
+        return self._agree(ok)[0]
+
+    def _agree(self, *oks: bool) -> list[bool]:
+        """Each of `oks` True only if it is on every rank, in one collective."""
         if not self.info.distributed:
-            return ok
-        flag = torch.tensor([1 if ok else 0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-        return bool(flag.item())
+            return list(oks)
+        flags = torch.tensor([1 if ok else 0 for ok in oks], device=self.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+        return [bool(f) for f in flags.tolist()]
 
     def train_step(self, batch: dict[str, Any]) -> dict[str, float] | None:
         """One iteration on `batch` (a DistillCollate batch); None when the step was skipped."""
@@ -281,9 +285,15 @@ class Trainer(Selection):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.skipped_images.add(batch["skipped"])
-        self._count_unlabeled_skips(batch)
         rows = batch["rows"]
-        if not self._all_ranks(len(rows) > 0):  # every image of a batch unreadable, here or on another rank
+        # Both decided by every rank together: a rank that stopped or skipped alone would leave the others waiting.
+        readable, crops_left = self._agree(len(rows) > 0, self._count_unlabeled_skips(batch))
+        if not crops_left:
+            raise UnreadableBatchesError(
+                f"{self.opts.max_nonfinite} batches in a row without one readable unlabeled image (on this rank or "
+                f"another): are the images still under {', '.join(self.pool.roots())}? "
+                f"{self.skipped_unlabeled.summary(3)}")
+        if not readable:  # every image of a batch unreadable, here or on another rank
             return self._skip(empty=True)
         t_img, t_cap = (t.to(dev, non_blocking=True) for t in teacher_targets(self.store, batch, self.pool))
         labelled = (len(rows), len(batch["captions"]))  # the leading rows; unlabeled ones follow
@@ -322,20 +332,15 @@ class Trainer(Selection):
         self.meters.update(values)
         return values | {"lr": lr}
 
-    def _count_unlabeled_skips(self, batch: dict[str, Any]) -> None:
-        """Unreadable crops are counted skips; a long run of batches without one readable crop means the images
-        are gone (moved, unmounted), and training on without them is not what the user asked for."""
+    def _count_unlabeled_skips(self, batch: dict[str, Any]) -> bool:
+        """Count the batch's unreadable crops; False after `max_nonfinite` batches in a row without one readable crop:
+        the images are gone (moved, unmounted), and training on without them is not what the user asked for."""
         if self.pool is None:
-            return
+            return True
         skipped = batch["u_skipped"]
         self.skipped_unlabeled.add(skipped)
         self.unlabeled_empty_run = self.unlabeled_empty_run + 1 if skipped and not len(batch["u_rows"]) else 0
-        # Decided by every rank together: a rank that stopped alone would leave the others waiting in a collective.
-        if not self._all_ranks(self.unlabeled_empty_run < self.opts.max_nonfinite):
-            raise UnreadableBatchesError(
-                f"{self.opts.max_nonfinite} batches in a row without one readable unlabeled image (on this rank or "
-                f"another): are the images still under {', '.join(self.pool.roots())}? "
-                f"{self.skipped_unlabeled.summary(3)}")
+        return self.unlabeled_empty_run < self.opts.max_nonfinite
 
     def _skip(self, empty: bool) -> None:
         self.optimizer.zero_grad(set_to_none=True)
