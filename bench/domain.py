@@ -46,6 +46,9 @@ def prepare(workdir: Path, rows: list[str], demo_checkpoint: Path | None) -> Inp
                                                                   root), DEMO_TEACHER),
                  "captions": unlabeled_store(folder, captions_file(site_captions(site_json, folder / "captions.txt")),
                                              DEMO_TEACHER)}
+    if any("tracked-crops" in ROWS[name].unlabeled for name in rows):
+        tracked = site_crops(site_json, folder / "crops-tracks.jsonl", tracks=True)
+        unlabeled["tracked-crops"] = unlabeled_store(folder, detections_file(tracked, root), DEMO_TEACHER)
     mixes = {}
     for ids in {ROWS[name].site_ids for name in rows if ROWS[name].labelled}:
         mix_json = labelled_mix(demo_json, site_json, workdir / f"mix-{ids or 'all'}", ids, SITE_VAL_IDS)

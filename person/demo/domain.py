@@ -21,6 +21,8 @@ from person.demo.rows import CASES, Row
 # teacher that is weak where the labels are (BENCHMARKS.md, "Your own cameras": with and without them, and + sdm).
 LABEL_TERMS: dict[str, Any] = dict(id_img_weight=0.3, id_cap_weight=0.3, id_img_cap_weight=0.3, id_margin=0.2,
                                    memory_size=2048, memory_warmup=100)
+# Tracks as weak identities: the image student's identity term over the site's tracks (and the demo set's labels).
+TRACK_TERMS: dict[str, Any] = dict(id_img_weight=0.3, id_margin=0.2, memory_size=2048, memory_warmup=100)
 SITE_VAL_IDS = 50  # the site's training identities set aside to choose label rows' checkpoints on
 
 
@@ -28,7 +30,7 @@ SITE_VAL_IDS = 50  # the site's training identities set aside to choose label ro
 class DomainRow:
     title: str
     trained_on: str
-    unlabeled: tuple[str, ...] = ()  # "crops", "captions" (none: the demo set alone)
+    unlabeled: tuple[str, ...] = ()  # "crops", "tracked-crops", "captions" (none: the demo set alone)
     site_ids: int | None | str = "none"  # "none": no site labels; None: all of them
     extra: tuple[tuple[str, Any], ...] = ()
 
@@ -44,6 +46,13 @@ ROWS: dict[str, DomainRow] = {
                        unlabeled=("crops",)),
     "crops-captions": DomainRow("+ crops and captions", "+ the site's unlabeled captions",
                                 unlabeled=("crops", "captions")),
+    "crops-captions-tracks": DomainRow("+ crops with tracks and captions", "as + crops and captions, each detection "
+                                       "track's crops one weak identity (id_img 0.3, memory)",
+                                       unlabeled=("tracked-crops", "captions"),
+                                       extra=tuple((TRACK_TERMS | dict(unlabeled_tracks=True)).items())),
+    "crops-captions-id": DomainRow("+ crops and captions, id_img", "as + crops and captions, with the identity term "
+                                   "of the row above on the demo set's labels only (its control)",
+                                   unlabeled=("crops", "captions"), extra=tuple(TRACK_TERMS.items())),
     "labels-50": DomainRow("labels 50", "the demo set + 50 labelled site identities", site_ids=50,
                            extra=tuple(LABEL_TERMS.items())),
     "labels-200": DomainRow("labels 200", "the demo set + 200 labelled site identities", site_ids=200,

@@ -195,10 +195,12 @@ class DistillLoss:
     def __call__(self, s_img: torch.Tensor | None, s_cap: torch.Tensor | None, t_img: torch.Tensor, t_cap: torch.Tensor,
                  pid: torch.Tensor, memory: CrossModalMemory | None = None,
                  cap_pid: torch.Tensor | None = None,
-                 labelled: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+                 labelled: tuple[int, int] | None = None,
+                 track_pid: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """`cap_pid`: the captions' identities when there are not exactly one caption per image (default pid).
         `labelled`: (images, captions) of leading rows with identities (default: all); `pid` and `cap_pid` are
-        theirs."""
+        theirs. `track_pid`: the unlabeled image rows' pseudo-identities from their tracks (-1: none), which
+        id_img, the one identity term within the images, takes as identities too."""
         s_img = t_img if s_img is None else s_img
         s_cap = t_cap if s_cap is None else s_cap
         cap_pid = pid if cap_pid is None else cap_pid
@@ -213,7 +215,12 @@ class DistillLoss:
         out: dict[str, torch.Tensor] = {}
         for term in self.terms:
             rows = labelled_rows if term in IDENTITY_TERMS else (s_img, s_cap, t_img, t_cap)  # identities unused
-            out[term] = self._term(term, *rows, pid, cap_pid, memory)
+            ids = pid
+            if term == "id_img" and track_pid is not None:
+                tracked = track_pid != -1
+                ids = torch.cat([pid, track_pid[tracked]])
+                rows = (torch.cat([s_img[:n_img], s_img[n_img:][tracked]]), *rows[1:])
+            out[term] = self._term(term, *rows, ids, cap_pid, memory)
         out["total"] = sum(getattr(self.weights, t) * out[t] for t in self.terms)
         return out
 

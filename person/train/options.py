@@ -46,6 +46,9 @@ class TrainOptions(DatasetOptions):
                                                "join every batch, trained by the terms that need no identity")
     unlabeled_share: float = option(0.5, "unlabeled rows in a batch per labelled row: share x P x K images and "
                                          "share x P x K x captions_per_image captions", at_least=0, at_most=16)
+    unlabeled_tracks: bool = option(False, "crops of one detection track are one person: the image student's "
+                                           "identity term (--id_img_weight) and the memory take each track of the "
+                                           "--unlabeled detections as an identity, dealt K crops at a time")
     init: str | None = option(None, "start the students from an earlier run's checkpoint (its weights; the optimiser, "
                                     "schedule and memory start anew); the student options default to its own")
     # students
@@ -127,6 +130,10 @@ class TrainOptions(DatasetOptions):
                               f"student's input (the default is 224x112); give HxW with both sides <= {MAX_IMAGE_SIDE}")
         if self.run_name is not None:
             check_run_name(self.run_name)
+        if self.unlabeled_tracks and not (self.unlabeled and self.id_img_weight > 0 and self.train != "text"):
+            raise OptionError("--unlabeled_tracks takes the tracks of --unlabeled detections as identities of the "
+                              "image student's identity term: give --unlabeled STORE and --id_img_weight > 0 "
+                              "(e.g. 0.3), and train the image student")
 
     def run_folder(self, feature_dim: int) -> Path:
         """LOG_DIR/expModel-<student>-<H>x<W>-<dim>/<run_name or the date and time>/ (person.train.runs)."""

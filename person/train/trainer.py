@@ -48,7 +48,7 @@ from person.train.optim import make_optimizer
 from person.train.options import OPTIONS_FILE, RESUMABLE_CHANGES, TrainOptions
 from person.train.schedule import warmup_cosine
 from person.train.selection import BEST_NAME, Selection, selection_split
-from person.train.unlabeled import MixedBatchSampler, UnlabeledPool
+from person.train.unlabeled import MixedBatchSampler, UnlabeledPool, track_identities
 from person.train.warm_start import check_init_teacher, init_options, load_init
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,12 @@ class Trainer(Selection):
             check_init_teacher(init, self.store)
         self.pool = UnlabeledPool(opts.unlabeled, self.store, ram) if opts.unlabeled else None
         self.picker = (self.pool.picker(opts.unlabeled_share, opts.p, opts.k, opts.captions_per_image, opts.seed,
-                                        self.info.rank, self.info.world_size) if self.pool else None)
+                                        self.info.rank, self.info.world_size, tracks=opts.unlabeled_tracks)
+                       if self.pool else None)
+        self.track_pid = track_identities(self.picker.tracks) if opts.unlabeled_tracks else None
+        if self.track_pid is not None and (self.track_pid == -1).all():
+            raise ValueError(f"--unlabeled_tracks: no crop of --unlabeled {' '.join(opts.unlabeled)} has a track "
+                             f"(extract detections whose lines carry \"track\"), or drop --unlabeled_tracks")
         self.mean, self.std = self.store.image_normalisation
         self.train_rows = self.store.split_rows("train")
         if len(self.train_rows) == 0:
@@ -309,7 +314,10 @@ class Trainer(Selection):
         buffers = [b.detach().clone() for b in self.students.buffers()]
         with autocast:
             out = self.model(images, batch["chars"].to(dev), batch["mask"].to(dev))
-        losses = self.loss(out.get("image"), out.get("text"), t_img, t_cap, pid, self.memory, cap_pid, labelled)
+        track_pid = (torch.from_numpy(self.track_pid[batch["u_rows"].numpy()]).to(dev)
+                     if self.track_pid is not None else None)
+        losses = self.loss(out.get("image"), out.get("text"), t_img, t_cap, pid, self.memory, cap_pid, labelled,
+                           track_pid)
         if not self._all_ranks(bool(torch.isfinite(losses["total"]))):
             with torch.no_grad():
                 for b, saved in zip(self.students.buffers(), buffers):
@@ -323,10 +331,16 @@ class Trainer(Selection):
             torch.nn.utils.clip_grad_norm_(self.students.parameters(), o.clip_grad)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        if self.memory is not None:  # labelled rows only: the memory's terms compare identities
+        if self.memory is not None:  # rows with identities only (tracks' crops too): the memory compares them
+            rows = {"image": out.get("image"), "text": out.get("text")}
             labels = {"image": pid, "text": cap_pid}
-            self.memory.update(*(((gather_for_memory(out[m][:len(labels[m])]), gather_for_memory(labels[m]))
-                                  if m in out else None) for m in ("image", "text")))
+            rows = {m: r[:len(labels[m])] if r is not None else None for m, r in rows.items()}
+            if track_pid is not None and out.get("image") is not None:
+                tracked = track_pid != -1
+                rows["image"] = torch.cat([rows["image"], out["image"][len(pid):][tracked]])
+                labels["image"] = torch.cat([pid, track_pid[tracked]])
+            self.memory.update(*((gather_for_memory(rows[m]), gather_for_memory(labels[m]))
+                                 if rows[m] is not None else None for m in ("image", "text")))
         self.iteration += 1
         values = {k: float(v.detach()) for k, v in losses.items()}
         self.meters.update(values)

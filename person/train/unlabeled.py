@@ -7,10 +7,16 @@ identity sampler chooses the labelled ones: each epoch is one seeded permutation
 batches, so a crop or caption is seen at most once an epoch, a resumed run sees the rows an uninterrupted one sees,
 and ranks never share a row. `MixedBatchSampler` appends them to the identity sampler's batches.
 
+With `--unlabeled_tracks`, the crops of one detection track are taken as one person: `UnlabeledPool.tracks()`
+numbers the tracks globally, the picker deals a track's crops together (up to K at a time, as the identity sampler
+deals an identity's images), and the trainer gives them the pseudo-identity `track_identity(t)` in the image
+student's identity term and the memory (`track_identities`).
+
 Which loss terms see these rows: person.train.losses (IDENTITY_TERMS see only the labelled part).
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +81,21 @@ class UnlabeledPool:
     def num_captions(self) -> int:
         return len(self._caption_row)
 
+    def tracks(self) -> np.ndarray:
+        """int64 [num_images]: each readable image row's track, numbered globally (a track id is its store's own),
+        -1 where its detections line had none."""
+        out = np.full(self.num_images, -1, np.int64)
+        named: dict[tuple[int, str], int] = {}
+        for i, store in enumerate(self.stores):
+            at = np.flatnonzero(self._image_store == i)
+            if not len(at):
+                continue
+            tracks = store.image_tracks  # None for each row of a folder's images
+            for j, row in zip(at, self._image_row[at]):
+                if tracks[row] is not None:  # 7 and "7" are two tracks, as the detections file wrote them
+                    out[j] = named.setdefault((i, json.dumps(tracks[row])), len(named))
+        return out
+
     def files(self) -> UnlabeledFiles:
         """The pool's image paths, boxes and caption texts in global row order (read once, for the loader)."""
         paths, boxes, texts = [], [], []
@@ -105,10 +126,12 @@ class UnlabeledPool:
         return out
 
     def picker(self, share: float, p: int, k: int, captions_per_image: int, seed: int, rank: int = 0,
-               world_size: int = 1) -> UnlabeledPicker:
-        """The picker of `--unlabeled_share` of a P x K batch with `captions_per_image` captions an image."""
+               world_size: int = 1, tracks: bool = False) -> UnlabeledPicker:
+        """The picker of `--unlabeled_share` of a P x K batch with `captions_per_image` captions an image; with
+        `tracks`, a track's crops are dealt together, K at a time."""
         images, captions = unlabeled_counts(share, p, k, captions_per_image)
-        return UnlabeledPicker(self.num_images, self.num_captions, images, captions, seed, rank, world_size)
+        return UnlabeledPicker(self.num_images, self.num_captions, images, captions, seed, rank, world_size,
+                               tracks=self.tracks() if tracks else None, k=k)
 
     def roots(self) -> list[str]:
         return [str(s.dataset_info.get("image_root")) for s in self.stores if s.num_images]
@@ -130,16 +153,26 @@ def _check_same_teacher(store: UnlabeledStore, labelled: FeatureStore) -> None:
             "(tools/extract_label.py --teacher ...), or train against a labelled store of its teacher.") from None
 
 
+def track_identities(tracks: np.ndarray) -> np.ndarray:
+    """Pseudo-identities of crops by their global track (-1: none, kept): -2 - track, below every labelled
+    identity (0..K-1), so a track is never taken for a labelled person."""
+    return np.where(tracks < 0, -1, -2 - tracks)
+
+
 class UnlabeledPicker:
     """A batch's unlabeled items: `images` image rows and `captions` caption rows per rank, from batch number n.
 
     As the identity sampler deals identities: an epoch is one seeded permutation of the rows cut into global
     batches, dealt round-robin to the ranks (rank r takes r, r+W, ...); the rows left over when the count is not a
     multiple of the batch x ranks wait for a later epoch's permutation. So no batch repeats a row and no two ranks
-    share one in a step. A batch never asks for more rows than each rank can have (the pool's rows / ranks)."""
+    share one in a step. A batch never asks for more rows than each rank can have (the pool's rows / ranks).
+
+    `tracks` (each image row's track, -1 for none): the image permutation is then one of units, each up to `k`
+    crops of one track (a track's crops in a seeded order, cut into runs of k) or one untracked crop, so a batch
+    holds a track's crops side by side, as the identity sampler holds an identity's K images."""
 
     def __init__(self, num_images: int, num_captions: int, images: int, captions: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, tracks: np.ndarray | None = None, k: int = 2) -> None:
         self.num = {"image": num_images, "caption": num_captions}
         self.per_batch = {kind: min(wanted, self.num[kind] // world_size)
                           for kind, wanted in (("image", images), ("caption", captions))}
@@ -147,7 +180,9 @@ class UnlabeledPicker:
             if self.num[kind] and self.per_batch[kind] == 0 and (images if kind == "image" else captions):
                 raise ValueError(f"{self.num[kind]} unlabeled {kind} rows cannot give each of {world_size} ranks "
                                  f"one: extract more, or use fewer ranks")
-        self.seed, self.rank, self.world_size = seed, rank, world_size
+        if tracks is not None and len(tracks) != num_images:
+            raise ValueError(f"{len(tracks)} track numbers for {num_images} image rows")
+        self.seed, self.rank, self.world_size, self.tracks, self.k = seed, rank, world_size, tracks, k
         self._perm: dict[str, tuple[int, np.ndarray]] = {}
 
     @property
@@ -157,9 +192,26 @@ class UnlabeledPicker:
 
     def _permutation(self, kind: str, epoch: int) -> np.ndarray:
         if self._perm.get(kind, (None,))[0] != epoch:
-            stream = 101 if kind == "image" else 103
-            self._perm[kind] = (epoch, np.random.default_rng([self.seed, stream, epoch]).permutation(self.num[kind]))
+            rng = np.random.default_rng([self.seed, 101 if kind == "image" else 103, epoch])
+            tracked = kind == "image" and self.tracks is not None
+            self._perm[kind] = (epoch, self._units(rng) if tracked else rng.permutation(self.num[kind]))
         return self._perm[kind][1]
+
+    def _units(self, rng: np.random.Generator) -> np.ndarray:
+        """A permutation of the image rows made of shuffled units: runs of up to k crops of one track, or one
+        untracked crop."""
+        order = rng.permutation(self.num["image"])
+        tracks = self.tracks[order]
+        order = order[np.argsort(tracks, kind="stable")]  # each track's crops together, in a random order
+        tracks = self.tracks[order]
+        # Each row's place in its track, and runs of k of them (an untracked crop: a run of its own).
+        starts = np.flatnonzero(np.r_[True, tracks[1:] != tracks[:-1]])
+        position = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        run = position // np.where(tracks < 0, 1, self.k)
+        unit = np.flatnonzero(np.r_[True, (tracks[1:] != tracks[:-1]) | (run[1:] != run[:-1])])
+        sizes = np.diff(np.r_[unit, len(order)])
+        shuffled = rng.permutation(len(unit))
+        return np.concatenate([order[unit[u]:unit[u] + sizes[u]] for u in shuffled]) if len(unit) else order
 
     def rows(self, kind: str, n: int) -> np.ndarray:
         """Global rows of `kind` in this rank's batch `n`."""
