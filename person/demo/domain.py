@@ -68,6 +68,9 @@ ROWS: dict[str, DomainRow] = {
                                 extra=tuple((LABEL_TERMS | dict(sdm_weight=0.1)).items())),
     "labels-all-sdm-0.03": DomainRow("labels all, + sdm 0.03", "as labels all, + IRRA's sdm at 0.03", site_ids=None,
                                      extra=tuple((LABEL_TERMS | dict(sdm_weight=0.03)).items())),
+    "labels-all-sdm-cls": DomainRow("labels all, + sdm 0.03 + identity classifier 0.1", "as labels all + sdm 0.03, "
+                                    "+ a cosine identity classifier (IRRA's ID loss) at 0.1", site_ids=None,
+                                    extra=tuple((LABEL_TERMS | dict(sdm_weight=0.03, id_cls_weight=0.1)).items())),
 }
 
 

@@ -44,11 +44,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from person.train.classifier import IdentityClassifier
 from person.train.memory import CrossModalMemory
 
 TERMS = ("dist_img", "dist_cap", "dist_rel", "mix_rel", "rel_img", "rel_cap", "rkda", "id_img", "id_cap", "id_img_cap",
-         "d_pos", "s_neg", "sdm")
-IDENTITY_TERMS = ("id_img", "id_cap", "id_img_cap", "d_pos", "s_neg", "sdm")  # the labelled rows only
+         "d_pos", "s_neg", "sdm", "id_cls")
+IDENTITY_TERMS = ("id_img", "id_cap", "id_img_cap", "d_pos", "s_neg", "sdm", "id_cls")  # the labelled rows only
+MEMORY_TERMS = ("id_img", "id_cap", "id_img_cap")  # the long memory's contrastive terms
 
 
 def cosine_distill(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -152,6 +154,7 @@ class LossWeights:
     d_pos: float = 0.0
     s_neg: float = 0.0
     sdm: float = 0.0
+    id_cls: float = 0.0
 
     def active(self) -> tuple[str, ...]:
         return tuple(t for t in TERMS if getattr(self, t) != 0)
@@ -169,15 +172,18 @@ class DistillLoss:
               "mix_rel": {"image", "text"}, "rel_img": {"image"},
               "rel_cap": {"text"}, "rkda": {"image", "text"}, "id_img": {"image"}, "id_cap": {"text"},
               "id_img_cap": {"image", "text"}, "d_pos": {"image", "text"}, "s_neg": {"image", "text"},
-              "sdm": {"image", "text"}}
+              "sdm": {"image", "text"}, "id_cls": {"image", "text"}}
 
     def __init__(self, weights: LossWeights, temperature: float = 0.02, margin: float = 0.5,
-                 train: str = "both", sdm_temperature: float = 0.02) -> None:
+                 train: str = "both", sdm_temperature: float = 0.02,
+                 classifier: IdentityClassifier | None = None) -> None:
         if temperature <= 0 or sdm_temperature <= 0:
             raise ValueError(f"temperatures must be > 0, got {temperature} (relation) and {sdm_temperature} (sdm)")
         trained = {"image", "text"} if train == "both" else {train}
         self.weights, self.temperature, self.margin, self.trained = weights, temperature, margin, trained
-        self.sdm_temperature = sdm_temperature
+        self.sdm_temperature, self.classifier = sdm_temperature, classifier
+        if weights.id_cls and classifier is None:
+            raise ValueError("the id_cls term needs an identity classifier (person.train.classifier)")
         self.terms = tuple(t for t in weights.active() if self._NEEDS[t] & trained)
         if not self.terms:
             raise ValueError(f"no loss term is active for --train {train}: give at least one term a non-zero "
@@ -190,7 +196,7 @@ class DistillLoss:
 
     @property
     def uses_memory(self) -> bool:
-        return any(t.startswith("id_") for t in self.terms)
+        return any(t in MEMORY_TERMS for t in self.terms)
 
     def __call__(self, s_img: torch.Tensor | None, s_cap: torch.Tensor | None, t_img: torch.Tensor, t_cap: torch.Tensor,
                  pid: torch.Tensor, memory: CrossModalMemory | None = None,
@@ -249,6 +255,8 @@ class DistillLoss:
             return pair_terms(s_img, s_cap, t_img, t_cap, pid, cap_pid)[0 if term == "d_pos" else 1]
         if term == "sdm":
             return sdm(s_img, s_cap, pid, cap_pid, self.sdm_temperature)
+        if term == "id_cls":
+            return self.classifier.loss(s_img, s_cap, pid, cap_pid, self.trained)
         return self._memory_term(term, s_img, s_cap, pid, cap_pid, memory)
 
     def _memory_term(self, term: str, s_img, s_cap, pid, cap_pid, memory) -> torch.Tensor:

@@ -101,6 +101,9 @@ class TrainOptions(DatasetOptions):
     sdm_weight: float = option(_DEFAULT_WEIGHTS.sdm, "IRRA's similarity-distribution matching against the identity "
                                                      "labels", at_least=0)
     sdm_temperature: float = option(0.02, "temperature of the sdm term (IRRA: 0.02)", above=0)
+    id_cls_weight: float = option(_DEFAULT_WEIGHTS.id_cls, "identity classifier: cross-entropy of a cosine classifier "
+                                                           "over the labelled identities (IRRA's ID loss)", at_least=0)
+    id_cls_temperature: float = option(0.05, "temperature of the identity classifier's cosine logits", above=0)
     rel_temperature: float = option(0.02, "temperature of the relation terms (the teacher's similarities are small)",
                                     above=0)
     id_margin: float = option(0.5, "negatives above this similarity count in the contrastive terms", at_least=-1,

@@ -42,6 +42,7 @@ from person.train import logs, runs
 from person.train.batches import DistillCollate, DistillDataset, teacher_targets
 from person.train.budget import check_training_memory
 from person.train.losses import DistillLoss
+from person.train.classifier import IdentityClassifier, average_gradients
 from person.train.memory import CrossModalMemory, gather_for_memory
 from person.train.meters import Meters
 from person.train.optim import make_optimizer
@@ -145,8 +146,10 @@ class Trainer(Selection):
         self.feature_dim = self.store.dim if opts.feature_dim is None else opts.feature_dim
         self.image_size = parse_image_size(opts.image_size)
         self.spec = opts.student_spec(self.feature_dim)
+        self.head = (IdentityClassifier(self.records.num_ids, self.feature_dim, opts.id_cls_temperature, opts.seed)
+                     if opts.id_cls_weight else None)
         self.loss = DistillLoss(opts.loss_weights(), opts.rel_temperature, opts.id_margin, opts.train,
-                                opts.sdm_temperature)
+                                opts.sdm_temperature, self.head)
         self._check_losses()
         torch.manual_seed(opts.seed)  # the same initial weights on every rank
         # A resumed or --init run's names come from a checkpoint: modules outside the project only where the command
@@ -163,7 +166,10 @@ class Trainer(Selection):
         if opts.channels_last and self.students.image is not None:
             self.students.image.to(memory_format=torch.channels_last)
         self.model = self._wrap(self.students)
-        self.optimizer = make_optimizer(self.students, opts)
+        if self.head is not None:
+            self.head.to(self.device)
+        self.optimizer = make_optimizer(self.students if self.head is None else
+                                        torch.nn.ModuleDict({"students": self.students, "head": self.head}), opts)
         self.autocast_dtype = amp_dtype(opts.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
         self.memory = (CrossModalMemory(opts.memory_size, self.feature_dim, warmup_iters=opts.memory_warmup,
@@ -240,10 +246,13 @@ class Trainer(Selection):
                 "meters": self.meters.state_dict(), "rng": rng, "best": self.best,
                 "skipped_steps": self.skipped_steps, "normalisation": {"mean": list(self.mean), "std": list(self.std)},
                 "teacher": self.store.teacher_identity, "dataset": self.store.dataset_info,
-                "unlabeled_rows": [self.pool.num_images, self.pool.num_captions] if self.pool else None}
+                "unlabeled_rows": [self.pool.num_images, self.pool.num_captions] if self.pool else None,
+                "head": self.head.state_dict() if self.head is not None else None}
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.students.load_state_dict(state["model"])
+        if self.head is not None:
+            self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         if self.memory is not None and state["memory"] is not None:
@@ -326,6 +335,8 @@ class Trainer(Selection):
         self.nonfinite_run = self.empty_run = 0
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total"]).backward()
+        if self.head is not None:
+            average_gradients(self.head)
         if o.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.students.parameters(), o.clip_grad)

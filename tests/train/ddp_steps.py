@@ -32,7 +32,8 @@ def main() -> None:
     for _ in range(3):
         batch = next(batches)
         assert trainer.train_step(batch) is not None
-        params = torch.cat([p.detach().flatten() for p in trainer.students.parameters()])
+        head = list(trainer.head.parameters()) if trainer.head is not None else []  # the identity classifier's
+        params = torch.cat([p.detach().flatten() for p in [*trainer.students.parameters(), *head]])
         pids = torch.from_numpy(trainer.records.pids[batch["rows"].numpy()])
         all_params, all_pids = gathered(params), gathered(pids)
         picked = torch.tensor(sorted(batch["u_rows"].tolist() + [row for row, _ in batch["u_skipped"]]),

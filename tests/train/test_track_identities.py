@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from person.options import OptionError
+from person.train.classifier import IdentityClassifier
 from person.train.losses import IDENTITY_TERMS, DistillLoss, LossWeights
 from person.train.unlabeled import UnlabeledPicker, track_identities
 from tests.train.distill_fixtures import DIM, make_setup, make_unlabeled
@@ -69,10 +70,11 @@ def test_id_img_takes_tracked_crops_as_identities_and_no_other_term_does():
     s_img = _unit(rng, n_img + 5).requires_grad_()
     s_cap = _unit(rng, n_cap)
     weights = LossWeights(**{t: 1.0 for t in IDENTITY_TERMS})
-    loss = DistillLoss(weights, 0.1, 0.2)
+    loss = DistillLoss(weights, 0.1, 0.2, classifier=IdentityClassifier(3, DIM))
     out = loss(s_img, s_cap, t_img, t_cap, pid, labelled=(n_img, n_cap), track_pid=track_pid)
     kept = [0, 1, 2, 3, 4, 5, 6, 8, 9, 10]  # the labelled images, then the tracked crops
-    alone = loss(s_img[kept], s_cap, t_img[kept], t_cap, torch.cat([pid, track_pid[[0, 2, 3, 4]]]), cap_pid=pid)
+    alone = DistillLoss(LossWeights(id_img=1.0), 0.1, 0.2)(s_img[kept], s_cap, t_img[kept], t_cap,
+                                                          torch.cat([pid, track_pid[[0, 2, 3, 4]]]), cap_pid=pid)
     assert torch.equal(out["id_img"], alone["id_img"])
     without = loss(s_img, s_cap, t_img, t_cap, pid, labelled=(n_img, n_cap))
     assert not torch.equal(out["id_img"], without["id_img"])

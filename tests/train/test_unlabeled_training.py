@@ -17,6 +17,7 @@ from person.errors import PersonError
 from person.options import OptionError, given_options
 from person.teacher.space import SpaceMismatchError
 from person.teacher.store import StoreKindError, StoreMismatchError, open_unlabeled
+from person.train.classifier import IdentityClassifier
 from person.train.losses import IDENTITY_TERMS, TERMS, DistillLoss, LossWeights, cosine_distill
 from person.train.options import TrainOptions
 from person.train.trainer import Trainer, UnreadableBatchesError
@@ -104,7 +105,8 @@ def test_identity_terms_see_only_the_labelled_rows_and_the_others_see_all():
     for term in TERMS:
         s_img = _unit(rng, n_img + u_img).requires_grad_()
         s_cap = _unit(rng, n_cap + u_cap).requires_grad_()
-        loss = DistillLoss(LossWeights(**{t: float(t == term) for t in TERMS}), 0.1, 0.2)
+        loss = DistillLoss(LossWeights(**{t: float(t == term) for t in TERMS}), 0.1, 0.2,
+                           classifier=IdentityClassifier(3, DIM) if term == "id_cls" else None)
         out = loss(s_img, s_cap, t_img, t_cap, pid, labelled=(n_img, n_cap))
         out["total"].backward()
         grads = {m: torch.zeros(len(x)) if x.grad is None else x.grad.abs().sum(dim=1)
