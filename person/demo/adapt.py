@@ -53,7 +53,7 @@ def run_adapt(workdir: Path, ids: int, teacher: Path, max_iters: int | None = No
     captions = unlabeled_store(folder, captions_file(site_captions(site_json, folder / "captions.txt")), teacher)
     length = {} if max_iters is None else {"max_iters": max_iters, "save_every": max_iters}
     adapted = step_train(workdir, store_path, ADAPT_TRAINING | length | dict(
-        init=str(students), unlabeled=[str(crops), str(captions)], eval_every=0), run_name=ADAPT_RUN)
+        init=[str(students)], unlabeled=[str(crops), str(captions)], eval_every=0), run_name=ADAPT_RUN)
     export_dir = step_export(workdir, store_path, adapted, folder="export-second-site")
     figures = {name: {"teacher": _teacher(store), "demo students": _held_out(students, store),
                       "adapted students": _held_out(adapted, store)}

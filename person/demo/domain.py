@@ -33,6 +33,7 @@ class DomainRow:
     unlabeled: tuple[str, ...] = ()  # "crops", "tracked-crops", "captions" (none: the demo set alone)
     site_ids: int | None | str = "none"  # "none": no site labels; None: all of them
     extra: tuple[tuple[str, Any], ...] = ()
+    staged: bool = False  # the three-stage order: the image student alone, the text one alone, then both (a third each)
 
     @property
     def labelled(self) -> bool:
@@ -68,6 +69,10 @@ ROWS: dict[str, DomainRow] = {
                                 extra=tuple((LABEL_TERMS | dict(sdm_weight=0.1)).items())),
     "labels-all-sdm-0.03": DomainRow("labels all, + sdm 0.03", "as labels all, + IRRA's sdm at 0.03", site_ids=None,
                                      extra=tuple((LABEL_TERMS | dict(sdm_weight=0.03)).items())),
+    "labels-all-sdm-staged": DomainRow("labels all, + sdm 0.03, three stages", "as labels all + sdm 0.03, in the "
+                                       "three-stage order: image student alone, text alone, then both (200 "
+                                       "iterations each)", site_ids=None, staged=True,
+                                       extra=tuple((LABEL_TERMS | dict(sdm_weight=0.03)).items())),
     "labels-all-sdm-cls": DomainRow("labels all, + sdm 0.03 + identity classifier 0.1", "as labels all + sdm 0.03, "
                                     "+ a cosine identity classifier (IRRA's ID loss) at 0.1", site_ids=None,
                                     extra=tuple((LABEL_TERMS | dict(sdm_weight=0.03, id_cls_weight=0.1)).items())),
@@ -89,15 +94,21 @@ def domain_row(name: str, seed: int, inputs: Inputs, workdir: Path, iters: int) 
     """The training run of one row and seed, scored on the site's and the demo set's held-out identities."""
     row = ROWS[name]
     options = DEMO_TRAINING | ADAPT_TRAINING | dict(row.extra) | dict(
-        max_iters=iters, seed=seed, init=str(inputs.demo_checkpoint), log_dir=str((workdir / "logs").resolve()),
+        max_iters=iters, seed=seed, init=[str(inputs.demo_checkpoint)], log_dir=str((workdir / "logs").resolve()),
         run_name=f"{name}-s{seed}", overwrite=True, keep_last=1)
     if row.labelled:
         options |= dict(embedding_path=str(inputs.mixes[row.site_ids]), eval_every=max(1, iters // 4))
     else:
         options |= dict(embedding_path=str(inputs.demo_store), eval_every=0,
                         unlabeled=[str(inputs.unlabeled[u]) for u in row.unlabeled] or None)
+    stages: tuple[dict[str, Any], ...] = ()
+    if row.staged:  # each student alone from the demo's (the teacher's embeddings stand in for the other), then both
+        third = max(1, iters // 3)
+        stages = tuple(options | dict(train=student, max_iters=third, run_name=f"{name}-s{seed}-{student}")
+                       for student in ("image", "text"))
+        options |= dict(max_iters=iters - 2 * third, init=["{stage0}", "{stage1}"])
     return Row(f"{name}/s{seed}/{iters}", options, {"site": str(inputs.site_store), "demo": str(inputs.demo_store)},
-               checkpoint="best" if row.labelled else "last")
+               checkpoint="best" if row.labelled else "last", stages=stages)
 
 
 def _cell(values: list[float], scale: float = 100) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -39,18 +40,34 @@ class Row:
     options: dict[str, Any]
     score: dict[str, str] = field(default_factory=dict)  # label -> labelled store path
     checkpoint: str = "last"  # "last" | "best"
+    # Runs trained first, in order (a staged recipe); "{stage0}", "{stage1}", ... in a later run's options stand
+    # for those runs' last checkpoints.
+    stages: tuple[dict[str, Any], ...] = ()
 
     def settings(self) -> dict[str, Any]:
         """What a kept result must have been made with (its thread count is kept beside its minutes, not compared:
         another --jobs does not retrain what is there)."""
-        return {"options": self.options, "score": self.score, "checkpoint": self.checkpoint}
+        return {"options": self.options, "score": self.score, "checkpoint": self.checkpoint} | (
+            {"stages": list(self.stages)} if self.stages else {})
+
+
+def _with_stages(options: dict[str, Any], done: list[str]) -> dict[str, Any]:
+    """`options` with each "{stageN}" (alone or in a list) replaced by stage N's last checkpoint."""
+    def one(value: Any) -> Any:
+        if isinstance(value, str) and re.fullmatch(r"\{stage\d+\}", value):
+            return done[int(value[6:-1])]
+        return [one(v) for v in value] if isinstance(value, list) else value
+    return {k: one(v) for k, v in options.items()}
 
 
 def train_row(row: Row, threads: int, out: Path) -> None:
     """One row in this process (the child process run_rows starts): train, score, write `out`."""
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    result = Trainer(TrainOptions(**row.options)).fit()
+    done: list[str] = []
+    for stage in row.stages:
+        done.append(str(Trainer(TrainOptions(**_with_stages(stage, done))).fit().last_checkpoint))
+    result = Trainer(TrainOptions(**_with_stages(row.options, done))).fit()
     minutes = (time.perf_counter() - start) / 60
     checkpoint = result.last_checkpoint if row.checkpoint == "last" else result.best_checkpoint
     scores = {}

@@ -49,8 +49,9 @@ class TrainOptions(DatasetOptions):
     unlabeled_tracks: bool = option(False, "crops of one detection track are one person: the image student's "
                                            "identity term (--id_img_weight) and the memory take each track of the "
                                            "--unlabeled detections as an identity, dealt K crops at a time")
-    init: str | None = option(None, "start the students from an earlier run's checkpoint (its weights; the optimiser, "
-                                    "schedule and memory start anew); the student options default to its own")
+    init: list[str] | None = option(None, "start the students from an earlier run's checkpoint (its weights; the "
+                                          "optimiser, schedule and memory start anew; the student options default "
+                                          "to its own); two checkpoints: each student from the first that has it")
     # students
     backbone: str = option("backbone.mf3.ANet2", "image student, by dotted path")
     tbackbone: str = option("tbackbone.char.L3", "text student, by dotted path")

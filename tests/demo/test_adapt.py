@@ -30,7 +30,7 @@ def test_adapt_fine_tunes_the_demo_students_on_the_sites_unlabeled_rows(tmp_path
     adapted = next((tmp_path / "w" / "logs").glob(f"*/{ADAPT_RUN}"))
     state = load_checkpoint(adapted / "3.pt")
     students = next((tmp_path / "w" / "logs").glob("*/demo-*")) / "2.pt"
-    assert state["options"]["init"] == str(students) and state["iteration"] == 3
+    assert state["options"]["init"] == [str(students)] and state["iteration"] == 3
     site = load_records(tmp_path / "w" / "second" / "synthpedes-dataset.json")
     crops, captions = (open_unlabeled(p) for p in state["options"]["unlabeled"])
     assert crops.num_images == len(site.split_indices("train"))  # the site's training identities only

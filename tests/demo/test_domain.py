@@ -4,7 +4,7 @@ import pytest
 
 from person.demo import domain
 from person.demo.recipe import DEMO_TRAINING
-from person.demo.rows import CASES, Row, run_rows
+from person.demo.rows import CASES, Row, _with_stages, run_rows
 from person.eval.evaluate import evaluate_checkpoint
 from person.models.checkpoint import load_checkpoint
 from person.train.options import TrainOptions
@@ -22,7 +22,7 @@ def test_unlabeled_rows_train_on_the_demo_set_and_are_scored_at_their_last_check
     row = domain.domain_row("crops-captions", 1, inputs(tmp_path), tmp_path, 300)
     o = row.options
     assert row.key == "crops-captions/s1/300" and row.checkpoint == "last"
-    assert o["embedding_path"] == str(tmp_path / "demo.h5") and o["init"] == str(tmp_path / "demo.pt")
+    assert o["embedding_path"] == str(tmp_path / "demo.h5") and o["init"] == [str(tmp_path / "demo.pt")]
     assert o["unlabeled"] == [str(tmp_path / "crops.h5"), str(tmp_path / "captions.h5")]
     assert o["max_iters"] == 300 and o["seed"] == 1 and o["eval_every"] == 0 and "id_img_weight" not in o
     assert row.score == {"site": str(tmp_path / "site.h5"), "demo": str(tmp_path / "demo.h5")}
@@ -33,6 +33,19 @@ def test_unlabeled_rows_train_on_the_demo_set_and_are_scored_at_their_last_check
         str(tmp_path / "crops.h5")]
     control = domain.domain_row("demo-longer", 0, inputs(tmp_path), tmp_path, 300).options
     assert control["unlabeled"] is None and control["embedding_path"] == str(tmp_path / "demo.h5")
+
+
+def test_the_staged_row_trains_each_student_alone_then_both_from_their_checkpoints(tmp_path):
+    row = domain.domain_row("labels-all-sdm-staged", 0, inputs(tmp_path), tmp_path, 600)
+    image, text = row.stages
+    assert (image["train"], text["train"], row.options.get("train", "both")) == ("image", "text", "both")
+    assert image["init"] == text["init"] == [str(tmp_path / "demo.pt")]
+    assert row.options["init"] == ["{stage0}", "{stage1}"] and row.checkpoint == "best"
+    assert image["max_iters"] + text["max_iters"] + row.options["max_iters"] == 600
+    assert len({image["run_name"], text["run_name"], row.options["run_name"]}) == 3
+    assert row.settings()["stages"] == [image, text]
+    assert "stages" not in domain.domain_row("labels-all", 0, inputs(tmp_path), tmp_path, 600).settings()
+    assert _with_stages(row.options, ["a.pt", "b.pt"])["init"] == ["a.pt", "b.pt"]
 
 
 def test_label_rows_train_on_their_mix_with_the_label_terms_and_choose_on_validation(tmp_path):

@@ -223,6 +223,24 @@ def test_init_starts_from_the_checkpoints_students_with_its_options(setup, tmp_p
         assert torch.equal(value, saved[key]), key
 
 
+def test_init_joins_two_runs_that_trained_one_student_each(setup, tmp_path):
+    image = main_cmd.main(args(setup, tmp_path / "a", "--max_iters", "1", "--eval_every", "0", "--train", "image"))
+    text = main_cmd.main(args(setup, tmp_path / "b", "--max_iters", "1", "--eval_every", "0", "--train", "text",
+                              "--seed", "3"))
+    t = trainer([*args(setup, tmp_path / "c"), "--init", str(image.last_checkpoint), str(text.last_checkpoint)])
+    for name, run in (("image", image), ("text", text)):
+        saved = load_checkpoint(run.last_checkpoint)["model"]
+        for key, value in getattr(t.students, name).state_dict().items():
+            assert torch.equal(value, saved[f"{name}.{key}"]), key
+    with pytest.raises(OptionError, match=r"has no text student \(.*a.*--train image\)"):
+        trainer([*args(setup, tmp_path / "d"), "--init", str(image.last_checkpoint)])
+    state = load_checkpoint(text.last_checkpoint)  # a text student of another dimension
+    state["students"] = dict(state["students"], feature_dim=8)
+    torch.save({k: v for k, v in state.items() if k != "path"}, tmp_path / "other.pt")
+    with pytest.raises(OptionError, match="other feature dimensions"):
+        trainer([*args(setup, tmp_path / "f"), "--init", str(image.last_checkpoint), str(tmp_path / "other.pt")])
+
+
 def test_init_refuses_other_students_a_missing_one_and_another_teacher(setup, tmp_path):
     first = main_cmd.main(args(setup, tmp_path / "a", "--max_iters", "1", "--eval_every", "0", "--train", "image"))
     ckpt = str(first.last_checkpoint)
@@ -309,8 +327,8 @@ def test_init_then_resume_continues_the_run_not_the_checkpoint(setup, tmp_path):
     run = main_cmd.main([*args(setup, tmp_path / "b", "--max_iters", "2", "--eval_every", "0"),
                          "--init", str(first.last_checkpoint)])
     more = main_cmd.main(["--resume", str(run.run_dir), "--max_iters", "3", "--eval_every", "0"])
-    assert more.iteration == 3 and load_checkpoint(more.last_checkpoint)["options"]["init"] == str(
-        first.last_checkpoint)
+    assert more.iteration == 3 and load_checkpoint(more.last_checkpoint)["options"]["init"] == [str(
+        first.last_checkpoint)]
     with pytest.raises(ValueError, match="--init .* differ"):
         main_cmd.main(["--resume", str(run.run_dir), "--init", str(run.last_checkpoint)])
 
