@@ -19,6 +19,7 @@ from pathlib import Path
 from person.demo.adapt import run_adapt
 from person.demo.pipeline import run_demo
 from person.demo.recipe import DEMO_IDS
+from person.demo.search_step import session_account
 from person.demo.teacher import DEMO_TEACHER
 from person.gallery.search_options import SearcherOptions
 from person.options import run_command
@@ -46,10 +47,13 @@ def main(argv: list[str] | None = None) -> dict:
         return run_adapt(args.workdir, args.ids, args.teacher, args.max_iters)
     result = run_demo(args.workdir, args.ids, args.teacher, args.max_iters)
     if args.serve:
+        gallery = args.workdir / "galleries" / "student"
+        name, password, token = session_account(gallery)
         print(f"\n[serve] the search page: http://127.0.0.1:{args.port}/  (the held-out images, enrolled by the "
-              f"student; queries through its text model; Ctrl-C stops it)", flush=True)
+              f"student; queries through its text model; Ctrl-C stops it)\n[serve] sign in as {name}, password "
+              f"{password} (made for this session); the API takes Authorization: Bearer {token}", flush=True)
         export_dir = str(result["export_dir"])
-        serve(args.workdir / "galleries" / "student", SearcherOptions(text_model=export_dir, image_model=export_dir),
+        serve(gallery, SearcherOptions(text_model=export_dir, image_model=export_dir),
               port=args.port)
     return result
 

@@ -1,7 +1,9 @@
 """Serve the search web page and its HTTP API over a gallery: free text in any language, or a photo, finds the people.
 
     python search/app.py --gallery gallery/ --text-model EXPORT_DIR [--image-model EXPORT_DIR]
-    person-serve --gallery gallery/ --teacher ID_OR_DIR --host 0.0.0.0 --port 8080   # beyond this machine
+    python search/users.py --gallery gallery/ add ann --role admin    # the first account: from then on, sign in
+    person-serve --gallery gallery/ --teacher ID_OR_DIR --host 0.0.0.0 --port 8080 --ssl-certfile cert.pem \
+        --ssl-keyfile key.pem                                          # beyond this machine, over TLS
 
 Then open http://127.0.0.1:5005/. The API: GET /api/search?q=...&k=10, POST /api/search {"queries": [...], "k": 10,
 "where": ["camera=3"], "group_by": "track"}, POST /api/search/image (multipart field "image"),
@@ -9,7 +11,9 @@ GET /api/search/similar/{id}, GET /api/gallery, GET /api/health (503 when the ga
 its description at /openapi.json. Results carry row ids, never paths: /images/{id} and /thumbs/{id} serve the image
 enrolled, re-encoded (409 when its file changed since). Images enrolled while it runs (search/enroll.py) are
 found from the next request on. It listens on 127.0.0.1 (this machine only) unless --host says otherwise;
---workers N runs N server processes on one port. The library part is person.web (person.web.server runs it).
+--workers N runs N server processes on one port. Once the gallery has an account (search/users.py), every request
+signs in (the page's form) or sends Authorization: Bearer TOKEN; beyond loopback it refuses to start without one
+unless --insecure-no-auth. The library part is person.web (person.web.server runs it).
 """
 from __future__ import annotations
 
@@ -36,7 +40,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=number(int, at_least=1), default=1,
                    help="server processes (each maps the gallery and loads the models; for machines with spare cores)")
     p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True, help="log every request")
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="beyond loopback with no account, serve anyway: anyone who reaches it can search")
+    p.add_argument("--ssl-certfile", type=Path, default=None, help="serve over TLS with this certificate (PEM)")
+    p.add_argument("--ssl-keyfile", type=Path, default=None, help="the certificate's private key (PEM)")
+    p.add_argument("--forwarded-allow-ips", default=None,
+                   help="behind a proxy: the proxies' addresses (comma-separated) whose X-Forwarded-For / -Proto "
+                        "give the client's address and https; default: no forwarded header is believed")
     args = p.parse_args(argv)
+    if args.ssl_keyfile and not args.ssl_certfile:
+        p.error("--ssl-keyfile goes with --ssl-certfile CERT.pem")
     try:
         from_namespace(SearcherOptions, args).check()
     except GalleryError as e:
@@ -48,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     serve(args.gallery, from_namespace(SearcherOptions, args), host=args.host, port=args.port,
           thumb_cache=args.thumb_cache, allowed_hosts=args.allowed_host, workers=args.workers,
-          access_log=args.access_log)
+          access_log=args.access_log, insecure_no_auth=args.insecure_no_auth, ssl_certfile=args.ssl_certfile,
+          ssl_keyfile=args.ssl_keyfile, forwarded_allow_ips=args.forwarded_allow_ips)
 
 
 def run() -> None:

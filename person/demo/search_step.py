@@ -3,6 +3,7 @@ example queries with the student's text model against both, and each gallery's R
 caption beside evaluation's for the same encoders (reports/search.json)."""
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +19,7 @@ from person.gallery.enroll import enroll
 from person.gallery.manifest import GalleryError, GalleryVersionError, read_manifest
 from person.gallery.search import QueryResult, Searcher
 from person.teacher.store import open_store
+from person.web.accounts import Accounts
 
 
 def typo(text: str) -> str:
@@ -75,3 +77,15 @@ def step_search(workdir: Path, json_path: Path, store_path: Path, export_dir: Pa
               f"(evaluation_model.py, {case}: {100 * reference:.2f}%)")
     report.write_json(out, workdir / "reports" / "search.json")
     return out
+
+
+def session_account(gallery: Path, name: str = "demo") -> tuple[str, str, str]:
+    """A new admin account on `gallery` for one `demo.py --serve`: (name, password, API token valid a day). The
+    previous session's account goes first, and its password, token and signed-in sessions with it."""
+    accounts = Accounts(gallery)
+    if accounts.user(name) is not None:
+        accounts.remove_user(name)
+    password = secrets.token_urlsafe(12)
+    accounts.add_user(name, password, "admin")
+    _, token = accounts.new_token(name, days=1)
+    return name, password, token

@@ -16,6 +16,9 @@ Safe to expose, as the serving side of the field learned (Immich, Starlette; ARC
   `{"error": ...}` that names the cap or the field.
 - No stack trace reaches a client: anything unexpected is a 500 `{"error": "internal error"}`, its traceback logged.
 - The page is the app's own files (no CDN), under a Content-Security-Policy that allows nothing else.
+- Sign-in (Immich, Frigate): once the gallery has an account (G/users.json, search/users.py), every request signs
+  in, from loopback too: the page's form sets a signed session cookie, scripts send `Authorization: Bearer TOKEN`.
+  With no account a loopback-only server stays open; beyond loopback it is refused unless --insecure-no-auth.
 Live gallery: each request first stats gallery.json; when an enrolment committed a new generation the Searcher
 swaps it in whole, and a response names the generation (and live count) its hits came from. A gallery on disk that
 cannot be opened, or whose segment files no longer hash to what gallery.json records, is a 503 for searches and
@@ -25,6 +28,8 @@ people is one thumbnail, and a file changed in place is refused before the cache
 travels inside the thumbnail (a JPEG comment) and in its X-Image-Size header, so the page can draw a row's box.
 
 Modules: `images` (files and thumbnails by id, under the root only), `service` (the searches behind the routes, the
-caps), `middleware` (security headers, the catch-all, the host check, the body cap), `app` (the routes: create_app),
-`server` (the app over a gallery under uvicorn, in one process or several: serve); the page's files are in static/.
+caps), `middleware` (security headers, the catch-all, the host check, the body cap), `accounts` (the users file:
+scrypt hashes, tokens), `sessions` (signed cookies, the sign-in rate limit), `auth` (the gate, the sign-in routes,
+`require_admin`), `app` (the routes: create_app), `server` (the app over a gallery under uvicorn, in one process or
+several: serve); the page's files are in static/.
 """

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, File, Form, Query, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from person.gallery.search import MAX_K, MAX_QUERY_CHARS, Searcher
+from person.web.accounts import Accounts
+from person.web.auth import Auth, AuthOptions, Gate, add_account_routes, identity_of
 from person.web.images import THUMB_SIDE, ThumbnailCache
 from person.web.middleware import BodyCap, CatchAll, HostCheck, SecurityHeaders, StrictQuery
 from person.web.service import MAX_QUERIES, MULTIPART_SLACK, Refused, SearchService, ServeLimits, describe_bytes
@@ -76,12 +78,16 @@ def _field(loc: Sequence[Any]) -> str:
 # ---------------------------------------------------------------------- the app
 
 def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_cache: str | Path | None = None,
-               limits: ServeLimits = ServeLimits(), allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+               limits: ServeLimits = ServeLimits(), allowed_hosts: Sequence[str] | None = None,
+               auth: AuthOptions = AuthOptions()) -> FastAPI:
     """The web app: the page (from `static_dir`, when given), the JSON API, images and thumbnails by id.
 
     `allowed_hosts`: Host header values to answer (others get a 400), e.g. 127.0.0.1 and localhost for a server
-    bound to this machine only, so a web page elsewhere cannot reach it through DNS rebinding; None answers all."""
+    bound to this machine only, so a web page elsewhere cannot reach it through DNS rebinding; None answers all.
+    Once the gallery has an account (its users.json), every request needs credentials (person.web.auth); `auth`
+    says what a gallery with none gets."""
     service = SearchService(searcher, ThumbnailCache(thumb_cache), limits)
+    gate = Auth(Accounts(searcher.folder), auth, page=static_dir is not None)
     # Swagger UI and ReDoc load their scripts from a CDN: only the description itself is served.
     app = FastAPI(title="Person search", version="1", docs_url=None, redoc_url=None,
                   description="Free-text (any language) and by-image search of an enrolled gallery of people.")
@@ -94,6 +100,7 @@ def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_c
 
     app.add_middleware(BodyCap, cap=body_cap)
     app.add_middleware(StrictQuery)
+    app.add_middleware(Gate, auth=gate)  # after the host check, before a body is read
     if allowed_hosts is not None:
         app.add_middleware(HostCheck, allowed=allowed_hosts)
     app.add_middleware(CatchAll)
@@ -154,12 +161,16 @@ def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_c
         return JSONResponse(service.info())
 
     @app.get("/api/health", responses={503: {"model": ErrorOut}},
-             summary="What a search would meet: the generation served, or (503) why the gallery cannot be")
-    def health() -> JSONResponse:
+             summary="What a search would meet: the generation served, or (503) why the gallery cannot be; "
+                     "without credentials, once there are accounts, only whether the service is up")
+    def health(request: Request) -> JSONResponse:
+        told = identity_of(request).role is not None  # signed in, or a server open to all
         try:
-            return JSONResponse(service.health())
+            body = service.health()
         except Refused as e:
-            return JSONResponse({"status": "error", "error": e.detail}, e.status_code)
+            return JSONResponse({"status": "error", "error": e.detail} if told else {"status": "error"},
+                                e.status_code)
+        return JSONResponse(body if told else {"status": body["status"]})
 
     @app.get("/images/{id}", responses=PICTURE,
              summary="A gallery image by its row id: the image enrolled (409 if its file changed since), re-encoded")
@@ -172,6 +183,7 @@ def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_c
         return service.thumbnail(id)
 
     # ------------------------------------------------------------------ the page
+    add_account_routes(app, gate, None if static_dir is None else Path(static_dir))
     if static_dir is not None:
         static = Path(static_dir)
         app.mount("/static", StaticFiles(directory=static), name="static")

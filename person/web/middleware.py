@@ -14,7 +14,9 @@ log = logging.getLogger(__name__)
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    # No referrer to other sites; to this one it lets a browser send the form's real Origin (no-referrer makes
+    # it "null"), which the sign-in form's cross-site check reads.
+    (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
     (b"content-security-policy", b"default-src 'self'; img-src 'self' blob: data:; object-src 'none'; "
                                  b"base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),

@@ -2,13 +2,21 @@
 
     serve(Path("gallery/"), SearcherOptions(text_model="export/"))            # http://127.0.0.1:5005/
     serve(gallery, options, host="0.0.0.0", port=8080, workers=4)             # beyond this machine, 4 processes
+    serve(gallery, options, host="0.0.0.0", ssl_certfile="cert.pem", ssl_keyfile="key.pem")   # over TLS
 
 Why FastAPI + uvicorn: requests are validated from type hints, with errors that name the field, and the OpenAPI
 description comes for free (what Immich's machine-learning service also runs on); uvicorn is a plain ASGI server
 that runs the (synchronous) search handlers in a thread pool, and onnxruntime and FAISS release the GIL, so
 concurrent queries overlap. One process holds the gallery memory-mapped; `workers` > 1 runs that many on one port
 (uvicorn's process manager) for a machine with cores to spare: each imports this module and calls `worker_app`,
-which reads the configuration `serve` left as JSON in CONFIG_VARIABLE.
+which reads the configuration `serve` left as JSON in CONFIG_VARIABLE. Sessions are signed cookies (person.web.auth),
+so the workers share them with nothing between them.
+
+A server bound beyond loopback over a gallery with no account is refused (anyone on the network could search it)
+unless `insecure_no_auth` says so. uvicorn terminates TLS (`ssl_certfile`, `ssl_keyfile`); behind a TLS proxy,
+`forwarded_allow_ips` names the proxies whose X-Forwarded-For / -Proto uvicorn believes: the client's address (the
+sign-in rate limit, the audit log) and https (Secure cookies) then come from them. Without it no forwarded header
+is believed, not even from loopback (uvicorn's own default trusts 127.0.0.1).
 """
 from __future__ import annotations
 
@@ -24,9 +32,14 @@ import faiss
 import uvicorn
 from fastapi import FastAPI
 
+from person.errors import PersonError
 from person.gallery.search_options import SearcherOptions
 from person.options import from_dict
+from person.web.accounts import Accounts
 from person.web.app import create_app
+from person.web.auth import AuthOptions
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"   # the page's files: package data beside this module
 LOCAL_NAMES = ["127.0.0.1", "localhost", "::1"]
@@ -41,38 +54,59 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def refuse_open_network(gallery: Path, host: str, insecure_no_auth: bool) -> None:
+    """PersonError when `host` reaches beyond this machine, the gallery has no account and nobody said
+    --insecure-no-auth: the message says how to add one."""
+    if _loopback(host) or insecure_no_auth or Accounts(gallery).has_accounts():
+        return
+    raise PersonError(f"{gallery} has no account, and --host {host} listens beyond this machine: anyone on the "
+                      f"network could search it. Add one first: search/users.py --gallery {gallery} add NAME --role "
+                      f"admin (it asks for the password), then sign in on the page; or serve it open anyway with "
+                      f"--insecure-no-auth")
+
+
 def build_app(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", thumb_cache: Path | None = None,
-              allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+              allowed_hosts: Sequence[str] | None = None, insecure_no_auth: bool = False) -> FastAPI:
     """The app `serve` runs: the Searcher `options` open over `gallery` and the page, answering the Host headers
     `allowed_hosts`, or when None this machine's own names (LOCAL_NAMES) if `host` is on this machine, any otherwise.
-    With `options.threads` None each query gets one onnxruntime thread: requests already run in parallel."""
+    With `options.threads` None each query gets one onnxruntime thread: requests already run in parallel.
+    A gallery with no account is open only on loopback, or with `insecure_no_auth` (refuse_open_network)."""
+    refuse_open_network(gallery, host, insecure_no_auth)
     options.check()
     if options.threads is None:
         options = dataclasses.replace(options, threads=1)
     searcher = options.open(gallery)
     # A server bound to this machine answers only its own names: a page elsewhere cannot reach it by DNS rebinding.
     hosts = allowed_hosts or (LOCAL_NAMES if _loopback(host) else None)
-    return create_app(searcher, STATIC, thumb_cache, allowed_hosts=hosts)
+    auth = AuthOptions(open_without_accounts=_loopback(host) or insecure_no_auth, insecure=insecure_no_auth)
+    return create_app(searcher, STATIC, thumb_cache, allowed_hosts=hosts, auth=auth)
 
 
 def serve(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", port: int = 5005,
           thumb_cache: Path | None = None, allowed_hosts: list[str] | None = None, workers: int = 1,
-          access_log: bool = True) -> None:
+          access_log: bool = True, insecure_no_auth: bool = False, ssl_certfile: Path | None = None,
+          ssl_keyfile: Path | None = None, forwarded_allow_ips: str | None = None) -> None:
     """Serve the search page and its API over `gallery` until interrupted, from `workers` processes on one port
     (each maps the gallery and loads the models). The app is built here first, so a bad gallery or model fails
     before any worker starts."""
     if workers < 1:
         raise ValueError(f"workers={workers}: serve from 1 process or more")
     _set_up_process()
-    app = build_app(gallery, options, host=host, thumb_cache=thumb_cache, allowed_hosts=allowed_hosts)
-    common = dict(host=host, port=port, access_log=access_log, log_level="info")
+    app = build_app(gallery, options, host=host, thumb_cache=thumb_cache, allowed_hosts=allowed_hosts,
+                    insecure_no_auth=insecure_no_auth)
+    if insecure_no_auth and not Accounts(gallery).has_accounts():
+        log.warning("--insecure-no-auth: anyone who reaches %s:%d can search %s", host, port, gallery)
+    common = dict(host=host, port=port, access_log=access_log, log_level="info",
+                  ssl_certfile=None if ssl_certfile is None else str(ssl_certfile),
+                  ssl_keyfile=None if ssl_keyfile is None else str(ssl_keyfile),
+                  proxy_headers=forwarded_allow_ips is not None, forwarded_allow_ips=forwarded_allow_ips)
     if workers == 1:
         uvicorn.run(app, **common)
         return
     # Paths travel as text (an option given as a Path too); each worker builds its own app from this.
     os.environ[CONFIG_VARIABLE] = json.dumps({
         "gallery": gallery, "options": dataclasses.asdict(options), "host": host, "thumb_cache": thumb_cache,
-        "allowed_hosts": allowed_hosts}, default=str)
+        "allowed_hosts": allowed_hosts, "insecure_no_auth": insecure_no_auth}, default=str)
     uvicorn.run(WORKER_APP, factory=True, workers=workers, **common)
 
 
@@ -83,7 +117,7 @@ def worker_app() -> FastAPI:
     thumb_cache = config["thumb_cache"]
     return build_app(Path(config["gallery"]), from_dict(SearcherOptions, config["options"]), host=config["host"],
                      thumb_cache=None if thumb_cache is None else Path(thumb_cache),
-                     allowed_hosts=config["allowed_hosts"])
+                     allowed_hosts=config["allowed_hosts"], insecure_no_auth=config["insecure_no_auth"])
 
 
 def _set_up_process() -> None:

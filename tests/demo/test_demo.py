@@ -1,6 +1,7 @@
 """The quick start's main command, end to end on a tiny teacher: every step runs, writes its report, and a
 second run skips what is there."""
 import json
+import re
 import subprocess
 import sys
 import urllib.request
@@ -64,20 +65,26 @@ def test_demo_runs_end_to_end_and_resumes_by_skipping(tmp_path, capsys, monkeypa
         return {name: {k: v for k, v in f.items() if k != "ms_per_query"} for name, f in report.items()}
     assert figures(json.loads((tmp_path / "w" / "reports" / "search.json").read_text())) == figures(search)
 
-    # --serve: every step skipped, then the search page on the student gallery answers a query once uvicorn
-    # says it listens (its log, on stderr, is read here merged into stdout).
+    # --serve: every step skipped, then the search page on the student gallery answers a query with the token the
+    # demo printed once uvicorn says it listens (its log, on stderr, is read here merged into stdout); not without.
     port = free_port()
     server = subprocess.Popen([sys.executable, "demo.py", *argv, "--serve", "--port", str(port)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         printed = read_until_ready(server, ["Uvicorn running on"], timeout=300)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?q=a+man+in+red&k=3", timeout=60) as r:
+        token = re.search(r"Authorization: Bearer (pst_\S+)", printed).group(1)
+        search = f"http://127.0.0.1:{port}/api/search?q=a+man+in+red&k=3"
+        with pytest.raises(urllib.error.HTTPError, match="401"):
+            urllib.request.urlopen(search, timeout=60)
+        asked = urllib.request.Request(search, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(asked, timeout=60) as r:
             answer = json.loads(r.read())
         assert len(answer["results"][0]["hits"]) == 3
     finally:
         server.kill()
         server.communicate()
     assert f"[serve] the search page: http://127.0.0.1:{port}/" in printed
+    assert re.search(r"\[serve\] sign in as demo, password \S{16} \(made for this session\)", printed), printed
 
     # A workdir trained with another recipe (an older checkout's) is trained anew, not skipped as this one.
     recipe_lr = DEMO_TRAINING["lr"]

@@ -1,6 +1,7 @@
-"""The search page in a real browser: search/app.py started as a command, driven by headless Debian Chromium
-through Playwright. The test installs Debian's chromium and a CJK font with apt when they are missing (as root,
+"""The search page in a real browser: search/app.py started as a command over a gallery with an account, driven by
+headless Debian Chromium through Playwright, which signs in through the form first and signs out at the end. The test installs Debian's chromium and a CJK font with apt when they are missing (as root,
 as in CI; no browser download works here); a browser or font still missing fails the test, it never skips."""
+import io
 import os
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 
 from playwright.sync_api import sync_playwright
 
+from person.cli import users
 from person.gallery import sources
 from person.gallery.encoders import ExportEncoder
 from person.gallery.enroll import enroll
@@ -35,8 +37,9 @@ def debian_browser():
     return CHROMIUM
 
 
-def test_the_page_searches_draws_boxes_and_renders_chinese_in_chromium(debian_browser, trained_setup, plain_export,
-                                                                         tmp_path):
+def test_the_page_signs_in_searches_draws_boxes_and_renders_chinese_in_chromium(debian_browser, trained_setup,
+                                                                                  plain_export, tmp_path,
+                                                                                  monkeypatch):
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium"
     fonts = subprocess.run(["fc-list", ":lang=zh", "family"], capture_output=True, text=True).stdout if \
         shutil.which("fc-list") else ""
@@ -45,6 +48,8 @@ def test_the_page_searches_draws_boxes_and_renders_chinese_in_chromium(debian_br
     shutil.copytree(trained_setup[0].parent / "Part1", photos)
     boxes = sources.detections(detections(photos, tmp_path / "d.jsonl"), photos)  # every row has a box
     enroll(tmp_path / "g", ExportEncoder(plain_export), boxes, workers=0)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long passphrase\n"))  # as `echo ... | search/users.py add`
+    users.main(["--gallery", str(tmp_path / "g"), "add", "ann"])
     proc, url = start_app(["--gallery", str(tmp_path / "g"), "--text-model", str(plain_export), "--image-model",
                            str(plain_export), "--thumb-cache", str(tmp_path / "thumbs")], tmp_path / "app.log")
     problems = []
@@ -55,7 +60,14 @@ def test_the_page_searches_draws_boxes_and_renders_chinese_in_chromium(debian_br
             page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
             page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
             page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-            page.goto(url)
+            page.goto(url)  # redirected to the sign-in page: the form posts under the CSP's form-action 'self'
+            assert page.url == f"{url}/signin"
+            page.fill("#name", "ann")
+            page.fill("#password", "a long passphrase")
+            page.click("#signin button[type=submit]")
+            page.wait_for_url(f"{url}/")
+            page.wait_for_function("() => document.querySelector('#account').textContent"
+                                   ".includes('signed in as ann (viewer)')")
             page.wait_for_function("() => document.querySelector('#gallery').textContent"
                                    ".includes('12 people enrolled')")
 
@@ -97,6 +109,10 @@ def test_the_page_searches_draws_boxes_and_renders_chinese_in_chromium(debian_br
             page.wait_for_function(f"() => document.querySelector('#status').textContent.includes('{CHINESE}')")
             assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing runs off the screen
             page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
+
+            page.click("#signout button")
+            page.wait_for_url(f"{url}/signin")
+            assert page.context.cookies() == []  # the session cookie is gone
             browser.close()
     finally:
         proc.terminate()

@@ -33,6 +33,7 @@ async function api(url, options) {
   } catch (e) {
     body = null;
   }
+  if (response.status === 401) location.assign("/signin");  // the session ended: sign in again
   if (!response.ok) throw new Error(body && body.error ? body.error : `the server answered ${response.status}`);
   return body;
 }
@@ -142,7 +143,31 @@ photo.addEventListener("change", () => {
   run(`the photo ${file.name}`, () => api("/api/search/image", { method: "POST", body: data }));
 });
 
+// Who is signed in (and a sign-out button), or why nobody needs to: no accounts, or a server run open on purpose.
+async function account() {
+  const me = await api("/api/me");
+  const banner = $("#banner");
+  if (me.user) {
+    $("#account").textContent = `signed in as ${me.user} (${me.role})`;
+    $("#signout").hidden = false;
+  } else if (me.insecure) {
+    banner.textContent = "This server runs with --insecure-no-auth: anyone who can reach it can search this " +
+                         "gallery. Add an account (search/users.py --gallery GALLERY add NAME) and restart without it.";
+    banner.className = "danger";
+    banner.hidden = false;
+  } else {
+    banner.textContent = "No accounts: this page is open to anyone on this machine. search/users.py --gallery " +
+                         "GALLERY add NAME adds one; from then on it asks everyone to sign in.";
+    banner.hidden = false;
+  }
+}
+
 async function start() {
+  try {
+    await account();
+  } catch (e) {
+    $("#account").textContent = e.message;
+  }
   try {
     gallery = await api("/api/gallery");
     $("#gallery").textContent = `${gallery.count} people enrolled · ${gallery.encoder.name || gallery.encoder.kind}`;

@@ -1,0 +1,221 @@
+"""Who is asking: the gate every request passes, the sign-in page's routes, and the identity routes read.
+
+Once the gallery has an account (G/users.json, person.web.accounts), every request needs credentials, from
+loopback too: a session cookie the sign-in form set, or `Authorization: Bearer TOKEN`. Without them only the
+sign-in page, its stylesheet, sign-out and /api/health (which then says only whether the service is up) answer;
+`/` redirects to the sign-in page and everything else, unknown paths included, is a 401 before any route runs.
+With no account at all, a server bound to loopback (or started with --insecure-no-auth) stays open, as a person's
+own tool on their own machine; one bound beyond it answers 401 until an account exists.
+
+What a route can read (the audit log does): `request.state.identity`, an Identity (user, role, via: "session",
+"token" or "none"), and `request.state.client`, the client's address (the forwarded one when the peer is a trusted
+proxy: uvicorn's --forwarded-allow-ips rewrites it, and the scheme, before the app sees the request).
+An admin-only route takes `Depends(require_admin)`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.requests import cookie_parser
+
+from person.web.accounts import MAX_PASSWORD, Accounts, AccountsError
+from person.web.service import Refused
+from person.web.sessions import (LOGIN_ATTEMPTS, LOGIN_WINDOW, SESSION_COOKIE, SESSION_SECONDS, LoginLimiter,
+                                 read_session, sign_session)
+
+log = logging.getLogger(__name__)
+
+SIGN_IN, SIGN_OUT = "/signin", "/signout"
+# What answers without credentials once there are accounts: the sign-in page and its one asset, and health.
+PUBLIC = frozenset({SIGN_IN, SIGN_OUT, "/static/app.css", "/api/health"})
+ADD_ACCOUNT = "search/users.py --gallery GALLERY add NAME --role admin"
+CHALLENGE = {"www-authenticate": 'Bearer realm="person search"'}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a request comes from. `user` None: nobody signed in; `role` None: a public route answered to nobody."""
+
+    user: str | None
+    role: str | None   # "viewer" or "admin" (person.web.accounts.ROLES)
+    via: str           # "session" (the page's cookie), "token" (Authorization: Bearer) or "none"
+
+
+ANONYMOUS = Identity(None, None, "none")   # no credentials, on a public route
+OPEN = Identity(None, "viewer", "none")    # a server with no accounts, open to whoever reaches it
+
+
+@dataclass(frozen=True)
+class AuthOptions:
+    """How the gate treats a gallery. `open_without_accounts`: with no account, answer everyone (a server bound to
+    loopback, or --insecure-no-auth, which `insecure` records so the page can say so)."""
+
+    open_without_accounts: bool = True
+    insecure: bool = False
+    session_seconds: int = SESSION_SECONDS
+    login_attempts: int = LOGIN_ATTEMPTS
+    login_window: float = LOGIN_WINDOW
+    clock: Callable[[], float] = time.time  # a test's clock, for expiry
+
+
+def identity_of(request: Request) -> Identity:
+    return getattr(request.state, "identity", ANONYMOUS)
+
+
+def client_of(request: Request) -> str:
+    return getattr(request.state, "client", "")
+
+
+def require_admin(request: Request) -> Identity:
+    """A dependency for admin-only routes: `@app.post(..., dependencies=[Depends(require_admin)])`; a 403 unless
+    an admin signed in (a server open with no accounts has no admin: erase through the command there)."""
+    identity = identity_of(request)
+    if identity.role != "admin":
+        raise Refused(403, "this needs an admin account: sign in as one, or send an admin's token")
+    return identity
+
+
+def same_origin(request: Request) -> bool:
+    """No Origin header (not a browser's cross-site request), or this server's own."""
+    origin = request.headers.get("origin")
+    return origin is None or origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+class Auth:
+    """What the gate and the sign-in routes share: the accounts, the options, the sign-in rate limit."""
+
+    def __init__(self, accounts: Accounts, options: AuthOptions, page: bool) -> None:
+        self.accounts, self.options, self.page = accounts, options, page  # page: the app serves the sign-in page
+        self.limiter = LoginLimiter(options.login_attempts, options.login_window, options.clock)
+
+    def session_cookie(self, request: Request, user: str, generation: int) -> dict[str, Any]:
+        """set_cookie's arguments: HttpOnly, SameSite=Strict, Secure under https (TLS, or a trusted proxy's word)."""
+        value = sign_session(self.accounts.session_key(), user, generation,
+                             self.options.clock() + self.options.session_seconds)
+        return dict(key=SESSION_COOKIE, value=value, max_age=self.options.session_seconds, path="/",
+                    secure=request.url.scheme == "https", httponly=True, samesite="strict")
+
+    def credentials(self, headers: dict[bytes, bytes]) -> tuple[Identity | None, str]:
+        """(the identity, "") the request's token or session cookie proves, else (None, why not)."""
+        authorization = headers.get(b"authorization")
+        if authorization is not None:
+            scheme, _, token = authorization.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                return None, "send the API token as Authorization: Bearer TOKEN"
+            user, why = self.accounts.check_token(token.strip(), self.options.clock())
+            return (Identity(user.name, user.role, "token"), "") if user else (None, why)
+        cookie = cookie_parser(headers.get(b"cookie", b"").decode("latin-1")).get(SESSION_COOKIE)
+        if cookie is None:
+            return None, (f"sign in first: the page at {SIGN_IN}, or send Authorization: Bearer TOKEN "
+                          f"(search/users.py --gallery GALLERY token NAME makes one)")
+        signed = read_session(self.accounts.session_key(), cookie, self.options.clock())
+        user = self.accounts.user(signed[0]) if signed else None
+        if user is None or user.generation != signed[1]:
+            return None, f"the session ended (expired, signed out, or the password changed): sign in at {SIGN_IN}"
+        return Identity(user.name, user.role, "session"), ""
+
+    def decide(self, scope: dict) -> tuple[Identity, Response | None]:
+        """The request's identity, and the answer that stops it here (None: it goes on to its route)."""
+        path, public = scope["path"], scope["path"] in PUBLIC
+        try:
+            if not self.accounts.has_accounts():
+                if self.options.open_without_accounts:
+                    return OPEN, None
+                identity, why = None, (f"this server has no account yet: its operator adds one with {ADD_ACCOUNT}, "
+                                       f"then signs in at {SIGN_IN}")
+            else:
+                identity, why = self.credentials(dict(scope["headers"]))
+        except AccountsError as e:  # fail closed: no request is answered on a users file that cannot be read
+            log.error("%s", e)
+            return ANONYMOUS, JSONResponse({"error": "the server's users file cannot be used; its log says why"}, 503)
+        if identity is not None:
+            return identity, None
+        if public:
+            return ANONYMOUS, None
+        if path == "/" and self.page and scope["method"] in ("GET", "HEAD"):
+            return ANONYMOUS, RedirectResponse(SIGN_IN, 303)
+        return ANONYMOUS, JSONResponse({"error": why}, 401, headers=CHALLENGE)
+
+
+class Gate:
+    """ASGI: puts the identity and the client's address on `request.state`, and answers requests that may go no
+    further (401, or `/` redirected to the sign-in page) before any route or body is read."""
+
+    def __init__(self, app: Any, auth: Auth) -> None:
+        self.app, self.auth = app, auth
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        identity, answer = self.auth.decide(scope)
+        state = scope.setdefault("state", {})
+        state["identity"], state["client"] = identity, (scope.get("client") or ("",))[0]
+        if answer is not None:
+            return await answer(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def add_account_routes(app: FastAPI, auth: Auth, static: Path | None) -> None:
+    """GET /api/me (who is signed in, and whether the server has accounts); with the page (`static`), the sign-in
+    page, its form's POST and sign-out."""
+
+    @app.get("/api/me", summary="Who is signed in, how, and whether this server has accounts at all")
+    def me(request: Request) -> JSONResponse:
+        identity = identity_of(request)
+        return JSONResponse({"user": identity.user, "role": identity.role, "via": identity.via,
+                             "accounts": auth.accounts.has_accounts(), "insecure": auth.options.insecure})
+
+    if static is None:
+        return
+    page = (static / "signin.html").read_text(encoding="utf-8")
+
+    def render(message: str, status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
+        """The sign-in page with `message` in it (as text: no markup from a request reaches the page)."""
+        return HTMLResponse(page.replace("<!--message-->", escape(message)), status,
+                            headers={"cache-control": "no-store", **(headers or {})})
+
+    def cross_site() -> HTMLResponse:
+        return render("refused: the form was sent from another site", 403)
+
+    @app.get(SIGN_IN, include_in_schema=False)
+    def sign_in_page(request: Request) -> Response:
+        if identity_of(request).user is not None:
+            return RedirectResponse("/", 303)
+        if not auth.accounts.has_accounts():
+            return render(f"This gallery has no account yet: add one on the server with {ADD_ACCOUNT}.")
+        return render("")
+
+    # A plain form POST (no script): it works under the CSP's form-action 'self'. Hashing runs in the thread pool.
+    @app.post(SIGN_IN, include_in_schema=False)
+    def sign_in(request: Request, name: str = Form(max_length=64),
+                password: str = Form(max_length=MAX_PASSWORD)) -> Response:
+        if not same_origin(request):
+            return cross_site()
+        wait = auth.limiter.attempt(client_of(request))
+        if wait is not None:
+            return render(f"Too many sign-in attempts from this address: try again in {wait} s.", 429,
+                          {"retry-after": str(wait)})
+        user = auth.accounts.check_password(name, password)
+        if user is None:
+            log.warning("failed sign-in as %r from %s", name[:64], client_of(request))
+            return render("Wrong name or password.", 401)
+        answer = RedirectResponse("/", 303)
+        answer.set_cookie(**auth.session_cookie(request, user.name, user.generation))
+        return answer
+
+    @app.post(SIGN_OUT, include_in_schema=False)
+    def sign_out(request: Request) -> Response:
+        if not same_origin(request):
+            return cross_site()
+        answer = RedirectResponse(SIGN_IN, 303)
+        answer.delete_cookie(SESSION_COOKIE, path="/", secure=request.url.scheme == "https", httponly=True,
+                             samesite="strict")
+        return answer
