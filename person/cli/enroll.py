@@ -8,19 +8,26 @@ Run it again to add new or changed images (--prune also drops rows whose image i
 files changed under a forged size and mtime); killed at any moment, it resumes and ends with the gallery an
 uninterrupted run gives. Each row records its file's sha256: the web app serves only the image enrolled.
 Unreadable images, boxes with nothing inside their image and unusable detection lines are skipped and counted.
+--max-age DAYS: items older by their detections time field are not enrolled, and rows older by it (or by their
+enrolment time) are erased as search/forget.py --max-age erases them.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from person.data.records import DatasetOptions
 from person.gallery import sources
 from person.gallery.encoders import open_encoder
 from person.gallery.enroll import DEFAULT_CHUNK, EnrollSummary, enroll
+from person.gallery.forget import Selector, forget
+from person.gallery.sources import TIME_FIELD
 from person.options import add_options, from_namespace, number, run_command
 from person.runtime import VARIANTS
+from person.web.images import ThumbnailCache
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,13 +49,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--chunk", type=number(int, at_least=1), default=DEFAULT_CHUNK,
                    help="items per committed segment (what a kill can cost)")
     p.add_argument("--workers", type=number(int, at_least=0, at_most=64), default=2, help="image decoding processes")
+    p.add_argument("--max-age", type=number(float, above=0), help="retention: enrol nothing, keep nothing older (days)")
+    p.add_argument("--time-field", default=TIME_FIELD, help="the detections field --max-age reads (else enrolment)")
+    p.add_argument("--thumb-cache", type=Path, help="with --max-age: the server's thumbnail folder to purge")
     args = p.parse_args(argv)
     if sum(bool(s) for s in (args.data, args.image_dir, args.detections)) != 1:
         p.error("give one source: --image-dir DIR, --detections FILE or --data DATASET.json")
     return args
 
 
-def main(argv: list[str] | None = None) -> EnrollSummary:
+def main(argv: list[str] | None = None, audit: Callable[[dict[str, Any]], None] | None = None) -> EnrollSummary:
+    """`audit`: called with the event of the --max-age erasure, when it erases anything."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     options = from_namespace(DatasetOptions, args)
@@ -60,8 +71,12 @@ def main(argv: list[str] | None = None) -> EnrollSummary:
     else:
         source = sources.dataset(options, args.split)
     summary = enroll(args.gallery, encoder, source, args.prune, args.chunk, args.workers, options.image_limits(),
-                     rehash=args.rehash)
+                     rehash=args.rehash, max_age=args.max_age, time_field=args.time_field)
     print("\n".join(summary.lines()))
+    if args.max_age is not None:
+        expired = forget(args.gallery, Selector(max_age_days=args.max_age, time_field=args.time_field),
+                         thumbs=ThumbnailCache(args.thumb_cache).purge, audit=audit)
+        print("\n".join(expired.lines()))
     return summary
 
 

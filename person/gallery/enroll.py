@@ -7,7 +7,8 @@ serving can tell the enrolled image from whatever sits at its path later (person
 items are cut into fixed chunks, each decoded in worker processes, embedded in batches and committed as one
 segment; killed at any moment, the next run finds the finished chunks in the gallery and enrols the rest in the
 same order, so it ends with the rows, features and uids an uninterrupted run gives (tested). Unreadable images (and boxes that lie
-outside their image) are skipped and counted.
+outside their image) are skipped and counted. With `max_age`, items whose time field (sources.timestamp) is older
+are not enrolled (counted as expired; the rows already there that are older go with person.gallery.forget).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from person.data.detections import crop
 from person.gallery import store
 from person.gallery.manifest import MANIFEST, GalleryError, Manifest, close_inherited_locks, writer_lock
 from person.gallery.segments import Rows
-from person.gallery.sources import Item, Source
+from person.gallery.sources import TIME_FIELD, Item, Source, timestamp
 from person.teacher.space import check_same_space
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class EnrollSummary:
     clipped: int = 0                          # boxes reaching outside their image, clipped
     skipped_lines: Counter = field(default_factory=Counter)   # from the source (detections lines...)
     skip_examples: dict[str, str] = field(default_factory=dict)  # reason -> where it first happened
+    expired: int = 0                          # listed items older than max_age by their time field: not enrolled
     rows: int = 0                             # live rows after the run
     seconds: float = 0.0
 
@@ -61,6 +63,7 @@ class EnrollSummary:
                f"({self.changed} of them changed since the last run), {self.unchanged} unchanged, {self.pruned} "
                f"pruned, {self.missing} missing on disk, {len(self.unreadable)} unreadable, {self.clipped} boxes "
                f"clipped; {self.seconds:.1f} s ({rate:.1f} images/s)"]
+        out += [f"  {self.expired} item(s) older than --max-age by their time field: not enrolled"] * bool(self.expired)
         out += [f"  skipped {n} source item(s): {reason} (first: {self.skip_examples.get(reason, '?')})"
                 for reason, n in self.skipped_lines.items()]
         out += [f"  unreadable: {path}: {reason}" for path, reason in list(self.unreadable.items())[:10]]
@@ -139,11 +142,14 @@ def _content_changed(path: Path, recorded: str | None) -> bool:
 
 def enroll(gallery_dir: str | Path, encoder, source: Source, prune: bool = False, chunk: int = DEFAULT_CHUNK,
            workers: int = 2, limits: ImageLimits = DEFAULT_LIMITS, *,
-           on_commit: Callable[[int], None] | None = None, rehash: bool = False) -> EnrollSummary:
+           on_commit: Callable[[int], None] | None = None, rehash: bool = False, max_age: float | None = None,
+           time_field: str = TIME_FIELD) -> EnrollSummary:
     """Bring the gallery up to date with `source` using `encoder` (see the module docstring).
 
     `rehash`: read and hash every listed file whose size and mtime are unchanged too, and enrol again those
     whose content differs (a file replaced with its mtime forged); without it, serving still refuses them.
+
+    `max_age` (days): items whose `time_field` says they are older are not enrolled (`expired`).
 
     `on_commit(generation)` is called right after each chunk's segment is committed (gallery.json names it),
     with the generation that commit made; a chunk with nothing readable commits nothing and is not reported.
@@ -155,12 +161,19 @@ def enroll(gallery_dir: str | Path, encoder, source: Source, prune: bool = False
         raise GalleryError("the encoder has no image model: enrol with an export that holds model_image.onnx, or "
                            "with --teacher")
     with writer_lock(gallery_dir):  # one enrolment at a time: two would enrol the same pending images
-        return _enroll_locked(gallery_dir, encoder, source, prune, chunk, workers, limits, start, on_commit, rehash)
+        cutoff = -np.inf if max_age is None else time.time() - max_age * 86400
+
+        def expired(item: Item) -> bool:  # an item without a readable time is as old as its enrolment: new
+            when = timestamp(item.meta.get(time_field)) if max_age is not None else None
+            return when is not None and when < cutoff
+
+        return _enroll_locked(gallery_dir, encoder, source, prune, chunk, workers, limits, start, on_commit, rehash,
+                              expired)
 
 
 def _enroll_locked(gallery_dir: Path, encoder, source: Source, prune: bool, chunk: int, workers: int,
                    limits: ImageLimits, start: float, on_commit: Callable[[int], None] | None,
-                   rehash: bool) -> EnrollSummary:
+                   rehash: bool, expired: Callable[[Item], bool]) -> EnrollSummary:
     if not (gallery_dir / MANIFEST).is_file():
         store.create(gallery_dir, encoder.identity, encoder.space, encoder.dim, source.image_root)
     gallery = store.Gallery.open(gallery_dir)
@@ -177,6 +190,9 @@ def _enroll_locked(gallery_dir: Path, encoder, source: Source, prune: bool, chun
     listed = {item.key for item in source.items}
     pending, replaced = [], []
     for item in source.items:
+        if expired(item):  # still listed: --prune does not take its row for gone (forget's --max-age does)
+            summary.expired += 1
+            continue
         found = _stat(source.image_root / item.path)
         row = newest.get(item.key)
         if found is None:

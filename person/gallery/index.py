@@ -7,7 +7,8 @@ scan as an ID selector, so a filtered exact query still returns k rows when k ma
 selector explores only part of the graph or the lists: a very selective filter may leave it fewer).
 Approximate: `ivf` (IVF with fp16 rows, nlist ~ sqrt(n), nprobe 64) or `hnsw` (M 32, efSearch 128), saved
 under index/ with the gallery id and segments it covers: extended when segments were appended, rebuilt after a
-compaction or for another gallery; building one
+compaction, an erasure (`rebuild_saved`: the erased rows' vectors leave it) or for another gallery; a reader that
+saved one for a generation an erasure or compaction has since replaced removes it again; building one
 measures its recall@10 against exact search on sample queries drawn from the gallery itself. `auto` picks exact
 below AUTO_EXACT_ROWS rows, as autofaiss does.
 """
@@ -27,7 +28,7 @@ import faiss
 import numpy as np
 
 from person import files
-from person.gallery.manifest import GalleryError, Manifest
+from person.gallery.manifest import GalleryError, Manifest, read_manifest
 from person.vectors import unit_rows
 
 log = logging.getLogger(__name__)
@@ -189,10 +190,10 @@ def _saved(folder: Path, kind: str) -> tuple[faiss.Index, IndexInfo] | None:
     return (index, info) if index.ntotal == info.rows else None
 
 
-def _save(folder: Path, built: SearchIndex) -> None:
+def _save(folder: Path, built: SearchIndex) -> str | None:
     """The index under a name of its own, then `<kind>.json` naming it: the description and the index it names
     always agree, whichever of two processes saving at once renames last. Index files no description names (a
-    replaced one, a killed save's) are removed after."""
+    replaced one, a killed save's) are removed after. The file's name, or None when it could not be saved."""
     kind = built.kind
     name = f"{kind}-{uuid.uuid4().hex}.faiss"
     tmp = files.temp_name(folder / name)
@@ -205,13 +206,15 @@ def _save(folder: Path, built: SearchIndex) -> None:
         tmp.unlink(missing_ok=True)
         (folder / name).unlink(missing_ok=True)
         log.warning("%s: cannot save the %s index (%s); it will be built again next time", folder, kind, e)
-        return
+        return None
     with contextlib.suppress(OSError, ValueError, KeyError):  # tidying: what fails is tried again next save
         files.clean_stale_temps(folder)
-        current = json.loads((folder / f"{kind}.json").read_text(encoding="utf-8"))["file"]
-        for p in folder.glob(f"{kind}-*.faiss"):
-            if p.name != current:
-                p.unlink(missing_ok=True)
+        _forget_files(folder, kind, keep=_described(folder, kind))
+    return name
+
+
+def _described(folder: Path, kind: str) -> str:
+    return json.loads((folder / f"{kind}.json").read_text(encoding="utf-8"))["file"]
 
 
 def load_or_build(gallery_folder: Path, features: np.ndarray, kind: str, manifest: Manifest) -> SearchIndex:
@@ -234,9 +237,57 @@ def load_or_build(gallery_folder: Path, features: np.ndarray, kind: str, manifes
         _tune(index, kind)
         extended = SearchIndex(index, replace(info, generation=generation, rows=len(features), segments=segments))
         if info.rows < len(features):  # a deletion alone changes nothing saved: rows are masked at search time
-            _save(folder, extended)
+            _unsave_if_replaced(gallery_folder, extended.info, _save(folder, extended))
         return extended
-    built = build(features, kind, generation)
+    return _build_and_save(gallery_folder, features, kind, manifest)
+
+
+def _build_and_save(gallery_folder: Path, features: np.ndarray, kind: str, manifest: Manifest) -> SearchIndex:
+    segments = tuple((seg.name, seg.rows) for seg in manifest.segments)
+    built = build(features, kind, manifest.generation)
     built = SearchIndex(built.index, replace(built.info, gallery=manifest.id, segments=segments))
-    _save(folder, built)
+    _unsave_if_replaced(gallery_folder, built.info, _save(gallery_folder / INDEX_DIR, built))
     return built
+
+
+def _unsave_if_replaced(gallery_folder: Path, info: IndexInfo, name: str | None) -> None:
+    """Remove an index just saved for segments the gallery no longer starts with: a reader still on the generation
+    before an erasure must not leave the erased rows' vectors on disk (checked after the save: the erasure's own
+    rebuild, which follows its commit, removes any file saved before this look)."""
+    try:
+        current = read_manifest(gallery_folder)
+    except GalleryError:
+        return
+    if name is not None and not _covers(info, current):
+        folder = gallery_folder / INDEX_DIR
+        (folder / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if _described(folder, info.kind) == name:
+                (folder / f"{info.kind}.json").unlink(missing_ok=True)
+
+
+def _forget_files(folder: Path, kind: str, keep: str | None) -> None:
+    """Every saved `kind` index file but `keep`; with keep None, its description too."""
+    for p in folder.glob(f"{kind}-*.faiss"):
+        if p.name != keep:
+            p.unlink(missing_ok=True)
+    if keep is None:
+        (folder / f"{kind}.json").unlink(missing_ok=True)
+
+
+def rebuild_saved(gallery_folder: Path, features: np.ndarray, manifest: Manifest) -> list[str]:
+    """Build every saved approximate index of the gallery anew from `features` (the current generation's), not
+    filtered: rows erased from the gallery leave the index files too; an empty gallery's are removed. The kinds
+    rebuilt; index files no description names are removed."""
+    folder = gallery_folder / INDEX_DIR
+    kinds = sorted(p.stem for p in folder.glob("*.json") if p.stem in KINDS) if folder.is_dir() else []
+    for kind in kinds:
+        if len(features):
+            _build_and_save(gallery_folder, features, kind, manifest)
+        else:
+            _forget_files(folder, kind, keep=None)
+    for p in folder.glob("*.faiss") if folder.is_dir() else ():  # a killed save's, or a kind without description
+        kind = p.name.split("-")[0]
+        if kind not in kinds or not (folder / f"{kind}.json").is_file():
+            p.unlink(missing_ok=True)
+    return kinds if len(features) else []

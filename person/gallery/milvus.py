@@ -133,6 +133,7 @@ def _stamp(gallery: Gallery, i: int, encoder: dict[str, Any]) -> int:
     row the collection holds from another row that reuses its uid."""
     record = gallery.rows.record(i)
     del record["uid"]
+    record.pop("enrolled_ns", None)  # not content: a row enrolled before it was recorded is the same row
     text = json.dumps([record, encoder], sort_keys=True, ensure_ascii=False, default=str)
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
 
@@ -178,7 +179,7 @@ def _fingerprint(gallery: Gallery) -> dict[str, Any]:
     files = [gallery.folder / SEGMENTS / s.name / name for s in m.segments for name in (FEATURES, ROWS)]
     files += [gallery.folder / TOMBSTONES / m.tombstones] if m.tombstones else []
     manifest = json.dumps(m.to_dict(), sort_keys=True).encode()
-    return {"folder": str(gallery.folder.resolve()), "generation": gallery.generation,
+    return {"folder": str(gallery.folder.resolve()), "id": m.id, "generation": gallery.generation,
             "manifest_sha256": hashlib.sha256(manifest).hexdigest(),
             "mtimes": [_mtime(f) for f in files]}
 
@@ -283,7 +284,9 @@ class MilvusBackend:
             raise GalleryError(f"{self._where()}: holds the gallery {state.get('folder')}, not {mine['folder']}; "
                                f"give another collection name")
         self.gallery = gallery
-        if state == mine:
+        if state == mine or (state is not None and state.get("id") == mine["id"]
+                             and state.get("generation", -1) > gallery.generation):
+            # a reader still on an older generation: syncing back would put erased rows in again
             return SyncReport(gallery.generation, skipped=True)
         encoder = {k: v for k, v in gallery.manifest.encoder.items() if k != "name"}  # a moved export is the same
         live = np.flatnonzero(gallery.live)
@@ -378,6 +381,32 @@ def connect(uri: str, token: str | None = None, timeout: float = 10.0):
         fix = ("its folder must exist and no other process may hold it (one process per Milvus Lite file; serve "
                "several from a Milvus server)") if lite else "start the server or fix the address (http://host:19530)"
         raise GalleryError(f"Milvus at {uri}: cannot connect ({_first_line(e)}); {fix}") from None
+
+
+def erase(gallery: Gallery, uri: str, collection: str | None = None, token: str | None = None,
+          timeout: float = 10.0) -> int | None:
+    """After an erasure: delete from the gallery's collection the rows `gallery` (the generation the erasure
+    committed) no longer holds, then ask Milvus to compact, which drops deleted rows from its files (Milvus Lite
+    may not: its deletes stay marks until it compacts on its own). The rows deleted; None when the collection does
+    not exist (nothing to erase there: none is made)."""
+    from pymilvus.exceptions import MilvusException
+    client = connect(uri, token, timeout)
+    name = collection or default_collection(gallery)
+    try:
+        if not client.has_collection(name):
+            return None
+        deleted = MilvusBackend(gallery, uri, name, token, timeout=timeout, client=client).last_sync.deleted
+        try:
+            client.compact(name)
+        except MilvusException as e:
+            log.info("Milvus at %s: compaction of %s not run (%s)", uri, name, _first_line(e))
+        return deleted
+    except MilvusException as e:
+        raise GalleryError(f"Milvus at {uri}, collection {name}: {_first_line(e)}; the gallery's files are erased; a "
+                           f"search or server with --milvus deletes the rows from the collection once Milvus answers") \
+            from None
+    finally:
+        client.close()
 
 
 def backend_factory(uri: str, collection: str | None = None, token: str | None = None, timeout: float = 10.0

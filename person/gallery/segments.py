@@ -2,7 +2,8 @@
 
 A segment is a folder `segments/<name>/` of `features.npy` (float16 [n, D], L2-normalised, memory-mapped when
 read) and `rows.jsonl` (one row a line: uid, path relative to the image root, bbox or null, identity or null,
-file size, mtime and sha256, and any other fields a detections line carried under "meta"). It is written in a
+file size, mtime and sha256, when it was enrolled, and any other fields a detections line carried under "meta"). It
+is written in a
 temp folder and renamed into place (person.files.atomic_dir), so one that a manifest names is always whole.
 
 A gallery knows its own rows: the manifest records each segment file's sha256, checked the first time a process
@@ -49,10 +50,15 @@ class Rows:
     # per row: the hex sha256 of the image file's bytes as enrolment decoded them; None where a caller appending
     # rows had no file (such a row's image is never served)
     sha256: list[str | None] | None = None
+    # int64 [n]: when the row was enrolled (Unix ns, what --max-age measures without a time field); -1 unknown: rows
+    # enrolled before this was recorded (rows.jsonl then has no "enrolled_ns")
+    enrolled_ns: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.sha256 is None:
             self.sha256 = [None] * len(self.uid)
+        if self.enrolled_ns is None:
+            self.enrolled_ns = np.full(len(self.uid), -1, np.int64)
 
     def __len__(self) -> int:
         return len(self.uid)
@@ -60,7 +66,7 @@ class Rows:
     @classmethod
     def empty(cls) -> Rows:
         return cls(np.zeros(0, np.int64), [], np.zeros((0, 4), np.float64), np.zeros(0, np.int64),
-                   np.zeros(0, np.int64), np.zeros(0, np.int64), [], [])
+                   np.zeros(0, np.int64), np.zeros(0, np.int64), [], [], np.zeros(0, np.int64))
 
     @classmethod
     def concat(cls, parts: Sequence[Rows]) -> Rows:
@@ -70,20 +76,23 @@ class Rows:
                    np.concatenate([p.bbox for p in parts]).astype(np.float64),
                    np.concatenate([p.identity for p in parts]), np.concatenate([p.size for p in parts]),
                    np.concatenate([p.mtime_ns for p in parts]), [m for p in parts for m in p.meta],
-                   [h for p in parts for h in p.sha256])
+                   [h for p in parts for h in p.sha256], np.concatenate([p.enrolled_ns for p in parts]))
 
     def take(self, index: np.ndarray) -> Rows:
         index = np.asarray(index, dtype=np.int64)
         return Rows(self.uid[index], [self.path[i] for i in index], self.bbox[index], self.identity[index],
                     self.size[index], self.mtime_ns[index], [self.meta[i] for i in index],
-                    [self.sha256[i] for i in index])
+                    [self.sha256[i] for i in index], self.enrolled_ns[index])
 
     def record(self, i: int) -> dict[str, Any]:
         """Row i as JSON (what rows.jsonl holds and what a search result carries)."""
         bbox = None if np.isnan(self.bbox[i, 0]) else [float(v) for v in self.bbox[i]]
-        return {"uid": int(self.uid[i]), "path": self.path[i], "bbox": bbox,
-                "identity": None if self.identity[i] < 0 else int(self.identity[i]), "size": int(self.size[i]),
-                "mtime_ns": int(self.mtime_ns[i]), "sha256": self.sha256[i], "meta": self.meta[i]}
+        record = {"uid": int(self.uid[i]), "path": self.path[i], "bbox": bbox,
+                  "identity": None if self.identity[i] < 0 else int(self.identity[i]), "size": int(self.size[i]),
+                  "mtime_ns": int(self.mtime_ns[i]), "sha256": self.sha256[i], "meta": self.meta[i]}
+        if self.enrolled_ns[i] >= 0:  # an older row compacted keeps its bytes: no key it never had
+            record["enrolled_ns"] = int(self.enrolled_ns[i])
+        return record
 
 
 def _check_record(record: Any, where: str) -> None:
@@ -119,7 +128,7 @@ def _parse_rows(data: bytes, path: Path) -> Rows:
                     np.array([-1 if r["identity"] is None else r["identity"] for r in records], np.int64),
                     np.array([r["size"] for r in records], np.int64),
                     np.array([r["mtime_ns"] for r in records], np.int64), [r.get("meta") or {} for r in records],
-                    [r["sha256"] for r in records])
+                    [r["sha256"] for r in records], np.array([r.get("enrolled_ns", -1) for r in records], np.int64))
     except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise GalleryError(f"{path}: a row lacks a field or holds a wrong type ({e}); enrol again into a new "
                            f"--gallery") from None

@@ -8,17 +8,24 @@ time, track, ...) is kept as the row's metadata, to filter and group on. A line 
 Infinity, or a number beyond float64 anywhere), lacks its image or box, or has a box that is not four finite
 numbers with x2 > x1 and y2 > y1 is skipped and counted; a box that reaches outside its image is clipped when
 the image is read, and skipped and counted when nothing of it is left inside.
+
+A line's `time` (or another field: --time-field) is what --max-age measures its age by (`timestamp`): a number is
+Unix seconds, text is ISO 8601 ("2026-11-01T10:00:00", a time without a zone is taken as UTC).
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from person.data import detections as found
 from person.data.records import DatasetOptions
 from person.gallery.manifest import GalleryError
+
+TIME_FIELD = "time"  # the detections field --max-age reads by default
 
 
 @dataclass(frozen=True)
@@ -71,3 +78,17 @@ def detections(file: str | Path, image_root: str | Path | None = None) -> Source
     except found.SourceError as e:
         raise GalleryError(str(e)) from None
     return _source(root, [Item(d.path, d.box, None, d.meta) for d in lines], skips)
+
+
+def timestamp(value: Any) -> float | None:
+    """A time field's value in Unix seconds: a finite number as it is, ISO 8601 text parsed (UTC when it names no
+    zone); None for anything else (the row's enrolment time is used instead)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return (when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)).timestamp()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 THUMB_SIDE = 256
 THUMB_TAG = b"person-thumb "     # the JPEG comment that carries the original W x H
 IMAGE_QUALITY, THUMB_QUALITY = 92, 85
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def _thumb_size(data: bytes) -> tuple[int, int] | None:
@@ -98,3 +100,16 @@ class ThumbnailCache:
         except OSError as e:
             log.warning("thumbnail cache %s: cannot write (%s); serving thumbnails uncached", self.folder, e)
         return data, (pixels.shape[1], pixels.shape[0])
+
+    def purge(self, hashes: Iterable[str]) -> int:
+        """Remove the thumbnails (every side) of the images with these content hashes: an erased row's picture must
+        not outlive it. The files removed; OSError when one cannot be."""
+        removed = 0
+        for sha256 in set(hashes):
+            if not isinstance(sha256, str) or not _SHA256.match(sha256):
+                continue  # a row recorded without a hash has no thumbnail here (nor any name to glob with)
+            folder = self.folder / sha256[:2]  # the thumbnails, and a killed write's temp files of them
+            for file in [*folder.glob(f"{sha256}-*.jpg"), *folder.glob(f".{sha256}-*.jpg.*.tmp")]:
+                file.unlink(missing_ok=True)
+                removed += 1
+        return removed

@@ -60,7 +60,7 @@ with NONE (-1) identities, splits and caption images; `open_store` refuses them,
 Modules: `schema` (constants, errors, caption layout, the dataset/teacher checks), `naming`, `backends` (HDF5
 and zarr), `checks` (shapes, offsets, damage), `durable` (fsynced unit writes, write errors), `writer`
 (resumable), `reader` (`open_store`, `FeatureStore`), `unlabeled` (`open_unlabeled`, `UnlabeledStore`),
-`growth`.
+`growth`, `erase` (rows removed from an unlabeled store, written again without them).
 """
 from person.teacher.store.naming import locate_store, resolve_store_path
 from person.teacher.store.reader import FeatureStore, default_ram_bytes, open_store, open_with_records
