@@ -4,9 +4,10 @@
     person-eval-labels --features FILE.npz [--json OUT.json]
 
 STORE is a feature store made by tools/extract_label.py (.h5 or .zarr): the teacher's own report on a
-split, the upper bound the students chase. Its readable images are the gallery and their `captions`
-the queries (`prompt_caption`s too with --prompt-captions); unreadable images and their captions are
-left out.
+split, the upper bound the students chase, with its operating points (the thresholds at FAR 1e-2 / 1e-3 /
+1e-4, text-to-image and image-to-image: search's `--calibration OUT.json` applies them to a teacher gallery). Its
+readable images are the gallery and their `captions` the queries (`prompt_caption`s too with --prompt-captions);
+unreadable images and their captions are left out.
 
 FILE.npz holds plain arrays: image_emb [Ni,D], image_pid [Ni], caption_emb [Nc,D], caption_pid [Nc]
 (or caption_image [Nc], the index of each caption's image, from which caption_pid is taken), and
@@ -19,7 +20,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from person.eval import metrics, report
+from person.eval import metrics, operating_points, report
 from person.eval.features import load_features, store_features
 from person.options import number, run_command
 from person.vectors import unit_rows
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
                                   top_k=args.top_k, block_pairs=args.block_pairs, device=args.device,
                                   progress=True)
     summary = evaluation.to_dict()
+    if args.embedding_path is not None:  # the teacher's thresholds: a search of a teacher gallery applies them
+        summary["operating_points"] = operating_points.teacher_document(args.embedding_path, args.split or "eval",
+                                                                        args.device)
     print(report.format_report(evaluation, f.get("image_path"), f.get("caption_text"), f.get("caption_image")))
     if args.json is not None:
         written, plot = report.write_report(summary, evaluation.verification, args.json, title=source.name)

@@ -5,6 +5,11 @@ or by image (--image) for the same person elsewhere.
     person-search --gallery gallery/ --teacher ID_OR_DIR --queries "..." --top-n 5 --json
     person-search --gallery g/ --text-model E --queries "a man in black" --where camera=3 --group-by track
     person-search --gallery g/ --image-model E --image crop.jpg
+    person-search --gallery g/ --text-model E --queries "..." --far 1e-3
+
+--far F returns only hits at or above the threshold at that false-accept rate for the encoder pair in use (from
+--calibration FILE, else the gallery's calibration.json, else the card), and may return none; each hit shows the
+FARs it passes. A gallery of N rows gets about F x N false hits a query at that threshold.
 
 The gallery's encoder and the query encoder must live in one embedding space (a teacher-enrolled gallery takes
 the text student distilled from that teacher). --index auto|exact|ivf|hnsw picks the scan (auto: exact below
@@ -37,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="a condition on the rows' fields, e.g. camera=3 or \"time>=2026-11-01T10:00\" (repeatable: "
                         "all must hold)")
     p.add_argument("--group-by", default=None, help="one result per value of this field (e.g. track)")
+    p.add_argument("--far", default=None, help="keep hits at or above the threshold of this false-accept rate")
     add_options(p, SearcherOptions)
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args(argv)
@@ -56,11 +62,14 @@ def format_result(result: QueryResult) -> str:
     lines = [f"query: {result.query}", f"time: {1000 * result.seconds:.1f} ms"]
     if result.note:
         lines.append(f"note: {result.note}")
+    if result.far is not None:
+        lines.append(f"threshold: {result.threshold} at FAR {result.far} ({result.calibration})")
     if not result.hits:
         lines.append("no results")
     for h in result.hits:
         extra = "".join([f"  identity {h.identity}" if h.identity is not None else "",
-                         f"  {json.dumps(h.meta, ensure_ascii=False)}" if h.meta else ""])
+                         f"  {json.dumps(h.meta, ensure_ascii=False)}" if h.meta else "",
+                         f"  passes FAR {', '.join(h.passes)}" if h.passes else ""])
         box = "" if h.bbox is None else "  bbox [" + ", ".join(f"{v:g}" for v in h.bbox) + "]"
         lines.append(f"  {h.rank:>3}  {h.score:.4f}  {h.path}{box}{extra}")
     return "\n".join(lines)
@@ -72,9 +81,9 @@ def main(argv: list[str] | None = None) -> list[QueryResult]:
     searcher = from_namespace(SearcherOptions, args).open(args.gallery)
     for note in searcher.notes():
         print(note, file=sys.stderr)
-    results = searcher.search(args.queries, args.k, args.where, args.group_by) if args.queries else []
+    results = searcher.search(args.queries, args.k, args.where, args.group_by, args.far) if args.queries else []
     if args.image:  # each labelled by its file
-        results += searcher.search_images(args.image, args.k, args.where, args.group_by)
+        results += searcher.search_images(args.image, args.k, args.where, args.group_by, args.far)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], ensure_ascii=False, indent=2, allow_nan=False))
     else:

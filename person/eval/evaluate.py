@@ -45,7 +45,7 @@ def cases_for(train: str, teacher_space: bool = True) -> tuple[str, ...]:
                 "image": ("teacher_text_student_image",), "text": ("student_text_teacher_image",)}[train]
     return ("teacher",) + tuple(c for c in students if teacher_space or c == "student")
 # Which embeddings each case scores: (images from, captions from).
-_SOURCES = {"student": ("student", "student"), "teacher": ("teacher", "teacher"),
+SOURCES = {"student": ("student", "student"), "teacher": ("teacher", "teacher"),
             "student_text_teacher_image": ("teacher", "student"),
             "teacher_text_student_image": ("student", "teacher")}
 
@@ -172,32 +172,42 @@ def evaluate_embedders(embed_images_of: ImageEmbedder | None, embed_texts_of: Te
         raise ValueError(f"unknown evaluation case(s) {sorted(unknown)}: use {', '.join(CASES)}")
     have = {"image": embed_images_of is not None, "text": embed_texts_of is not None}
     missing = [c for c in cases if any(src == "student" and not have[m] for m, src in zip(("image", "text"),
-                                                                                          _SOURCES[c]))]
+                                                                                          SOURCES[c]))]
     if missing:
         present = " and ".join(m for m in ("image", "text") if have[m]) or "no"
         raise ValueError(f"case(s) {', '.join(missing)} need a student this checkpoint does not have (it has the "
                          f"{present} student); choose among "
                          f"{', '.join(c for c in CASES if c not in missing)}")
+    data, emb, skips = split_embeddings(embed_images_of, embed_texts_of, store, cases, split)
+    results = {}
+    for case in cases:
+        img_src, txt_src = SOURCES[case]
+        results[case] = metrics.evaluate(emb[img_src, "image"], data.pids, emb[txt_src, "text"], data.caption_pids,
+                                         top_k=top_k, device=device)
+    return EvalResult(results, data, skips)
+
+
+def split_embeddings(embed_images_of: ImageEmbedder | None, embed_texts_of: TextEmbedder | None, store,
+                     cases: Sequence[str] = CASES, split: str = "eval"
+                     ) -> tuple[EvalSplit, dict[tuple[str, str], np.ndarray], SkipReport]:
+    """(the split less images unreadable now, {(model, "image" / "text"): embeddings} for what `cases` need, the
+    unreadable images): what evaluate_embedders scores, and person.eval.operating_points measures."""
     data = eval_split(store, split)
     skips = SkipReport()
     emb: dict[tuple[str, str], np.ndarray] = {}
-    if have["image"] and any("student" == _SOURCES[c][0] for c in cases):
+    have = {"image": embed_images_of is not None, "text": embed_texts_of is not None}
+    if have["image"] and any("student" == SOURCES[c][0] for c in cases):
         student_images, skips = embed_images_of(data.rows)
         if len(skips):
             log.warning("%d eval images unreadable now; left out of every case", len(skips))
             gone = np.flatnonzero(np.isnan(student_images[:, 0]))
             data, student_images = data.without_images(gone), np.delete(student_images, gone, axis=0)
         emb["student", "image"] = student_images
-    if have["text"] and any("student" == _SOURCES[c][1] for c in cases):
+    if have["text"] and any("student" == SOURCES[c][1] for c in cases):
         emb["student", "text"] = embed_texts_of(data.caption_texts)
     emb["teacher", "image"] = store.images(data.rows)
     emb["teacher", "text"] = store.captions(data.caption_rows)
-    results = {}
-    for case in cases:
-        img_src, txt_src = _SOURCES[case]
-        results[case] = metrics.evaluate(emb[img_src, "image"], data.pids, emb[txt_src, "text"], data.caption_pids,
-                                         top_k=top_k, device=device)
-    return EvalResult(results, data, skips)
+    return data, emb, skips
 
 
 def evaluate_students(image_model: torch.nn.Module | None, text_model: torch.nn.Module | None, records: RecordSet,

@@ -1,5 +1,7 @@
 """model.json, the card: everything a device integrator needs to reproduce the embeddings with numpy and
-onnxruntime alone, and nothing else (ARCHITECTURE.md, "The export directory and its card").
+onnxruntime alone, and nothing else (ARCHITECTURE.md, "The export directory and its card"). The exporter adds
+`operating_points` last (person.export.evaluation.measure_operating_points: thresholds measured with the graphs
+written); a card is never rewritten after export, since galleries pin its sha256.
 """
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from person.errors import PersonError
 from person.eval.evaluate import open_training_data
 from person.export import card as export_card
 from person.export.card import IMAGE_FILE, TABLE_FILE, TEXT_FILE
+from person.export.evaluation import measure_operating_points
 from person.export.graphs import IMAGE_INPUT, OUTPUT, TEXT_INPUTS, ImageGraph, TextGraph
 from person.export.inputs import ExportInputs, gather_inputs
 from person.export.onnx_files import GraphReport, constants_to_initializers, export_onnx, op_counts, simplify
@@ -176,7 +177,10 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opts: ExportO
             if on_built is not None:
                 on_built(tmp)
             result.card = export_card.build(state, spec, opts, target, seq_len, store, tmp, result.parity)
-        files.write_json(tmp / CARD_FILE, result.card)
+            files.write_json(tmp / CARD_FILE, result.card)
+            # Measured with the graphs as written, through person.runtime (which reads the card), then added last.
+            result.card["operating_points"] = measure_operating_points(tmp, store, records, moved.image_limits())
+            files.write_json(tmp / CARD_FILE, result.card)
     return result
 
 

@@ -13,6 +13,11 @@ field, a value of a kind the field never holds) are refused by name (filters.che
 per value of a field (a track's best frame), the rest of the group skipped, still k groups when there are k.
 `refresh()` picks up a new gallery generation (an enrolment that finished meanwhile) and swaps it in whole, then
 calls `on_refresh(generation)` when given (to log each swap, or for a test to see them).
+
+Operating points (person.gallery.thresholds): each hit lists the FARs whose threshold its score reaches
+(`passes`), and `far=` keeps only the hits with score >= the threshold at that FAR for the encoder pair in use
+(the rule FAR is measured by); a result then names the threshold, and says so when no hit reaches it. A FAR with
+no threshold for the pair, direction and variant is refused, naming what exists.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from person.gallery import filters, index as search_index
+from person.gallery import filters, index as search_index, thresholds
 from person.gallery.manifest import GalleryError
 from person.gallery.store import Gallery
 from person.teacher.space import check_same_space
@@ -46,6 +51,7 @@ class Hit:
     bbox: list[float] | None
     identity: int | None
     meta: dict[str, Any] = field(default_factory=dict)
+    passes: list[str] | None = None  # the FARs whose threshold the score reaches; None: the pair has none
 
 
 @dataclass
@@ -54,10 +60,15 @@ class QueryResult:
     hits: list[Hit]
     seconds: float
     note: str | None = None   # e.g. "truncated to the first 128 characters"
+    far: str | None = None    # the FAR applied (search(far=...)), and its threshold: hits have score >= it
+    threshold: float | None = None
+    operating_points: dict[str, float | None] | None = None  # the pair's thresholds by FAR; None: it has none
+    calibration: str | None = None  # where they came from, or why there are none
 
     def to_dict(self) -> dict[str, Any]:
-        return {"query": self.query, "seconds": self.seconds, "note": self.note,
-                "hits": [asdict(h) for h in self.hits]}
+        return {"query": self.query, "seconds": self.seconds, "note": self.note, "far": self.far,
+                "threshold": self.threshold, "operating_points": self.operating_points,
+                "calibration": self.calibration, "hits": [asdict(h) for h in self.hits]}
 
 
 class Backend(Protocol):
@@ -116,22 +127,28 @@ class Searcher:
     the text student distilled from that teacher; anything else is refused, naming both spaces."""
 
     def __init__(self, gallery: str | Path, text_encoder=None, image_encoder=None, index: str = "auto",
-                 backend_factory=None, on_refresh: Callable[[int], None] | None = None) -> None:
+                 backend_factory=None, on_refresh: Callable[[int], None] | None = None,
+                 calibration: str | Path | None = None) -> None:
         if text_encoder is None and image_encoder is None:
             raise GalleryError("a Searcher needs a text encoder, an image encoder, or both")
         # absolute: messages name the gallery's files wherever the process's working folder is
         self.folder, self.text_encoder, self.image_encoder = Path(gallery).absolute(), text_encoder, image_encoder
-        self.on_refresh = on_refresh
+        self.on_refresh, self.calibration_file = on_refresh, calibration
         self.backend_factory = backend_factory or (lambda g: LocalBackend(g, index))
         self._lock = threading.Lock()
-        self.gallery, self.backend = self._open()
+        self.gallery, self.backend, self.calibration = self._open()
 
-    def _open(self) -> tuple[Gallery, Backend]:
+    def _open(self) -> tuple[Gallery, Backend, thresholds.Calibration]:
         gallery = Gallery.open(self.folder)
         for name, encoder in (("the text model", self.text_encoder), ("the image model", self.image_encoder)):
             if encoder is not None:
                 check_same_space(gallery.manifest.space, encoder.space, f"the gallery {self.folder}", name)
-        return gallery, self.backend_factory(gallery)
+        identities = [gallery.manifest.encoder] + [getattr(e, "identity", {}) for e in (self.text_encoder,
+                                                                                         self.image_encoder) if e]
+        cards = {c[0]: c for c in map(thresholds.export_card, identities) if c is not None}
+        calibration = thresholds.Calibration(self.folder, gallery.manifest.space, self.calibration_file,
+                                             list(cards.values()))
+        return gallery, self.backend_factory(gallery), calibration
 
     def refresh(self) -> bool:
         """Reopen the gallery when its manifest names a new generation; True when it did. The new generation is
@@ -140,11 +157,11 @@ class Searcher:
         gallery on disk cannot be read (the one held stays)."""
         if not self.gallery.changed():
             return False
-        gallery, backend = self._open()
+        gallery, backend, calibration = self._open()
         with self._lock:
             if gallery.generation <= self.gallery.generation:
                 return False
-            self.gallery, self.backend = gallery, backend
+            self.gallery, self.backend, self.calibration = gallery, backend, calibration
         if self.on_refresh is not None:
             self.on_refresh(gallery.generation)
         return True
@@ -174,9 +191,9 @@ class Searcher:
         """Whether image queries can be answered (an image encoder with its image model)."""
         return self.image_encoder is not None and bool(getattr(self.image_encoder, "has_image", True))
 
-    def search(self, texts: Sequence[str], k: int = 10, where: Sequence[str] = (), group_by: str | None = None
-               ) -> list[QueryResult]:
-        """The top-k rows for each text query."""
+    def search(self, texts: Sequence[str], k: int = 10, where: Sequence[str] = (), group_by: str | None = None,
+               far: str | float | None = None) -> list[QueryResult]:
+        """The top-k rows for each text query (with `far`: of those at or above its threshold)."""
         if not self.has_text:
             raise GalleryError("this Searcher has no text model: give --text-model or --teacher")
         if isinstance(texts, str):
@@ -184,15 +201,19 @@ class Searcher:
         notes = [check_query(t, getattr(self.text_encoder, "max_seq_length", None)) for t in texts]
         start = time.perf_counter()
         vectors = self.text_encoder.embed_texts(list(texts)) if texts else np.zeros((0, self.gallery.dim))
-        return self._results(list(texts), vectors, k, where, group_by, start, notes)
+        return self._results(list(texts), vectors, k, where, group_by, start, notes,
+                             ("text_to_image", getattr(self.text_encoder, "identity", None), far))
 
     def search_vectors(self, vectors: np.ndarray, labels: Sequence[str], k: int = 10, where: Sequence[str] = (),
-                       group_by: str | None = None) -> list[QueryResult]:
-        """The top-k rows for ready-made query vectors (by-image search embeds the crops first)."""
-        return self._results(list(labels), vectors, k, where, group_by, time.perf_counter(), [None] * len(labels))
+                       group_by: str | None = None, far: str | float | None = None,
+                       encoder: dict[str, Any] | None = None) -> list[QueryResult]:
+        """The top-k rows for ready-made image query vectors (by-image search embeds the crops first), made by
+        `encoder` (an identity as the manifest records one; default: the gallery's own, as its rows' vectors are)."""
+        return self._results(list(labels), vectors, k, where, group_by, time.perf_counter(), [None] * len(labels),
+                             ("image_to_image", encoder or self.gallery.manifest.encoder, far))
 
     def search_images(self, images: Sequence[Any], k: int = 10, where: Sequence[str] = (),
-                      group_by: str | None = None) -> list[QueryResult]:
+                      group_by: str | None = None, far: str | float | None = None) -> list[QueryResult]:
         """The top-k rows for each query image (uint8 RGB pixels, or an image file, decoded as enrolment decodes
         it): the same person elsewhere in the gallery. A result is labelled by its file's path, or "image N"."""
         if not self.has_image:
@@ -202,25 +223,43 @@ class Searcher:
         vectors = self.image_encoder.embed([self.image_encoder.prepare(im if isinstance(im, (str, os.PathLike))
                                                                        else np.asarray(im)) for im in images])
         labels = [str(im) if isinstance(im, (str, os.PathLike)) else f"image {i}" for i, im in enumerate(images)]
-        return self._results(labels, vectors, k, where, group_by, start, [None] * len(images))
+        return self._results(labels, vectors, k, where, group_by, start, [None] * len(images),
+                             ("image_to_image", getattr(self.image_encoder, "identity", None), far))
 
     def _results(self, labels: list[str], vectors: np.ndarray, k: int, where: Sequence[str],
-                 group_by: str | None, start: float, notes: list[str | None]) -> list[QueryResult]:
+                 group_by: str | None, start: float, notes: list[str | None],
+                 calibrated: tuple[str, dict[str, Any] | None, str | float | None]) -> list[QueryResult]:
+        """`calibrated`: (direction, the query encoder's identity, the FAR to apply or None)."""
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
             raise GalleryError(f"k={k!r}: ask for 1 to {MAX_K} results")
         conditions = [filters.parse(w) for w in where]
         with self._lock:
-            gallery, backend = self.gallery, self.backend
+            gallery, backend, calibration = self.gallery, self.backend, self.calibration
+        direction, query, far = calibrated
+        far = None if far is None else thresholds.far_of(far)
+        points, why = calibration.for_pair(direction, query, gallery.manifest.encoder)
+        if far is not None and points is None:
+            raise GalleryError(f"no threshold at FAR {far}: {why}")
+        threshold = points.threshold(far) if far is not None else None
         filters.check(gallery.rows, gallery.live, conditions, group_by, gallery.columns)
         positions, scores = _top(backend, vectors, k, conditions, gallery, group_by)
         seconds = (time.perf_counter() - start) / max(len(labels), 1)
         out = []
         for label, note, pos, sc in zip(labels, notes, positions, scores):
             hits = []
-            for rank, (p, s) in enumerate(zip(pos, sc), start=1):
+            for p, s in zip(pos, sc):
+                if far is not None and (threshold is None or float(s) < threshold):
+                    continue
                 rec = gallery.rows.record(int(p))
-                hits.append(Hit(rank, float(s), rec["uid"], rec["path"], rec["bbox"], rec["identity"], rec["meta"]))
-            out.append(QueryResult(label, hits, seconds, note))
+                hits.append(Hit(len(hits) + 1, float(s), rec["uid"], rec["path"], rec["bbox"], rec["identity"],
+                                rec["meta"], None if points is None else points.passes(float(s))))
+            if far is not None and not hits:
+                shown = "accepts nothing" if threshold is None else f"is {threshold:.4f}"
+                note = "; ".join(filter(None, [note, f"no hit reaches FAR {far}: its threshold {shown} "
+                                                     f"({points.describe()})"]))
+            out.append(QueryResult(label, hits, seconds, note, far, threshold,
+                                   None if points is None else dict(points.thresholds),
+                                   points.describe() if points is not None else why))
         return out
 
 

@@ -26,6 +26,8 @@ class SearcherOptions:
                                       "Milvus Lite (the collection is synced with the gallery first)")
     milvus_collection: str | None = option(None, "the Milvus collection (default: one named after the gallery)")
     threads: int | None = option(None, "onnxruntime threads per query (default: onnxruntime's)", at_least=1)
+    calibration: str | None = option(None, "thresholds measured on your own labelled data (person-calibrate's "
+                                           "file), preferred to the gallery's calibration.json and the card's")
 
     def check(self, needs_text: bool = True) -> None:
         if self.teacher and (self.text_model or self.image_model):
@@ -46,4 +48,4 @@ class SearcherOptions:
         if text is not None and not text.has_text:
             raise GalleryError(f"--text-model {self.text_model}: this export has no text model; give one that has")
         factory = milvus.backend_factory(self.milvus, self.milvus_collection) if self.milvus else None
-        return Searcher(gallery, text, image, self.index, backend_factory=factory)
+        return Searcher(gallery, text, image, self.index, backend_factory=factory, calibration=self.calibration)

@@ -41,6 +41,7 @@ def test_store_report_prints_the_table_and_writes_the_metrics_json(made, tmp_pat
     assert out[0] == report.TABLE_HEADER and out[1] == report.TABLE_RULE
     assert json.loads((tmp_path / "r.json").read_text()) == summary
     assert (tmp_path / "r_roc.png").is_file()
+    assert summary.pop("operating_points")["split"] == "eval"  # the teacher's thresholds (test_operating_points)
     with S.open_store(path) as store:
         rows = store.split_rows("eval")
         assert bad not in rows and len(rows) == len(records.split_indices("eval")) - 1
@@ -58,6 +59,7 @@ def test_store_report_prints_the_table_and_writes_the_metrics_json(made, tmp_pat
 def test_prompt_captions_are_scored_only_when_asked(made, capsys):
     path, records, _ = made
     summary = evaluation_labels.main(["--embedding_path", str(path), "--split", "train", "--prompt-captions"])
+    assert summary.pop("operating_points")["split"] == "train"
     with S.open_store(path) as store:
         expected, caps = expected_report(store, store.split_rows("train"), [0, 1])
     assert summary == expected and (store.caption_field[caps] == 1).any()

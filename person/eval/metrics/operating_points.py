@@ -3,6 +3,7 @@ the few bins where the EER crossing, each FAR level's threshold and the top fals
 and the in-memory reference it must match bit for bit."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -219,9 +220,9 @@ def _pick_eer(a: tuple[int, int, int], b: tuple[int, int, int], n_pos: int, n_ne
     return b if db <= da else a
 
 
-def _far_allowed(n_neg: int) -> dict[str, int]:
+def _far_allowed(n_neg: int, levels: Sequence[str] = FAR_LEVELS) -> dict[str, int]:
     """floor(f * negatives) false accepts for each FAR level, in exact arithmetic."""
-    return {level: int(Fraction(level) * n_neg) for level in FAR_LEVELS}
+    return {level: int(Fraction(level) * n_neg) for level in levels}
 
 
 def _point(t: int, fp: int, fn: int, n_pos: int, n_neg: int) -> OperatingPoint:
@@ -240,14 +241,15 @@ def _result(eer_p, far_p: dict[str, tuple[int, int, int]], roc: np.ndarray, pos:
     rejects = tuple(ScoredPair(int(pos.caption[i]), int(pos.image[i]), float(s)) for i, s in zip(order, scores))
     return VerificationResult(
         positives=n_pos, negatives=n_neg, eer=(eer_point.far + eer_point.frr) / 2, eer_point=eer_point,
-        at_far=at_far, false_accepts_allowed=_far_allowed(n_neg), roc_threshold=_key_floats(pts[:, 0]),
+        at_far=at_far, false_accepts_allowed=_far_allowed(n_neg, tuple(far_p)), roc_threshold=_key_floats(pts[:, 0]),
         roc_far=pts[:, 1] / n_neg, roc_frr=pts[:, 2] / n_pos, false_rejects=rejects,
         false_accepts=false_accepts)
 
 
 def _finish_streamed(c: _CoarseCounts, hist_all: np.ndarray, pos: _PositiveSet,
-                     false_accepts: tuple[ScoredPair, ...], top_k: int) -> VerificationResult:
-    far_p = {level: c.at_far(k) for level, k in _far_allowed(c.n_neg).items()}
+                     false_accepts: tuple[ScoredPair, ...], top_k: int,
+                     levels: Sequence[str] = FAR_LEVELS) -> VerificationResult:
+    far_p = {level: c.at_far(k) for level, k in _far_allowed(c.n_neg, levels).items()}
     bins = np.flatnonzero(hist_all)
     edges = _edge(bins)
     roc = np.stack([edges, c.above[bins], np.searchsorted(c.pos, edges, side="left")], 1)
@@ -256,7 +258,8 @@ def _finish_streamed(c: _CoarseCounts, hist_all: np.ndarray, pos: _PositiveSet,
 
 # ---------------------------------------------------------------- the in-memory reference
 
-def _verification_in_memory(keys: np.ndarray, mask: np.ndarray, top_k: int) -> VerificationResult:
+def _verification_in_memory(keys: np.ndarray, mask: np.ndarray, top_k: int,
+                            levels: Sequence[str] = FAR_LEVELS) -> VerificationResult:
     """Every operating point from sorted arrays: the plain definition the strip-wise path must match."""
     pos_sorted = np.sort(keys[mask]).astype(np.int64)
     neg_sorted = np.sort(keys[~mask]).astype(np.int64)
@@ -268,7 +271,7 @@ def _verification_in_memory(keys: np.ndarray, mask: np.ndarray, top_k: int) -> V
     a = int(np.flatnonzero(fp * n_pos - fn * n_neg >= 0)[-1])
     eer_p = _pick_eer((cand[a], fp[a], fn[a]), (cand[a + 1], fp[a + 1], fn[a + 1]), n_pos, n_neg)
     far_p = {}
-    for level, k in _far_allowed(n_neg).items():
+    for level, k in _far_allowed(n_neg, levels).items():
         i = int(np.flatnonzero(fp <= k)[0])
         far_p[level] = (int(cand[i]), int(fp[i]), int(fn[i]))
     edges = _edge(np.unique(_bin(keys)))

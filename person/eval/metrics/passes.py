@@ -10,7 +10,7 @@ import torch
 from person.eval.metrics.operating_points import (_CoarseCounts, _far_allowed, _finish_streamed, _negatives_in_bins,
                                                   _Pass2, _Positives, _PositiveSet, _verification_in_memory)
 from person.eval.metrics.ranking import _Ranks, retrieval_from_scores
-from person.eval.metrics.results import Evaluation, RetrievalResult, VerificationResult
+from person.eval.metrics.results import FAR_LEVELS, Evaluation, RetrievalResult, VerificationResult
 from person.eval.metrics.scoring import (_BINS, DEFAULT_BLOCK_PAIRS, DEFAULT_CACHE_BYTES, _bin, _bin_into,
                                          _check_counts, _check_embeddings, _check_scores, _cosine_strip,
                                          _count_positives, _cpu_threads, _device, _keys, _keys_np, _pair_embeddings,
@@ -19,23 +19,25 @@ from person.eval.metrics.scoring import (_BINS, DEFAULT_BLOCK_PAIRS, DEFAULT_CAC
 
 def verification(image_emb, image_pid, caption_emb, caption_pid, *, top_k: int = 15,
                  block_pairs: int = DEFAULT_BLOCK_PAIRS, device: str | torch.device | None = None,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES, progress: bool = False) -> VerificationResult:
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, progress: bool = False,
+                 far_levels: Sequence[str] = FAR_LEVELS) -> VerificationResult:
     """Verification over every image x caption pair, computed strip by strip (see module docstring)."""
     return evaluate(image_emb, image_pid, caption_emb, caption_pid, ks=(), top_k=top_k,
                     block_pairs=block_pairs, device=device, cache_bytes=cache_bytes,
-                    progress=progress).verification
+                    progress=progress, far_levels=far_levels).verification
 
 
 
 def evaluate(image_emb, image_pid, caption_emb, caption_pid, *, ks: Sequence[int] = (1, 5, 10),
              top_k: int = 15, block_pairs: int = DEFAULT_BLOCK_PAIRS,
              device: str | torch.device | None = None, cache_bytes: int = DEFAULT_CACHE_BYTES,
-             progress: bool = False) -> Evaluation:
+             progress: bool = False, far_levels: Sequence[str] = FAR_LEVELS) -> Evaluation:
     """Verification and (when `ks` is not empty) retrieval from one pass of score strips.
 
     `image_emb` [Ni, D], `caption_emb` [Nc, D]: L2-normalised, any float dtype (scored in float32);
     `image_pid` [Ni], `caption_pid` [Nc]: integer identities. Runs on `device` (default: cuda when
     available); peak memory is a few strips of `block_pairs` scores plus the positives, whatever Ni x Nc.
+    `far_levels`: the FAR levels (exact decimal strings, e.g. "1e-2") whose operating points are found.
     """
     img, ipid, cap, cpid = _check_embeddings(image_emb, image_pid, caption_emb, caption_pid, _device(device))
     strips = _strips(len(cpid), len(ipid), block_pairs)
@@ -44,12 +46,13 @@ def evaluate(image_emb, image_pid, caption_emb, caption_pid, *, ks: Sequence[int
     def score(c0: int, c1: int) -> torch.Tensor:
         return _cosine_strip(cap, img, c0, c1)
 
-    return _evaluate_strips(score, strips, cpid, ipid, ks, top_k, cache, progress)
+    return _evaluate_strips(score, strips, cpid, ipid, ks, top_k, cache, progress, far_levels)
 
 
 def verification_from_scores(scores, image_pid, caption_pid, *, top_k: int = 15,
                              block_pairs: int | None = None,
-                             cache_bytes: int = DEFAULT_CACHE_BYTES) -> VerificationResult:
+                             cache_bytes: int = DEFAULT_CACHE_BYTES,
+                             far_levels: Sequence[str] = FAR_LEVELS) -> VerificationResult:
     """Verification of a given score matrix `scores[caption, image]` (float32, [Nc, Ni]).
 
     `block_pairs=None` sorts everything in memory: the plain reference. An integer runs the strip-wise
@@ -58,10 +61,10 @@ def verification_from_scores(scores, image_pid, caption_pid, *, top_k: int = 15,
     """
     s, ipid, cpid = _check_scores(scores, image_pid, caption_pid)
     if block_pairs is not None:
-        return _scores_verification(s, ipid, cpid, top_k, block_pairs, cache_bytes)
+        return _scores_verification(s, ipid, cpid, top_k, block_pairs, cache_bytes, far_levels)
     keys = _keys_np(s)
     mask = cpid[:, None] == ipid[None, :]
-    return _verification_in_memory(keys, mask, top_k)
+    return _verification_in_memory(keys, mask, top_k, far_levels)
 
 
 
@@ -82,21 +85,21 @@ def evaluate_from_scores(scores, image_pid, caption_pid, *, ks: Sequence[int] = 
 
 
 def _scores_verification(s: np.ndarray, ipid: np.ndarray, cpid: np.ndarray, top_k: int,
-                         block_pairs: int, cache_bytes: int) -> VerificationResult:
+                         block_pairs: int, cache_bytes: int, far_levels: Sequence[str]) -> VerificationResult:
     """The strip-wise path over slices of a score matrix already in memory (on the cpu)."""
     def score(c0: int, c1: int) -> torch.Tensor:
         return torch.from_numpy(s[c0:c1].copy())  # _keys works in place
 
     strips = _strips(s.shape[0], s.shape[1], block_pairs)
     return _evaluate_strips(score, strips, torch.from_numpy(cpid), torch.from_numpy(ipid), (), top_k,
-                            cache=s.size * 4 <= cache_bytes, progress=False).verification
+                            cache=s.size * 4 <= cache_bytes, progress=False, far_levels=far_levels).verification
 
 
 # ---------------------------------------------------------------- the strip-wise path
 
 def _evaluate_strips(score: Callable[[int, int], torch.Tensor], strips: list[tuple[int, int]],
                      cpid: torch.Tensor, ipid: torch.Tensor, ks: Sequence[int], top_k: int,
-                     cache: bool, progress: bool) -> Evaluation:
+                     cache: bool, progress: bool, far_levels: Sequence[str] = FAR_LEVELS) -> Evaluation:
     """Both passes (see the module docstring); pass 2 reads the pass-1 keys when `cache`, else scores again."""
     n_pos = _count_positives(cpid, ipid)
     _check_counts(n_pos, len(cpid) * len(ipid) - n_pos)  # before sizing anything by n_pos
@@ -104,14 +107,14 @@ def _evaluate_strips(score: Callable[[int, int], torch.Tensor], strips: list[tup
     with _cpu_threads(1, ipid.device):
         hist_all, pos, ret, cached = _pass1(strip_keys, strips, cpid, ipid, ks, cache, progress)
         counter = _CoarseCounts(hist_all - np.bincount(_bin(pos.keys), minlength=_BINS), pos.sorted)
-        bins = counter.bins_to_resolve(_far_allowed(counter.n_neg))
+        bins = counter.bins_to_resolve(_far_allowed(counter.n_neg, far_levels))
         top_bin = counter.kth_bin(min(top_k, counter.n_neg)) if top_k else None
         pass2 = _Pass2(bins, top_bin, top_k, cpid, ipid)
         for i, (c0, c1) in enumerate(_progress(strips, progress and not cache, "scores (pass 2)")):
             keys = cached[i] if cache else strip_keys(c0, c1)
             pass2.update(keys, c0, strip_keys.work_for(keys))
     counter.resolve(_negatives_in_bins(pass2.counts(), bins, hist_all, pos))
-    return Evaluation(_finish_streamed(counter, hist_all, pos, pass2.top.result(), top_k), ret)
+    return Evaluation(_finish_streamed(counter, hist_all, pos, pass2.top.result(), top_k, far_levels), ret)
 
 
 class _StripKeys:
