@@ -8,6 +8,9 @@ the cases it guards would silently go untested.
 teacher store, 3 iterations of small students) and its fp32 export, made once per test session for the export
 and gallery tests.
 
+Every test gets its own PERSON_CONFIG_DIR (where audit keys live), so no test writes into the home directory and
+no two tests share a key.
+
 `small_set`, `small_records`: the drawn set of 10 identities x 2 images (3 held out) the store tests write
 stores for; read only.
 """
@@ -22,6 +25,11 @@ from person.demo.synthetic import write_dataset
 from person.export.exporter import export_checkpoint
 from person.export.options import ExportOptions
 from tests.train.distill_fixtures import make_setup
+
+@pytest.fixture(autouse=True)
+def _config_dir(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PERSON_CONFIG_DIR", str(tmp_path_factory.mktemp("config")))
+
 
 # Small students that still have every part (GDC head, text stem), at 64x32 and 24 characters.
 TRAINED_STUDENTS = ["--backbone", "backbone.mf3.ANet2_w050", "--tbackbone", "tbackbone.char.L1", "--text_width",

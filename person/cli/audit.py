@@ -13,13 +13,12 @@ prune removes whole files older than DAYS and records that it did.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from person.gallery.audit import AuditError, AuditLog, describe, entries, parse_since, verify
+from person.gallery.audit import AuditError, AuditLog, describe, entries, login_name, parse_since, verify
 from person.options import number, run_command
 
 
@@ -28,14 +27,6 @@ def since(text: str) -> Any:
         return parse_since(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def operator() -> str | None:
-    """Who runs the command, for the prune line (a container's user may have no name)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -67,7 +58,7 @@ def main(argv: list[str] | None = None) -> Any:
         print(report.summary())
         return report
     if args.command == "prune":
-        removed = AuditLog(args.gallery, key_dir).prune(args.older_than, user=operator(), client="cli")
+        removed = AuditLog(args.gallery, key_dir).prune(args.older_than, user=login_name(), client="cli")
         print(f"removed {len(removed)} files older than {args.older_than:g} days: {' '.join(removed)}" if removed
               else f"no file older than {args.older_than:g} days (the file being written is never removed)")
         return removed

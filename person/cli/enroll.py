@@ -21,6 +21,7 @@ from typing import Any
 
 from person.data.records import DatasetOptions
 from person.gallery import sources
+from person.gallery.audit import command_audit
 from person.gallery.encoders import open_encoder
 from person.gallery.enroll import DEFAULT_CHUNK, EnrollSummary, enroll
 from person.gallery.forget import Selector, forget
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-age", type=number(float, above=0), help="retention: enrol nothing, keep nothing older (days)")
     p.add_argument("--time-field", default=TIME_FIELD, help="the detections field --max-age reads (else enrolment)")
     p.add_argument("--thumb-cache", type=Path, help="with --max-age: the server's thumbnail folder to purge")
+    p.add_argument("--audit-key-dir", type=Path, help="with --max-age: the audit log's key folder (search/audit.py)")
     args = p.parse_args(argv)
     if sum(bool(s) for s in (args.data, args.image_dir, args.detections)) != 1:
         p.error("give one source: --image-dir DIR, --detections FILE or --data DATASET.json")
@@ -59,7 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None, audit: Callable[[dict[str, Any]], None] | None = None) -> EnrollSummary:
-    """`audit`: called with the event of the --max-age erasure, when it erases anything."""
+    """`audit`: called with the event of the --max-age erasure, when it erases anything (the gallery's audit log
+    by default)."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     options = from_namespace(DatasetOptions, args)
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None, audit: Callable[[dict[str, Any]], None] 
     print("\n".join(summary.lines()))
     if args.max_age is not None:
         expired = forget(args.gallery, Selector(max_age_days=args.max_age, time_field=args.time_field),
-                         thumbs=ThumbnailCache(args.thumb_cache).purge, audit=audit)
+                         thumbs=ThumbnailCache(args.thumb_cache).purge,
+                         audit=audit or command_audit(args.gallery, args.audit_key_dir))
         print("\n".join(expired.lines()))
     return summary
 

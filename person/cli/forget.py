@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from person.gallery.audit import command_audit
 from person.gallery.forget import ForgetReport, Selector, forget
 from person.gallery.sources import TIME_FIELD
 from person.gallery.store import purge
@@ -46,6 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wait", type=number(float, at_least=0), default=10.0,
                    help="seconds to wait for readers of the previous generation before leaving its files to --purge")
     p.add_argument("--purge", action="store_true", help="only remove files of generations readers have let go")
+    p.add_argument("--audit-key-dir", type=Path, help="gallery: the audit log's key folder (search/audit.py)")
     args = p.parse_args(argv)
     if (args.gallery is None) == (args.store is None):
         p.error("give one of --gallery G or --store STORE")
@@ -57,8 +59,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None, audit: Audit | None = None) -> ForgetReport | StoreErasure | list[int]:
-    """`audit`: called once with each erasure's event after it commits (the audit log's append)."""
+    """`audit`: called once with each erasure's event after it commits; a gallery's audit log by default (a
+    store has none: it is not served)."""
     args = parse_args(argv)
+    if audit is None and args.gallery and not args.purge:
+        audit = command_audit(args.gallery, args.audit_key_dir)
     if args.store:
         report = erase_rows(args.store, StoreSelector(tuple(args.image), tuple(args.track), tuple(args.line),
                                                       tuple(args.caption)), audit)

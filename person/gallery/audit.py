@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import getpass
 import itertools
 import json
 import logging
@@ -47,13 +48,29 @@ from person import files
 from person.gallery.audit_chain import (CHAIN_FIELDS, GENESIS, PRUNE, AuditError, Paths, VerifyReport, last_line,
                                         lines_of, load_key, os_error, parse_line, read_tail, seal, verify)
 
-__all__ = ["AuditError", "AuditLog", "Entry", "VerifyReport", "describe", "entries", "parse_since", "verify"]
+__all__ = ["AuditError", "AuditLog", "Entry", "VerifyReport", "command_audit", "describe", "entries", "login_name",
+           "parse_since", "verify"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 16 << 20
 LOCK = "audit.lock"
 ACTIONS = ("search", "search-image", "similar", "image", "thumb", "erase", "login", PRUNE)
+
+
+def login_name() -> str | None:
+    """Who runs a command on this machine (None where the account has no name, as in some containers)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+def command_audit(gallery: str | Path, key_dir: str | Path | None = None) -> Callable[[dict[str, Any]], None]:
+    """What a command run here records with (search/forget.py, enrol's --max-age): the gallery's log, each event
+    marked with the login name and client "cli"."""
+    log, user = AuditLog(gallery, key_dir), login_name()
+    return lambda event: log.record({"user": user, "client": "cli", **event})
 
 
 def utc_now() -> datetime:

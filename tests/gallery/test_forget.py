@@ -2,6 +2,7 @@
 the thumbnail cache once the readers of the previous generation let go (looked for byte by byte, in every dtype),
 nor in Milvus; selectors, refusals, rows deleted before, retention by a time field and by enrolment time, older
 galleries, enrolment with --max-age, and the command."""
+import getpass
 import json
 import os
 import time
@@ -16,6 +17,7 @@ import pytest
 from person import files
 from person.cli import enroll as enroll_cmd, forget as forget_cmd
 from person.gallery import index as gindex, store
+from person.gallery.audit import entries, verify
 from person.gallery.enroll import enroll
 from person.gallery.forget import Selector, forget, row_times
 from person.gallery.manifest import GalleryError, read_manifest
@@ -288,6 +290,16 @@ def test_the_command_erases_purges_and_refuses_bad_combinations(tmp_path, capsys
     with pytest.raises(SystemExit):
         forget_cmd.main(["--store", str(tmp_path / "s.h5"), "--uid", "3"])
     assert "--line apply to --store only" in capsys.readouterr().err
+
+
+def test_the_command_records_its_erasure_in_the_gallerys_audit_log(tmp_path, monkeypatch):
+    folder, _ = make_gallery(tmp_path)
+    monkeypatch.setattr(getpass, "getuser", lambda: "operator ana")
+    forget_cmd.main(["--gallery", str(folder), "--uid", str(TARGET), "--wait", "0", "--thumb-cache",
+                     str(tmp_path / "thumbs"), "--audit-key-dir", str(tmp_path / "keys")])
+    assert verify(folder, tmp_path / "keys").ok
+    (line,) = [e.event for e in entries(folder, tmp_path / "keys")]
+    assert (line["action"], line["user"], line["client"], line["ids"]) == ("erase", "operator ana", "cli", [TARGET])
 
 
 def test_enrol_command_with_max_age_erases_rows_older_by_enrolment(plain_export, tmp_path, monkeypatch):
