@@ -10,6 +10,10 @@ and `run()` (the installed entry point, pyproject.toml). Each also has a script 
     enroll               person-enroll         search/enroll.py              enrol images into a gallery
     search               person-search         search/api.py                 search a gallery from the command line
     serve                person-serve          search/app.py                 serve the search page and its HTTP API
+    users                person-users          search/users.py               a gallery's accounts and API tokens
+    audit                person-audit          search/audit.py               verify, show and prune the audit log
+    forget               person-forget         search/forget.py              erase rows; --max-age retention
+    calibrate            person-calibrate      tools/calibrate.py            thresholds at a FAR, on your own data
     demo                 person-demo           demo.py                       the whole pipeline on synthetic data
     make_demo_data       person-demo-data      tools/make_demo_data.py       draw the synthetic demo set
     train_demo_teacher   person-demo-teacher   tools/train_demo_teacher.py   train the shipped demo teacher
