@@ -19,6 +19,13 @@ Safe to expose, as the serving side of the field learned (Immich, Starlette; ARC
 - Sign-in (Immich, Frigate): once the gallery has an account (G/users.json, search/users.py), every request signs
   in, from loopback too: the page's form sets a signed session cookie, scripts send `Authorization: Bearer TOKEN`.
   With no account a loopback-only server stays open; beyond loopback it is refused unless --insecure-no-auth.
+- Audited: each search, image and thumbnail view, sign-in and erasure is one line in the gallery's HMAC-chained audit
+  log (person.gallery.audit: who, from where, the query or the photo's sha256, filters, k, the ids answered, the FAR
+  and threshold, the status), fsynced before the answer is sent; one that cannot be written is a 503, not served.
+- Erasure by admins: POST /api/admin/forget runs person.gallery.forget (what search/forget.py runs) by uid, track,
+  conditions or age; the server then swaps in the new generation and purges the old one's files.
+- Calibrated matches: `far` (1e-2, 1e-3, 1e-4) keeps the hits at or above that operating point's threshold; every hit
+  lists the FARs it reaches (`passes`), and the page shows it as a badge.
 Live gallery: each request first stats gallery.json; when an enrolment committed a new generation the Searcher
 swaps it in whole, and a response names the generation (and live count) its hits came from. A gallery on disk that
 cannot be opened, or whose segment files no longer hash to what gallery.json records, is a 503 for searches and
@@ -28,8 +35,9 @@ people is one thumbnail, and a file changed in place is refused before the cache
 travels inside the thumbnail (a JPEG comment) and in its X-Image-Size header, so the page can draw a row's box.
 
 Modules: `images` (files and thumbnails by id, under the root only), `service` (the searches behind the routes, the
-caps), `middleware` (security headers, the catch-all, the host check, the body cap), `accounts` (the users file:
-scrypt hashes, tokens), `sessions` (signed cookies, the sign-in rate limit), `auth` (the gate, the sign-in routes,
-`require_admin`), `app` (the routes: create_app), `server` (the app over a gallery under uvicorn, in one process or
-several: serve); the page's files are in static/.
+caps, the FAR levels), `middleware` (security headers, the catch-all, the host check, the body cap), `accounts` (the
+users file: scrypt hashes, tokens), `sessions` (signed cookies, the sign-in rate limit), `auth` (the gate, the sign-in
+routes, `require_admin`), `audited` (the audit trail of the routes), `admin` (the erase route), `app` (the routes:
+create_app), `server` (the app over a gallery under uvicorn, in one process or several: serve); the page's files are
+in static/.
 """

@@ -1,8 +1,9 @@
 """The routes: create_app(searcher) -> the FastAPI app person.web.server serves."""
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,24 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from person.gallery.search import MAX_K, MAX_QUERY_CHARS, Searcher
+from person.eval.operating_points import FARS
+from person.gallery.audit import AuditLog
+from person.gallery.search import MAX_K, MAX_QUERY_CHARS, QueryResult, Searcher
 from person.web.accounts import Accounts
+from person.web.admin import add_admin_routes
+from person.web.audited import Trail, found
 from person.web.auth import Auth, AuthOptions, Gate, add_account_routes, identity_of
 from person.web.images import THUMB_SIDE, ThumbnailCache
 from person.web.middleware import BodyCap, CatchAll, HostCheck, SecurityHeaders, StrictQuery
-from person.web.service import MAX_QUERIES, MULTIPART_SLACK, Refused, SearchService, ServeLimits, describe_bytes
+from person.web.service import (MAX_QUERIES, MULTIPART_SLACK, Refused, SearchService, ServeLimits, describe_bytes,
+                                far_level)
 
 log = logging.getLogger(__name__)
+
+Search = Callable[[], list[QueryResult]]  # one search, run (again, if a refresh swapped the gallery) by service.answer
+FAR_HELP = (f"keep only the hits whose score reaches the threshold measured at this false-accept rate for the models "
+            f"in use: one of {', '.join(FARS)} (0.001 is 1e-3); left out: every result. A FAR of x means about x "
+            f"times the gallery's size false hits a query")
 
 
 class SearchRequest(BaseModel):
@@ -32,12 +43,15 @@ class SearchRequest(BaseModel):
     where: list[str] = Field(default_factory=list, max_length=64,
                              description="conditions on the rows' fields, all must hold: camera=3, time>=2026-11-01")
     group_by: str | None = Field(None, max_length=128, description="one result per value of this field (e.g. track)")
+    far: str | float | None = Field(None, description=FAR_HELP)
 
 
 class HitOut(BaseModel):
     id: int = Field(description="the row's opaque id: /images/{id}, /thumbs/{id}, /api/search/similar/{id}")
     rank: int
     score: float | None
+    passes: list[str] | None = Field(description="the FARs whose threshold the score reaches, loosest first ([]: "
+                                                 "below every operating point; null: the models have none)")
     bbox: list[float] | None = Field(description="the person's box on the image, x1 y1 x2 y2 in pixels")
     identity: int | None
     meta: dict[str, Any]
@@ -48,7 +62,12 @@ class HitOut(BaseModel):
 class ResultOut(BaseModel):
     query: str
     seconds: float = Field(description="embedding and search time of this query on the server")
-    note: str | None
+    note: str | None = Field(description="e.g. a truncated query, or that no hit reaches the FAR asked")
+    far: str | None = Field(description="the FAR applied (null: every result)")
+    threshold: float | None = Field(description="its score threshold: every hit scores at least this")
+    operating_points: dict[str, float | None] | None = Field(
+        description="the thresholds of the models in use, by FAR (null: none measured)")
+    calibration: str | None = Field(description="where those thresholds come from, or why there are none")
     hits: list[HitOut]
 
 
@@ -79,19 +98,25 @@ def _field(loc: Sequence[Any]) -> str:
 
 def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_cache: str | Path | None = None,
                limits: ServeLimits = ServeLimits(), allowed_hosts: Sequence[str] | None = None,
-               auth: AuthOptions = AuthOptions()) -> FastAPI:
-    """The web app: the page (from `static_dir`, when given), the JSON API, images and thumbnails by id.
+               auth: AuthOptions = AuthOptions(), audit: AuditLog | None = None, milvus: str | None = None,
+               milvus_collection: str | None = None) -> FastAPI:
+    """The web app: the page (from `static_dir`, when given), the JSON API, images and thumbnails by id, and the
+    admins' erase route.
 
     `allowed_hosts`: Host header values to answer (others get a 400), e.g. 127.0.0.1 and localhost for a server
     bound to this machine only, so a web page elsewhere cannot reach it through DNS rebinding; None answers all.
     Once the gallery has an account (its users.json), every request needs credentials (person.web.auth); `auth`
-    says what a gallery with none gets."""
+    says what a gallery with none gets. `audit`: the gallery's audit log, where each search, view, sign-in and
+    erasure is recorded before it is answered (person.web.audited); None records nothing, for an app a test or a
+    program builds without one (person-serve always opens it). `milvus`, `milvus_collection`: the collection the
+    searcher reads, which an erasure deletes from too."""
     service = SearchService(searcher, ThumbnailCache(thumb_cache), limits)
+    trail = Trail(audit, service.public)
     gate = Auth(Accounts(searcher.folder), auth, page=static_dir is not None)
     # Swagger UI and ReDoc load their scripts from a CDN: only the description itself is served.
     app = FastAPI(title="Person search", version="1", docs_url=None, redoc_url=None,
                   description="Free-text (any language) and by-image search of an enrolled gallery of people.")
-    app.state.service = service
+    app.state.service, app.state.audit = service, audit
 
     def body_cap(path: str) -> tuple[int, str]:
         if path == "/api/search/image":
@@ -122,38 +147,64 @@ def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_c
         return JSONResponse({"error": text, "fields": fields}, 422)
 
     # ------------------------------------------------------------------ search
+    def searched(request: Request, event: dict[str, Any], prepare: Callable[[str | None], Search],
+                 several: bool = False) -> dict[str, Any]:
+        """The answer of the search `prepare(far)` gives (the request's FAR checked first; then a photo decoded or
+        a row's vector read, once), after its audit line is written."""
+        return trail.answer(request, event, lambda: service.answer(prepare(far_level(event["far"]))),
+                            lambda body: found(body, several))
+
     @app.get("/api/search", response_model=SearchOut, responses=ERRORS, summary="Search by free text")
-    def search_text(q: str = Query(description=f"a description, any language, at most {MAX_QUERY_CHARS} characters"),
+    def search_text(request: Request,
+                    q: str = Query(description=f"a description, any language, at most {MAX_QUERY_CHARS} characters"),
                     k: int = Query(10, description=f"results, 1 to {MAX_K}"),
                     where: list[str] = Query([], description="conditions on the rows' fields, all must hold"),
-                    group_by: str | None = Query(None, max_length=128)) -> JSONResponse:
-        return JSONResponse(service.answer(lambda: searcher.search([q], k, where, group_by)))
+                    group_by: str | None = Query(None, max_length=128),
+                    far: str | None = Query(None, max_length=32, description=FAR_HELP)) -> JSONResponse:
+        event = {"action": "search", "query": q, "where": where, "group_by": group_by, "k": k, "far": far}
+        return JSONResponse(searched(request, event, lambda level: lambda: searcher.search([q], k, where, group_by,
+                                                                                          level)))
 
     @app.post("/api/search", response_model=SearchOut, responses=ERRORS, summary="Search by several queries")
-    def search_many(body: SearchRequest) -> JSONResponse:
-        return JSONResponse(service.answer(lambda: searcher.search(body.queries, body.k, body.where, body.group_by)))
+    def search_many(request: Request, body: SearchRequest) -> JSONResponse:
+        event = {"action": "search", "query": body.queries, "where": body.where, "group_by": body.group_by,
+                 "k": body.k, "far": body.far}
+        return JSONResponse(searched(request, event, lambda level: lambda: searcher.search(
+            body.queries, body.k, body.where, body.group_by, level), several=True))
 
     @app.post("/api/search/image", response_model=SearchOut, responses=ERRORS, summary="Search by a photo")
-    def search_image(image: UploadFile = File(description=f"a photo of a person, at most {describe_bytes(limits.upload_bytes)}"),
+    def search_image(request: Request,
+                     image: UploadFile = File(description=f"a photo of a person, at most "
+                                                          f"{describe_bytes(limits.upload_bytes)}"),
                      k: int = Form(10), where: list[str] = Form([]),
-                     group_by: str | None = Form(None, max_length=128)) -> JSONResponse:
-        if not service.has_image:
-            raise Refused(400, "this server has no image model: start it with --image-model EXPORT_DIR (or "
-                               "--teacher) to search by photo")
-        pixels = service.decode_upload(image.file.read(limits.upload_bytes + 1))
-        result = service.answer(lambda: searcher.search_images([pixels], k, where, group_by))
+                     group_by: str | None = Form(None, max_length=128),
+                     far: str | None = Form(None, max_length=32, description=FAR_HELP)) -> JSONResponse:
+        data = image.file.read(limits.upload_bytes + 1)
+        event = {"action": "search-image", "image_sha256": hashlib.sha256(data).hexdigest(), "where": where,
+                 "group_by": group_by, "k": k, "far": far}
+
+        def prepare(level: str | None) -> Search:
+            if not service.has_image:
+                raise Refused(400, "this server has no image model: start it with --image-model EXPORT_DIR (or "
+                                   "--teacher) to search by photo")
+            pixels = service.decode_upload(data)
+            return lambda: searcher.search_images([pixels], k, where, group_by, level)
+        result = searched(request, event, prepare)
         for r in result["results"]:
             r["query"] = image.filename or "upload"
         return JSONResponse(result)
 
     @app.get("/api/search/similar/{id}", response_model=SearchOut, responses=ERRORS,
              summary="Search with a gallery row's own crop (its enrolled features)")
-    def search_similar(id: int, k: int = Query(10, description=f"results, 1 to {MAX_K}"),
-                       where: list[str] = Query([]), group_by: str | None = Query(None, max_length=128)
-                       ) -> JSONResponse:
-        vector = service.row_vector(id)
-        return JSONResponse(service.answer(lambda: searcher.search_vectors(vector, [f"person #{id}"], k, where,
-                                                                           group_by)))
+    def search_similar(request: Request, id: int, k: int = Query(10, description=f"results, 1 to {MAX_K}"),
+                       where: list[str] = Query([]), group_by: str | None = Query(None, max_length=128),
+                       far: str | None = Query(None, max_length=32, description=FAR_HELP)) -> JSONResponse:
+        event = {"action": "similar", "query_id": id, "where": where, "group_by": group_by, "k": k, "far": far}
+
+        def prepare(level: str | None) -> Search:
+            vector = service.row_vector(id)
+            return lambda: searcher.search_vectors(vector, [f"person #{id}"], k, where, group_by, level)
+        return JSONResponse(searched(request, event, prepare))
 
     # ------------------------------------------------------------------ the gallery
     @app.get("/api/gallery", summary="What the gallery holds and what this server can do")
@@ -174,16 +225,20 @@ def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_c
 
     @app.get("/images/{id}", responses=PICTURE,
              summary="A gallery image by its row id: the image enrolled (409 if its file changed since), re-encoded")
-    def serve_image(id: int) -> Response:
-        return service.image(id)
+    def serve_image(request: Request, id: int) -> Response:
+        return trail.answer(request, {"action": "image", "id": id}, lambda: service.image(id),
+                            lambda _: {"ids": [id]})
 
     @app.get("/thumbs/{id}", responses=PICTURE,
              summary=f"A JPEG thumbnail (longest side {THUMB_SIDE}); X-Image-Size says the original W x H")
-    def serve_thumbnail(id: int) -> Response:
-        return service.thumbnail(id)
+    def serve_thumbnail(request: Request, id: int) -> Response:
+        return trail.answer(request, {"action": "thumb", "id": id}, lambda: service.thumbnail(id),
+                            lambda _: {"ids": [id]})
+
+    add_admin_routes(app, service, trail, {**ERRORS, 403: {"model": ErrorOut}}, milvus, milvus_collection)
 
     # ------------------------------------------------------------------ the page
-    add_account_routes(app, gate, None if static_dir is None else Path(static_dir))
+    add_account_routes(app, gate, None if static_dir is None else Path(static_dir), trail.record)
     if static_dir is not None:
         static = Path(static_dir)
         app.mount("/static", StaticFiles(directory=static), name="static")

@@ -163,9 +163,11 @@ class Gate:
         await self.app(scope, receive, send)
 
 
-def add_account_routes(app: FastAPI, auth: Auth, static: Path | None) -> None:
+def add_account_routes(app: FastAPI, auth: Auth, static: Path | None,
+                       audit: Callable[[Request, dict[str, Any]], None] = lambda request, event: None) -> None:
     """GET /api/me (who is signed in, and whether the server has accounts); with the page (`static`), the sign-in
-    page, its form's POST and sign-out."""
+    page, its form's POST and sign-out. `audit(request, event)` records each sign-in attempt (the name given and
+    the status answered, never the password), raising Refused(503) when it cannot (person.web.audited)."""
 
     @app.get("/api/me", summary="Who is signed in, how, and whether this server has accounts at all")
     def me(request: Request) -> JSONResponse:
@@ -197,6 +199,14 @@ def add_account_routes(app: FastAPI, auth: Auth, static: Path | None) -> None:
     @app.post(SIGN_IN, include_in_schema=False)
     def sign_in(request: Request, name: str = Form(max_length=64),
                 password: str = Form(max_length=MAX_PASSWORD)) -> Response:
+        answer = attempt(request, name, password)
+        try:  # recorded before it is sent: no session leaves unaudited
+            audit(request, {"action": "login", "user": name, "via": "form", "status": answer.status_code})
+        except Refused as e:
+            return render(f"Sign-in is unavailable: {e.detail}", 503)
+        return answer
+
+    def attempt(request: Request, name: str, password: str) -> Response:
         if not same_origin(request):
             return cross_site()
         wait = auth.limiter.attempt(client_of(request))

@@ -17,6 +17,10 @@ unless `insecure_no_auth` says so. uvicorn terminates TLS (`ssl_certfile`, `ssl_
 `forwarded_allow_ips` names the proxies whose X-Forwarded-For / -Proto uvicorn believes: the client's address (the
 sign-in rate limit, the audit log) and https (Secure cookies) then come from them. Without it no forwarded header
 is believed, not even from loopback (uvicorn's own default trusts 127.0.0.1).
+
+Every process opens the gallery's audit log at startup (`audit`, person.web.audited): each search, view, sign-in
+and erasure is recorded before it is answered, on a server open with no accounts too (user null); a log that
+cannot be opened (its key missing while it has lines) stops the server before it listens, with the message.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from person.gallery.search_options import SearcherOptions
 from person.options import from_dict
 from person.web.accounts import Accounts
 from person.web.app import create_app
+from person.web.audited import AuditOptions
 from person.web.auth import AuthOptions
 
 log = logging.getLogger(__name__)
@@ -66,26 +71,31 @@ def refuse_open_network(gallery: Path, host: str, insecure_no_auth: bool) -> Non
 
 
 def build_app(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", thumb_cache: Path | None = None,
-              allowed_hosts: Sequence[str] | None = None, insecure_no_auth: bool = False) -> FastAPI:
+              allowed_hosts: Sequence[str] | None = None, insecure_no_auth: bool = False,
+              audit: AuditOptions = AuditOptions()) -> FastAPI:
     """The app `serve` runs: the Searcher `options` open over `gallery` and the page, answering the Host headers
     `allowed_hosts`, or when None this machine's own names (LOCAL_NAMES) if `host` is on this machine, any otherwise.
     With `options.threads` None each query gets one onnxruntime thread: requests already run in parallel.
-    A gallery with no account is open only on loopback, or with `insecure_no_auth` (refuse_open_network)."""
+    A gallery with no account is open only on loopback, or with `insecure_no_auth` (refuse_open_network).
+    Requests are recorded in the gallery's audit log as `audit` opens it (AuditError when it cannot be)."""
     refuse_open_network(gallery, host, insecure_no_auth)
     options.check()
     if options.threads is None:
         options = dataclasses.replace(options, threads=1)
+    log_of_requests = audit.open(gallery)  # before the models load: a log that cannot be used stops it at once
     searcher = options.open(gallery)
     # A server bound to this machine answers only its own names: a page elsewhere cannot reach it by DNS rebinding.
     hosts = allowed_hosts or (LOCAL_NAMES if _loopback(host) else None)
     auth = AuthOptions(open_without_accounts=_loopback(host) or insecure_no_auth, insecure=insecure_no_auth)
-    return create_app(searcher, STATIC, thumb_cache, allowed_hosts=hosts, auth=auth)
+    return create_app(searcher, STATIC, thumb_cache, allowed_hosts=hosts, auth=auth, audit=log_of_requests,
+                      milvus=options.milvus, milvus_collection=options.milvus_collection)
 
 
 def serve(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", port: int = 5005,
           thumb_cache: Path | None = None, allowed_hosts: list[str] | None = None, workers: int = 1,
           access_log: bool = True, insecure_no_auth: bool = False, ssl_certfile: Path | None = None,
-          ssl_keyfile: Path | None = None, forwarded_allow_ips: str | None = None) -> None:
+          ssl_keyfile: Path | None = None, forwarded_allow_ips: str | None = None,
+          audit: AuditOptions = AuditOptions()) -> None:
     """Serve the search page and its API over `gallery` until interrupted, from `workers` processes on one port
     (each maps the gallery and loads the models). The app is built here first, so a bad gallery or model fails
     before any worker starts."""
@@ -93,7 +103,7 @@ def serve(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", p
         raise ValueError(f"workers={workers}: serve from 1 process or more")
     _set_up_process()
     app = build_app(gallery, options, host=host, thumb_cache=thumb_cache, allowed_hosts=allowed_hosts,
-                    insecure_no_auth=insecure_no_auth)
+                    insecure_no_auth=insecure_no_auth, audit=audit)
     if insecure_no_auth and not Accounts(gallery).has_accounts():
         log.warning("--insecure-no-auth: anyone who reaches %s:%d can search %s", host, port, gallery)
     common = dict(host=host, port=port, access_log=access_log, log_level="info",
@@ -106,7 +116,8 @@ def serve(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", p
     # Paths travel as text (an option given as a Path too); each worker builds its own app from this.
     os.environ[CONFIG_VARIABLE] = json.dumps({
         "gallery": gallery, "options": dataclasses.asdict(options), "host": host, "thumb_cache": thumb_cache,
-        "allowed_hosts": allowed_hosts, "insecure_no_auth": insecure_no_auth}, default=str)
+        "allowed_hosts": allowed_hosts, "insecure_no_auth": insecure_no_auth, "audit": dataclasses.asdict(audit)},
+        default=str)
     uvicorn.run(WORKER_APP, factory=True, workers=workers, **common)
 
 
@@ -117,7 +128,8 @@ def worker_app() -> FastAPI:
     thumb_cache = config["thumb_cache"]
     return build_app(Path(config["gallery"]), from_dict(SearcherOptions, config["options"]), host=config["host"],
                      thumb_cache=None if thumb_cache is None else Path(thumb_cache),
-                     allowed_hosts=config["allowed_hosts"], insecure_no_auth=config["insecure_no_auth"])
+                     allowed_hosts=config["allowed_hosts"], insecure_no_auth=config["insecure_no_auth"],
+                     audit=from_dict(AuditOptions, config["audit"]))
 
 
 def _set_up_process() -> None:

@@ -4,7 +4,11 @@ Every request first makes sure the generation it answers from is what the galler
 swapped in; the files of the one served still hashing to what gallery.json recorded, a stat per file when
 unchanged): when they do not, searches, images and /api/health alike answer 503 naming the problem, so health
 reports what a search would meet. Nothing sent names a server path: hits carry ids, the encoder and teacher are
-named by their folder's name, and messages name the gallery's files relative to it.
+named by their folder's name, messages name the gallery's files relative to it, and a calibration file or an
+export folder (in a threshold's source, a refusal, a note) by its name.
+
+A request's `far` is one of the operating points the project measures (FARS): a hit is kept when its score reaches
+that FAR's threshold for the encoder pair in use (person.gallery.search); each hit lists the FARs it reaches.
 """
 from __future__ import annotations
 
@@ -24,9 +28,11 @@ from starlette.exceptions import HTTPException
 
 from person.data.images import ImageLimits, ImageReadError, decode_pixels
 from person.errors import PersonError
+from person.eval.operating_points import FARS
 from person.gallery.images import ImageChanged, enrolled_bytes, enrolled_pixels
 from person.gallery.manifest import MANIFEST, GalleryError
 from person.gallery.search import MAX_K, MAX_QUERY_CHARS, QueryResult, Searcher
+from person.gallery.thresholds import far_of
 from person.gallery.store import Gallery
 from person.teacher.space import describe
 from person.web.images import ThumbnailCache, encode_jpeg
@@ -57,6 +63,21 @@ class Refused(HTTPException):
 
 def describe_bytes(n: int) -> str:
     return f"{n} bytes ({n / (1 << 20):g} MiB)"
+
+
+def far_level(far: str | float | None) -> str | None:
+    """The FAR a request asks for, as the operating points name it ("1e-3" for 0.001); None (or "") for every
+    result. Refused(400) naming the levels there are for anything else."""
+    if far is None or far == "":
+        return None
+    try:
+        level = far_of(far)
+    except GalleryError:
+        level = None
+    if level not in FARS:
+        raise Refused(400, f"far={far!r}: give one of {', '.join(FARS)} (the measured operating points; 0.001 is "
+                           f"1e-3), or leave it out for every result")
+    return level
 
 
 def _score(value: float) -> float | None:
@@ -96,10 +117,16 @@ class SearchService:
         return self.searcher.has_image
 
     def public(self, message: str) -> str:
-        """A message for a client: the gallery's folder named "<gallery>", not by its path on the server."""
-        for folder in sorted({str(self.searcher.folder), os.path.realpath(self.searcher.folder)}, key=len,
-                             reverse=True):
-            message = message.replace(folder, "<gallery>")
+        """A message for a client: the gallery's folder named "<gallery>", a calibration file or an export folder by
+        its name, not by its path on the server."""
+        searcher = self.searcher
+        named = [searcher.calibration_file, searcher.gallery.manifest.encoder.get("name"),
+                 *(getattr(e, "identity", {}).get("name") for e in (searcher.text_encoder, searcher.image_encoder))]
+        shown = {str(p): os.path.basename(str(p).rstrip("/")) for p in named if p and os.sep in str(p)}
+        shown.update({os.path.realpath(p): name for p, name in shown.items()})
+        shown.update({str(searcher.folder): "<gallery>", os.path.realpath(searcher.folder): "<gallery>"})
+        for path in sorted(shown, key=len, reverse=True):  # the longest first: a file inside the gallery
+            message = message.replace(path, shown[path])
         return message
 
     def _unavailable(self, e: Exception) -> Refused:
@@ -148,10 +175,25 @@ class SearchService:
         return {"generation": gallery.generation, "count": len(gallery),
                 "results": [self._result(r) for r in results]}
 
-    @staticmethod
-    def _result(result: QueryResult) -> dict[str, Any]:
-        return {"query": result.query, "seconds": result.seconds, "note": result.note,
-                "hits": [{"id": h.uid, "rank": h.rank, "score": _score(h.score), "bbox": h.bbox,
+    def swap_in_latest(self) -> None:
+        """Swap in the generation this process just committed (an erasure) and let go of the one held, so that a
+        purge may remove its files now (searches still on it keep their memory-mapped features)."""
+        held = self.searcher.gallery
+        with self._refreshing:  # waits for a refresh under way: this one must happen
+            try:
+                self.searcher.refresh()
+                self._seen = self._manifest_stat()
+            except (PersonError, OSError) as e:
+                raise self._unavailable(e) from None
+        if self.searcher.gallery is not held:
+            held.close()
+
+    def _result(self, result: QueryResult) -> dict[str, Any]:
+        return {"query": result.query, "seconds": result.seconds,
+                "note": None if result.note is None else self.public(result.note), "far": result.far,
+                "threshold": result.threshold, "operating_points": result.operating_points,
+                "calibration": None if result.calibration is None else self.public(result.calibration),
+                "hits": [{"id": h.uid, "rank": h.rank, "score": _score(h.score), "passes": h.passes, "bbox": h.bbox,
                           "identity": h.identity, "meta": h.meta, "image": f"/images/{h.uid}",
                           "thumb": f"/thumbs/{h.uid}"} for h in result.hits]}
 

@@ -4,7 +4,7 @@
 
 const $ = (selector) => document.querySelector(selector);
 const form = $("#search"), input = $("#q"), topK = $("#k"), statusLine = $("#status"), grid = $("#results");
-const photo = $("#photo");
+const photo = $("#photo"), far = $("#far");
 let gallery = null;
 
 function element(tag, className, text) {
@@ -52,18 +52,38 @@ async function run(label, request) {
 
 function show(label, body, ms) {
   const result = body.results[0];
-  grid.replaceChildren(...result.hits.map(card));
-  if (!result.hits.length) {
-    say(`no results for ${label}: the gallery is empty, or no row matches`, "empty");
+  grid.replaceChildren(...result.hits.map((hit) => card(hit, result)));
+  if (!result.hits.length) {  // with a FAR, the note says no hit reaches its threshold
+    say(`no results for ${label}: ${result.note || "the gallery is empty, or no row matches"}`, "empty");
     return;
   }
   let text = `${result.hits.length} results for ${label} in ${ms.toFixed(0)} ms ` +
              `(search ${(1000 * result.seconds).toFixed(1)} ms on the server, ${body.count} people enrolled)`;
+  if (result.far && result.threshold !== null) {
+    text += ` · matches at FAR ${result.far} (score ≥ ${result.threshold.toFixed(3)})`;
+  }
   if (result.note) text += ` · note: ${result.note}`;
   say(text);
 }
 
-function card(hit) {
+// How strong a hit is against the operating points: the strictest FAR whose threshold its score reaches.
+function strength(hit, result) {
+  if (hit.passes === null) return null;  // the models in use have no measured thresholds
+  const points = Object.entries(result.operating_points || {})
+    .map(([rate, t]) => `FAR ${rate}: ${t === null ? "none" : `score ≥ ${t.toFixed(3)}`}`).join(" · ");
+  const badge = hit.passes.length
+    ? element("span", "strength pass", `FAR ≤ ${hit.passes[hit.passes.length - 1]}`)
+    : element("span", "strength below", "below every operating point");
+  badge.title = points || result.calibration || "";
+  return badge;
+}
+
+// The FAR selector's value as a query parameter ("" for every result).
+function farParam() {
+  return far.value ? `&far=${encodeURIComponent(far.value)}` : "";
+}
+
+function card(hit, result) {
   const figure = element("figure", "card");
   const frame = element("a", "frame");
   frame.href = hit.image;
@@ -78,6 +98,8 @@ function card(hit) {
   const score = hit.score === null ? "–" : hit.score.toFixed(3);
   head.append(element("span", "rank", `#${hit.rank}`), element("span", "score", score));
   caption.append(head);
+  const badge = strength(hit, result);
+  if (badge) caption.append(badge);
   if (hit.identity !== null) caption.append(element("span", "identity", `identity ${hit.identity}`));
   const fields = Object.entries(hit.meta || {})
     .map(([k, v]) => `${k} ${typeof v === "object" ? JSON.stringify(v) : v}`);
@@ -85,7 +107,7 @@ function card(hit) {
   const similar = element("button", "similar", "search with this person");
   similar.type = "button";
   similar.addEventListener("click", () => {
-    run(`person #${hit.id}`, () => api(`/api/search/similar/${hit.id}?k=${topK.value}`));
+    run(`person #${hit.id}`, () => api(`/api/search/similar/${hit.id}?k=${topK.value}${farParam()}`));
   });
   caption.append(similar);
   figure.append(frame, caption);
@@ -125,8 +147,8 @@ form.addEventListener("submit", (event) => {
     say("type a description first, e.g. “a woman in a red coat”", "error");
     return;
   }
-  history.replaceState(null, "", `?q=${encodeURIComponent(q)}&k=${topK.value}`);
-  run(`“${q}”`, () => api(`/api/search?q=${encodeURIComponent(q)}&k=${topK.value}`));
+  history.replaceState(null, "", `?q=${encodeURIComponent(q)}&k=${topK.value}${farParam()}`);
+  run(`“${q}”`, () => api(`/api/search?q=${encodeURIComponent(q)}&k=${topK.value}${farParam()}`));
 });
 
 photo.addEventListener("change", () => {
@@ -140,6 +162,7 @@ photo.addEventListener("change", () => {
   const data = new FormData();
   data.append("image", file);
   data.append("k", topK.value);
+  if (far.value) data.append("far", far.value);
   run(`the photo ${file.name}`, () => api("/api/search/image", { method: "POST", body: data }));
 });
 
@@ -177,6 +200,7 @@ async function start() {
   }
   const params = new URLSearchParams(location.search);
   if (params.get("k") && [...topK.options].some((o) => o.value === params.get("k"))) topK.value = params.get("k");
+  if ([...far.options].some((o) => o.value === params.get("far"))) far.value = params.get("far");
   if (params.get("q")) {
     input.value = params.get("q");
     form.requestSubmit();
