@@ -64,8 +64,8 @@ def main() -> None:
     p.add_argument("--seeds", type=number(int, at_least=0), nargs="+", default=[0, 1],
                    help="seeds of the rows in --seeded")
     p.add_argument("--seeded", nargs="*", choices=list(ROWS),
-                   default=["crops-captions", "labels-50", "labels-all", "labels-50-sdm", "labels-all-sdm",
-                            "labels-all-sdm-0.03"],
+                   default=["crops-captions", "crops-captions-tracks", "crops-captions-id", "labels-50", "labels-all",
+                            "labels-50-sdm", "labels-all-sdm", "labels-all-sdm-0.03", "labels-all-sdm-cls"],
                    help="rows run with every seed in --seeds, the ones that decide a goal (the others: the first)")
     p.add_argument("--iters", type=number(int, at_least=1), default=ADAPT_TRAINING["max_iters"], help="iterations of a row")
     p.add_argument("--jobs", type=number(int, at_least=1), default=2, help="rows trained at once")

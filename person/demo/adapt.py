@@ -3,11 +3,12 @@ person.demo.synthetic.sites) from its unlabeled crops and captions, the README's
 the project draws.
 
 The steps, each skipped when its output is in the workdir: the demo's set, store and students (trained here, or
-finished, when the demo has not run them to the end), the second site, its training images as whole-image detections and its training captions
-as a text file (person.demo.site_data; its labels are never read for training), their unlabeled stores, the
-students fine-tuned from the demo's (`--init`) with those rows beside the demo set (`--unlabeled`), their export,
-and the teacher's, the demo students' and the adapted students' figures on the site's held-out identities (the
-only use of the site's labels: scoring) and on the demo set's.
+finished, when the demo has not run them to the end), the second site, its training images as whole-image
+detections with tracks (two per identity, as two cameras' tracklets) and its training captions as a text file
+(person.demo.site_data; its labels are never read for training), their unlabeled stores, the students fine-tuned
+from the demo's (`--init`) with those rows beside the demo set (`--unlabeled`, each track a weak identity:
+`--unlabeled_tracks`), their export, and the teacher's, the demo students' and the adapted students' figures on the
+site's held-out identities (the only use of the site's labels: scoring) and on the demo set's.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from person.data.records import load_records
 from person.data.unlabeled import captions_file, detections_file
 from person.demo.pipeline import step_export, step_train
 from person.demo.prepare import demo_set, teacher_store, unlabeled_store
-from person.demo.recipe import ADAPT_TRAINING, DEMO_TRAINING
+from person.demo.recipe import ADAPT_TRAINING, DEMO_TRAINING, TRACK_TERMS
 from person.demo.site_data import second_site, site_captions, site_crops
 from person.eval import report
 from person.eval.evaluate import MAIN_CASE, evaluate_checkpoint, teacher_evaluation
@@ -48,11 +49,11 @@ def run_adapt(workdir: Path, ids: int, teacher: Path, max_iters: int | None = No
     site_json = second_site(workdir / "second")
     site_store = teacher_store(site_json.parent / "embeddings", site_json, teacher)
     folder = workdir / "second-unlabeled"
-    crops = unlabeled_store(folder, detections_file(site_crops(site_json, folder / "crops.jsonl"),
+    crops = unlabeled_store(folder, detections_file(site_crops(site_json, folder / "crops-tracks.jsonl", tracks=True),
                                                     load_records(site_json).image_root), teacher)
     captions = unlabeled_store(folder, captions_file(site_captions(site_json, folder / "captions.txt")), teacher)
     length = {} if max_iters is None else {"max_iters": max_iters, "save_every": max_iters}
-    adapted = step_train(workdir, store_path, ADAPT_TRAINING | length | dict(
+    adapted = step_train(workdir, store_path, ADAPT_TRAINING | TRACK_TERMS | length | dict(
         init=[str(students)], unlabeled=[str(crops), str(captions)], eval_every=0), run_name=ADAPT_RUN)
     export_dir = step_export(workdir, store_path, adapted, folder="export-second-site")
     figures = {name: {"teacher": _teacher(store), "demo students": _held_out(students, store),

@@ -14,15 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from person.demo.recipe import ADAPT_TRAINING, DEMO_TRAINING
+from person.demo.recipe import ADAPT_TRAINING, DEMO_TRAINING, TRACK_TERMS
 from person.demo.rows import CASES, Row
 
 # The label terms: the memory's contrastive terms on the labelled identities, which carry the students past a
 # teacher that is weak where the labels are (BENCHMARKS.md, "Your own cameras": with and without them, and + sdm).
 LABEL_TERMS: dict[str, Any] = dict(id_img_weight=0.3, id_cap_weight=0.3, id_img_cap_weight=0.3, id_margin=0.2,
                                    memory_size=2048, memory_warmup=100)
-# Tracks as weak identities: the image student's identity term over the site's tracks (and the demo set's labels).
-TRACK_TERMS: dict[str, Any] = dict(id_img_weight=0.3, id_margin=0.2, memory_size=2048, memory_warmup=100)
 SITE_VAL_IDS = 50  # the site's training identities set aside to choose label rows' checkpoints on
 
 
@@ -50,10 +48,11 @@ ROWS: dict[str, DomainRow] = {
     "crops-captions-tracks": DomainRow("+ crops with tracks and captions", "as + crops and captions, each detection "
                                        "track's crops one weak identity (id_img 0.3, memory)",
                                        unlabeled=("tracked-crops", "captions"),
-                                       extra=tuple((TRACK_TERMS | dict(unlabeled_tracks=True)).items())),
+                                       extra=tuple(TRACK_TERMS.items())),
     "crops-captions-id": DomainRow("+ crops and captions, id_img", "as + crops and captions, with the identity term "
                                    "of the row above on the demo set's labels only (its control)",
-                                   unlabeled=("crops", "captions"), extra=tuple(TRACK_TERMS.items())),
+                                   unlabeled=("crops", "captions"),
+                                   extra=tuple((k, v) for k, v in TRACK_TERMS.items() if k != "unlabeled_tracks")),
     "labels-50": DomainRow("labels 50", "the demo set + 50 labelled site identities", site_ids=50,
                            extra=tuple(LABEL_TERMS.items())),
     "labels-200": DomainRow("labels 200", "the demo set + 200 labelled site identities", site_ids=200,

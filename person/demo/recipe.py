@@ -37,3 +37,7 @@ DEMO_TRAINING: dict[str, Any] = dict(
 # (`--init`): a shorter run of the same recipe (its rate, warm-up and batches) with the site's unlabeled crops and
 # captions beside the demo set (`--unlabeled`, half as many unlabeled rows as labelled ones a batch).
 ADAPT_TRAINING: dict[str, Any] = dict(max_iters=600, save_every=150, log_every=50, unlabeled_share=0.5)
+# With the crops' detection tracks: each track one weak identity of the image student's memory term (id_img), which
+# also contrasts the demo set's labelled images (BENCHMARKS.md, "Your own cameras": the tracks row and its control).
+TRACK_TERMS: dict[str, Any] = dict(unlabeled_tracks=True, id_img_weight=0.3, id_margin=0.2, memory_size=2048,
+                                   memory_warmup=100)
