@@ -46,7 +46,8 @@ from typing import Any
 
 from person import files
 from person.gallery.audit_chain import (CHAIN_FIELDS, GENESIS, PRUNE, AuditError, Paths, VerifyReport, last_line,
-                                        lines_of, load_key, os_error, parse_line, read_tail, seal, verify)
+                                        lines_of, load_key, os_error, parse_line, read_tail, replaced_log_problem,
+                                        seal, tail_owner_problem, verify)
 
 __all__ = ["AuditError", "AuditLog", "Entry", "VerifyReport", "command_audit", "describe", "entries", "login_name",
            "parse_since", "verify"]
@@ -97,8 +98,13 @@ class AuditLog:
         self.paths = Paths.of(gallery, key_dir)
         self.max_bytes, self.retention_days = max_bytes, retention_days
         self._clock, self._writer = clock, writer
+        tail = read_tail(self.paths)
+        wrong = tail_owner_problem(self.paths, tail) or (replaced_log_problem(self.paths) if tail is None else None)
+        if wrong:  # refused before any key is made: a fresh chain must not hide the log it replaced
+            raise AuditError(f"{self.paths.log_dir}: {wrong}; nothing is written to it: run search/audit.py "
+                             f"--gallery {self.paths.log_dir.parent} verify")
         # A new key only for a log that has no line yet: any other key could not continue the chain.
-        self._key = load_key(self.paths, create=not self.paths.log_files() and read_tail(self.paths) is None)
+        self._key = load_key(self.paths, create=not self.paths.log_files() and tail is None)
         self._cond = threading.Condition()
         self._pending: list[_Pending] = []
         self._leading = False
@@ -178,6 +184,13 @@ class AuditLog:
                 break
         seq, digest = (line["seq"], line["hmac"]) if line else (0, GENESIS)
         tail = read_tail(self.paths)
+        wrong = tail_owner_problem(self.paths, tail)
+        if wrong:
+            raise AuditError(f"{self.paths.log_dir}: {wrong}; nothing more is written to it")
+        if tail is not None and not logs and tail["seq"] > 0:
+            raise AuditError(f"{self.paths.log_dir}: the log is gone: the tail {self.paths.tail} records seq "
+                             f"{tail['seq']} but no log file is left; nothing more is written to it: run "
+                             f"search/audit.py --gallery {self.paths.log_dir.parent} verify")
         if tail is not None and (tail["seq"] > seq or (tail["seq"] == seq and tail["hmac"] != digest)):
             raise AuditError(f"{self.paths.log_dir}: the log ends at seq {seq} but {self.paths.tail} records seq "
                              f"{tail['seq']}: its end was cut or rewritten; nothing more is written to it: run "
@@ -203,7 +216,8 @@ class AuditLog:
             path, size = self.paths.after(path), 0
         self._write(path, size, bytes(blob))
         try:
-            files.write_json(self.paths.tail, {"seq": seq, "hmac": prev, "file": path.name})
+            files.write_json(self.paths.tail, {"seq": seq, "hmac": prev, "file": path.name,
+                                                "log": self.paths.log_path()})
         except OSError as e:
             raise AuditError(f"the audit line is written but not its tail file: {e}; requests are refused until "
                              f"{self.paths.tail} can be written") from None
@@ -341,13 +355,31 @@ def entries(gallery: str | Path, key_dir: str | Path | None = None, *, user: str
 _SHOWN_FIRST = ("query", "image_sha256", "where", "group_by", "k", "ids", "threshold", "status")
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9._@:+/-]+")  # shown as it is: a name, an address, a time, an action
+
+
+def _shown(value: Any) -> str:
+    """`value` as JSON with every character a terminal could act on escaped (control, format and line-separator
+    characters, C1 included): a field can neither start a line of its own nor drive the terminal."""
+    text = json.dumps(value, ensure_ascii=False)
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in text)
+
+
+def _word(value: Any) -> str:
+    """A head field: `-` when absent, as it is when plainly a token, else quoted and escaped as JSON."""
+    if value is None or value == "":
+        return "-"
+    return value if isinstance(value, str) and _PLAIN.fullmatch(value) else _shown(value)
+
+
 def describe(event: dict[str, Any]) -> str:
-    """One readable line: time, seq, user, client, action, then the other fields as key=JSON."""
+    """One readable line: time, seq, user, client, action, then the other fields as key=JSON (escaped: a line's
+    content, such as a name someone typed, cannot fake another line or reach the terminal as control codes)."""
     rest = [k for k in _SHOWN_FIRST if k in event] + sorted(
         k for k in event if k not in _SHOWN_FIRST and k not in {*CHAIN_FIELDS, "user", "client", "action"})
-    head = f"{event.get('time')}  #{event.get('seq')}  {event.get('user') or '-'}  {event.get('client') or '-'}  " \
-           f"{event.get('action')}"
-    return "  ".join([head, *(f"{k}={json.dumps(event[k], ensure_ascii=False)}" for k in rest)])
+    head = f"{_word(event.get('time'))}  #{_word(event.get('seq'))}  {_word(event.get('user'))}  " \
+           f"{_word(event.get('client'))}  {_word(event.get('action'))}"
+    return "  ".join([head, *(f"{k if _PLAIN.fullmatch(k) else _shown(k)}={_shown(event[k])}" for k in rest)])
 
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")

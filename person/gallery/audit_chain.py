@@ -5,8 +5,11 @@ ASCII), numbered by `seq` from 1 across files. Each line carries `prev`, the pre
 the first), and `hmac` = HMAC-SHA256(key, prev + the canonical line without `hmac`). The key is 32 random bytes
 in `KEY_DIR/<gallery id>.key` (mode 0600, folder 0700), outside the gallery, so whoever can edit the gallery
 cannot write a line that verifies. `KEY_DIR/<gallery id>.tail.json` holds the last committed line's seq and
-hmac: a log that ends before it was cut. A log may start after seq 1 only where an authentic `audit-prune` line
-names the lines removed before it (their last seq and hmac).
+hmac (a log that ends before it was cut) and the log folder's resolved path: a tail under another id for this
+folder means the manifest's id was changed to start a fresh chain; this id's tail for another folder means a
+copy of the gallery writes with the same key. The id must be the 32 hex digits enrol gives it. A log may start
+after seq 1 only where an authentic `audit-prune` line names the lines removed before it (their last seq and
+hmac).
 """
 from __future__ import annotations
 
@@ -32,6 +35,8 @@ GENESIS = "0" * 64                 # `prev` of the first line ever written
 PRUNE = "audit-prune"
 CHAIN_FIELDS = ("seq", "prev", "hmac", "time")  # set by the writer, never by a caller
 _NAME = re.compile(r"^audit-(\d{6,})\.jsonl$")
+GALLERY_ID = re.compile(r"[0-9a-f]{32}")      # what person.gallery.store gives a new gallery: uuid.uuid4().hex
+TAIL_SUFFIX = ".tail.json"
 
 
 class AuditError(PersonError):
@@ -58,8 +63,22 @@ class Paths:
         if not gallery_id:
             raise AuditError(f"{gallery}: its manifest has no id to name the audit key by; enrol it again into a "
                              f"new --gallery")
+        if not isinstance(gallery_id, str) or not GALLERY_ID.fullmatch(gallery_id):
+            # The id names files in the key folder: only the form the store gives it (uuid4().hex) is taken, so an
+            # edited manifest cannot name a file outside that folder.
+            raise AuditError(f"{gallery}: its manifest's id {gallery_id!r} is not a gallery id (32 lowercase hex "
+                             f"digits, as enrol makes it): the manifest was edited; restore it from your backup")
         keys = Path(key_dir) if key_dir is not None else default_key_dir()
         return cls(Path(gallery) / AUDIT_DIR, keys / f"{gallery_id}.key", keys / f"{gallery_id}.tail.json")
+
+    @property
+    def gallery_id(self) -> str:
+        return self.key.name[:-len(".key")]
+
+    def log_path(self) -> str:
+        """The log folder's resolved path, as the tail file records it: which copy of the gallery writes with
+        this key."""
+        return str(self.log_dir.resolve())
 
     def log_files(self) -> list[Path]:
         """The log's files, oldest first."""
@@ -155,6 +174,38 @@ def read_tail(paths: Paths) -> dict[str, Any] | None:
     return tail
 
 
+def tail_owner_problem(paths: Paths, tail: dict[str, Any] | None) -> str | None:
+    """What is wrong when the tail file of this gallery's id records another log folder (a copied gallery: both
+    copies write with one key and one tail), else None. A tail from before the folder was recorded passes."""
+    if tail is None or not isinstance(tail.get("log"), str) or tail["log"] == paths.log_path():
+        return None
+    return (f"another copy of this gallery (same id) writes with this key: the tail file {paths.tail} records the "
+            f"log {tail['log']}, not {paths.log_path()}; give the copy its own id or key folder")
+
+
+def replaced_log_problem(paths: Paths) -> str | None:
+    """What is wrong when another tail file in the key folder records this gallery's log folder under another id
+    (the manifest's id was changed, so a fresh key and chain would hide the old log), else None."""
+    mine = paths.log_path()
+    try:
+        others = sorted(p for p in paths.key.parent.glob(f"*{TAIL_SUFFIX}") if p != paths.tail)
+    except OSError:
+        return None
+    for other in others:
+        try:
+            recorded = json.loads(other.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(recorded, dict) and recorded.get("log") == mine:
+            old_id = other.name[:-len(TAIL_SUFFIX)]
+            return (f"the gallery's id changed from {old_id} to {paths.gallery_id}: its audit log was replaced "
+                    f"({other} records seq {recorded.get('seq')} written to {mine} under the old id); restore the "
+                    f"manifest and log from your backup. If a new gallery was made in this folder on purpose, move "
+                    f"{other} and {other.with_name(old_id + '.key')} out of the key folder, with the old log's "
+                    f"backup")
+    return None
+
+
 def parse_line(raw: bytes, key: bytes | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """(the line's object, None) or (whatever parsed, what is wrong with it); with `key`, its HMAC is checked."""
     if not raw.endswith(b"\n"):
@@ -218,7 +269,8 @@ class VerifyReport:
                    f"{self.last_seq}), tail matches, key {self.key}"
         first = self.problems[0]
         more = f" (and {len(self.problems) - 1} more problems)" if len(self.problems) > 1 else ""
-        return f"audit log {self.log_dir / first.file} line {first.line}: {first.what}{more}"
+        where = f" line {first.line}" if first.line else ""
+        return f"audit log {self.log_dir / first.file}{where}: {first.what}{more}"
 
 
 def verify(gallery: str | Path, key_dir: str | Path | None = None) -> VerifyReport:
@@ -228,6 +280,10 @@ def verify(gallery: str | Path, key_dir: str | Path | None = None) -> VerifyRepo
     logs = paths.log_files()
     report = VerifyReport(paths.key, paths.log_dir, files=len(logs))
     tail = read_tail(paths)
+    owner = tail_owner_problem(paths, tail) or (replaced_log_problem(paths) if tail is None else None)
+    if owner:
+        report.problems.append(Problem("", 0, owner))
+        return report
     if not logs and tail is None:
         return report
     key = load_key(paths, create=False)
@@ -291,6 +347,9 @@ def _check_tail(report: VerifyReport, tail: dict[str, Any] | None, at_tail: str 
     if tail is None:
         report.problems.append(Problem(where.file, where.line, f"the tail file {paths.tail} is missing: cannot tell "
                                                                f"whether lines were cut off the end"))
+    elif report.files == 0:
+        report.problems.append(Problem("", 0, f"the log is gone: the tail records seq {tail['seq']} but "
+                                              f"{paths.log_dir} holds no log file: it was deleted"))
     elif report.last_seq is None or tail["seq"] > report.last_seq:
         ends = "is empty" if report.last_seq is None else f"ends at seq {report.last_seq}"
         report.problems.append(Problem(where.file, where.line, f"cut-off tail: the log {ends} but the tail file "

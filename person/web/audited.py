@@ -11,8 +11,9 @@ What a line holds, beside the log's own time, seq, prev and hmac:
   the row searched with): with `where`, `group_by`, `k`, `far` and `threshold` (the FAR asked and the score
   threshold applied, null for every result) and the `generation` the hits came from;
 - `image` and `thumb`: `id` (asked) and `ids` (the one sent; [] when refused);
-- `login`: `user` is the name the form gave (never the password); status 303 signed in, 401 wrong, 429 rate-limited,
-  403 sent from another site;
+- `login`: status 303 signed in or 401 wrong (never the password); `user` is the name the form gave when it is a
+  valid account name, else null with `name_sha256`; a 429 (rate-limited) or 403 (another site's form) writes no
+  line (a throttled warning in the server's log: unauthenticated requests must not fill the disk);
 - `erase`: the erasure's own event (person.gallery.forget.ForgetReport.event: the uids erased, the selector, the
   generation it committed) by the admin who asked.
 A refused search or view is recorded too, with its status and no ids. Requests the gate stops (401) or the

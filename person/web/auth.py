@@ -14,8 +14,11 @@ An admin-only route takes `Depends(require_admin)`.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
@@ -26,10 +29,10 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.requests import cookie_parser
 
-from person.web.accounts import MAX_PASSWORD, Accounts, AccountsError
+from person.web.accounts import MAX_PASSWORD, NAME, Accounts, AccountsError
 from person.web.service import Refused
-from person.web.sessions import (LOGIN_ATTEMPTS, LOGIN_WINDOW, SESSION_COOKIE, SESSION_SECONDS, LoginLimiter,
-                                 read_session, sign_session)
+from person.web.sessions import (LOGIN_ATTEMPTS, LOGIN_WINDOW, MAX_CLIENTS, SESSION_COOKIE, SESSION_SECONDS,
+                                 LoginLimiter, read_session, sign_session)
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +86,51 @@ def require_admin(request: Request) -> Identity:
     return identity
 
 
+def expected_origin(request: Request) -> str:
+    """The origin this server's own page sends: the scheme and Host the request arrived with (a trusted proxy's
+    scheme, under uvicorn's --forwarded-allow-ips)."""
+    return f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
 def same_origin(request: Request) -> bool:
     """No Origin header (not a browser's cross-site request), or this server's own."""
     origin = request.headers.get("origin")
-    return origin is None or origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+    return origin is None or origin == expected_origin(request)
+
+
+PROXY_FIX = ("if this server is behind a TLS proxy, start it with --forwarded-allow-ips set to the proxy's address "
+             "and have the proxy pass the browser's Host header (nginx: proxy_set_header Host $host)")
+
+
+def login_event(name: str, status: int) -> dict[str, Any]:
+    """The audit line of a sign-in: the form's name as `user` only when it is a valid account name (the form's
+    text is the client's to choose), else `user` null and `name_sha256`; never the password."""
+    if NAME.fullmatch(name):
+        return {"action": "login", "user": name, "via": "form", "status": status}
+    return {"action": "login", "user": None, "name_sha256": hashlib.sha256(name.encode("utf-8", "surrogatepass"))
+            .hexdigest(), "via": "form", "status": status}
+
+
+class OncePerWindow:
+    """Whether to log a refusal for a client: at most once per client per `window` seconds (thread-safe, at most
+    MAX_CLIENTS remembered), so that refused requests cannot flood the log."""
+
+    def __init__(self, window: float, clock: Callable[[], float]) -> None:
+        self.window, self.clock = window, clock
+        self._last: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, client: str, kind: str) -> bool:
+        now, key = self.clock(), (client, kind)
+        with self._lock:
+            last = self._last.pop(key, None)
+            if last is not None and now - last < self.window:
+                self._last[key] = last
+                return False
+            self._last[key] = now
+            if len(self._last) > MAX_CLIENTS:
+                self._last.popitem(last=False)
+            return True
 
 
 class Auth:
@@ -95,6 +139,7 @@ class Auth:
     def __init__(self, accounts: Accounts, options: AuthOptions, page: bool) -> None:
         self.accounts, self.options, self.page = accounts, options, page  # page: the app serves the sign-in page
         self.limiter = LoginLimiter(options.login_attempts, options.login_window, options.clock)
+        self.warn_once = OncePerWindow(options.login_window, options.clock)
 
     def session_cookie(self, request: Request, user: str, generation: int) -> dict[str, Any]:
         """set_cookie's arguments: HttpOnly, SameSite=Strict, Secure under https (TLS, or a trusted proxy's word)."""
@@ -166,8 +211,12 @@ class Gate:
 def add_account_routes(app: FastAPI, auth: Auth, static: Path | None,
                        audit: Callable[[Request, dict[str, Any]], None] = lambda request, event: None) -> None:
     """GET /api/me (who is signed in, and whether the server has accounts); with the page (`static`), the sign-in
-    page, its form's POST and sign-out. `audit(request, event)` records each sign-in attempt (the name given and
-    the status answered, never the password), raising Refused(503) when it cannot (person.web.audited)."""
+    page, its form's POST and sign-out. `audit(request, event)` records each sign-in that checked a password (401
+    wrong, 303 signed in: the name given when it is a valid account name, else its sha256; never the password),
+    raising Refused(503) when it cannot (person.web.audited). A sign-in refused before that (429 over the rate
+    limit, 403 sent from another site) writes no audit line, so that nobody can fill the disk with them: it is
+    logged as a warning, at most once per client per rate-limit window. A refused Origin counts toward the
+    client's sign-in limit."""
 
     @app.get("/api/me", summary="Who is signed in, how, and whether this server has accounts at all")
     def me(request: Request) -> JSONResponse:
@@ -184,8 +233,14 @@ def add_account_routes(app: FastAPI, auth: Auth, static: Path | None,
         return HTMLResponse(page.replace("<!--message-->", escape(message)), status,
                             headers={"cache-control": "no-store", **(headers or {})})
 
-    def cross_site() -> HTMLResponse:
-        return render("refused: the form was sent from another site", 403)
+    def cross_site(request: Request) -> HTMLResponse:
+        expected, received = expected_origin(request), request.headers.get("origin")
+        if auth.warn_once(client_of(request), "origin"):
+            log.warning("refused %s %s from %s: its Origin %r is not this server's %r (at most one such line per "
+                        "client every %g s); %s", request.method, request.url.path, client_of(request), received,
+                        expected, auth.options.login_window, PROXY_FIX)
+        return render(f"refused: the form was sent from another site (its origin {received} is not this server's "
+                      f"{expected}); {PROXY_FIX}", 403)
 
     @app.get(SIGN_IN, include_in_schema=False)
     def sign_in_page(request: Request) -> Response:
@@ -200,19 +255,24 @@ def add_account_routes(app: FastAPI, auth: Auth, static: Path | None,
     def sign_in(request: Request, name: str = Form(max_length=64),
                 password: str = Form(max_length=MAX_PASSWORD)) -> Response:
         answer = attempt(request, name, password)
-        try:  # recorded before it is sent: no session leaves unaudited
-            audit(request, {"action": "login", "user": name, "via": "form", "status": answer.status_code})
-        except Refused as e:
-            return render(f"Sign-in is unavailable: {e.detail}", 503)
+        if answer.status_code in (401, 303):  # a password was checked; refusals before that leave no line
+            try:  # recorded before it is sent: no session leaves unaudited
+                audit(request, login_event(name, answer.status_code))
+            except Refused as e:
+                return render(f"Sign-in is unavailable: {e.detail}", 503)
         return answer
 
     def attempt(request: Request, name: str, password: str) -> Response:
-        if not same_origin(request):
-            return cross_site()
+        # The limit first: a form sent from another site counts toward it too, so that it cannot be sent unlimited.
         wait = auth.limiter.attempt(client_of(request))
         if wait is not None:
+            if auth.warn_once(client_of(request), "limit"):
+                log.warning("sign-in refused (429): too many attempts from %s (at most one such line per client "
+                            "every %g s)", client_of(request), auth.options.login_window)
             return render(f"Too many sign-in attempts from this address: try again in {wait} s.", 429,
                           {"retry-after": str(wait)})
+        if not same_origin(request):
+            return cross_site(request)
         user = auth.accounts.check_password(name, password)
         if user is None:
             log.warning("failed sign-in as %r from %s", name[:64], client_of(request))
@@ -224,7 +284,7 @@ def add_account_routes(app: FastAPI, auth: Auth, static: Path | None,
     @app.post(SIGN_OUT, include_in_schema=False)
     def sign_out(request: Request) -> Response:
         if not same_origin(request):
-            return cross_site()
+            return cross_site(request)
         answer = RedirectResponse(SIGN_IN, 303)
         answer.delete_cookie(SESSION_COOKIE, path="/", secure=request.url.scheme == "https", httponly=True,
                              samesite="strict")

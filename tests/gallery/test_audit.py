@@ -1,12 +1,18 @@
 """The audit log: a written chain verifies; an edited, removed, reordered or cut-off line and a foreign key are each
 named by verify; rotation keeps the chain; two processes append one chain; a failed write is refused and undone;
-pruning is recorded and verifies; the key lives outside the gallery with private modes; show filters."""
+pruning is recorded and verifies; the key lives outside the gallery with private modes; show filters. An id enrol
+did not give is refused; a log replaced under a new id, a deleted log and a copy writing with the same key are each
+caught; describe escapes what a line holds."""
+import dataclasses
 import errno
 import json
 import multiprocessing
 import os
+import re
+import shutil
 import stat
 import threading
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -14,8 +20,8 @@ import pytest
 
 from person.cli import audit as audit_cmd
 from person.gallery import store
-from person.gallery.audit import AuditError, AuditLog, entries, parse_since, verify
-from person.gallery.manifest import read_manifest
+from person.gallery.audit import AuditError, AuditLog, describe, entries, parse_since, verify
+from person.gallery.manifest import read_manifest, write_manifest
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -295,3 +301,73 @@ def test_show_filters_by_user_since_and_action(gallery, keys, capsys):
     assert [(e["action"], e["ids"]) for e in shown] == [("thumb", [3])]
     assert parse_since("2d", now=T0) == T0 - timedelta(days=2)
     assert parse_since("2026-05-01") == datetime(2026, 5, 1, tzinfo=timezone.utc)
+
+
+def with_id(gallery, new_id):
+    """The gallery's manifest with its id changed, as someone who can edit the gallery (not the key folder) can."""
+    write_manifest(gallery, dataclasses.replace(read_manifest(gallery), id=new_id))
+
+
+def test_an_id_that_is_not_one_enrol_gives_is_refused_and_names_no_file_outside_the_key_folder(gallery, keys,
+                                                                                               tmp_path):
+    assert re.fullmatch(r"[0-9a-f]{32}", read_manifest(gallery).id)  # what enrol gives
+    for bad in ("../evil", "../../../../tmp/x/evil", "A" * 32, "0" * 31, "0" * 32 + "\n"):
+        with_id(gallery, bad)
+        with pytest.raises(AuditError, match="is not a gallery id .*32 lowercase hex digits"):
+            AuditLog(gallery, keys)
+        with pytest.raises(AuditError, match="is not a gallery id"):
+            verify(gallery, keys)
+    assert not list(tmp_path.rglob("*.key")) and not list(tmp_path.rglob("*.tail.json"))
+
+
+def test_a_log_replaced_under_a_new_id_is_caught_by_verify_and_no_new_key_is_made(gallery, keys):
+    written(gallery, keys, n=3)
+    old, new = read_manifest(gallery).id, uuid.uuid4().hex
+    shutil.rmtree(gallery / "audit")
+    with_id(gallery, new)
+    report = verify(gallery, keys)
+    assert not report.ok and f"the gallery's id changed from {old} to {new}: its audit log was replaced" in \
+        report.summary()
+    with pytest.raises(AuditError, match=f"the gallery's id changed from {old} to {new}"):
+        AuditLog(gallery, keys)
+    assert not (keys / f"{new}.key").exists() and not (keys / f"{new}.tail.json").exists()
+    assert not verify(gallery, keys).ok  # still, after the refused start: no fresh chain verifies as intact
+
+
+def test_a_deleted_log_is_caught_while_the_tail_records_lines(gallery, keys):
+    written(gallery, keys, n=5)
+    shutil.rmtree(gallery / "audit")
+    report = verify(gallery, keys)
+    assert not report.ok and "the log is gone: the tail records seq 5" in report.summary()
+    with pytest.raises(AuditError, match="the log is gone: the tail .* records seq 5"):
+        AuditLog(gallery, keys).record(search(9))
+
+
+def test_a_copied_gallery_writing_with_the_same_key_is_named_as_a_copy(gallery, keys, tmp_path):
+    first = AuditLog(gallery, keys)
+    copy = tmp_path / "g2"
+    shutil.copytree(gallery, copy)
+    second = AuditLog(copy, keys)  # both opened before any line: the tail names no folder yet
+    first.record(search(0))
+    message = "another copy of this gallery \\(same id\\) writes with this key.*give the copy its own id or key folder"
+    with pytest.raises(AuditError, match=message):
+        second.record(search(1))
+    with pytest.raises(AuditError, match=message):
+        AuditLog(copy, keys)  # a server started on the copy stops at once
+    report = verify(copy, keys)
+    assert not report.ok and re.search(message, report.summary()) and "cut or rewritten" not in report.summary()
+    assert verify(gallery, keys).ok and verify(gallery, keys).lines == 1
+    assert json.loads(next(keys.glob("*.tail.json")).read_text())["log"] == str((gallery / "audit").resolve())
+
+
+def test_describe_escapes_what_a_line_holds_so_it_cannot_fake_a_line_or_drive_the_terminal():
+    event = {"time": "2026-05-01T12:00:00.000000Z", "seq": 7, "action": "login", "status": 401,
+             "user": "ann\n2026-05-01T12:00:01.000000Z  #8  root  cli  erase\x1b[2J",
+             "client": "10.0.0.7\x1b]0;title\x07", "note\r": "a\u2028b\x9bc\u202e"}
+    shown = describe(event)
+    assert shown.startswith("2026-05-01T12:00:00.000000Z  #7  \"ann\\n2026-05-01T12:00:01.000000Z")
+    assert not any(c in shown for c in "\n\r\x1b\x07\x9b\u2028\u202e")
+    assert "\\u001b[2J" in shown and '"10.0.0.7\\u001b]0;title\\u0007"' in shown and "\\u2028" in shown
+    plain = describe({**event, "user": "ann", "client": None})
+    assert plain.startswith("2026-05-01T12:00:00.000000Z  #7  ann  -  login")
+    assert 'query="穿红色外套的女孩"' in describe({**event, "query": "穿红色外套的女孩"})  # readable text stays so

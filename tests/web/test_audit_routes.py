@@ -2,10 +2,12 @@
 view and sign-in writes exactly one line that verifies, holding who (the signed-in user, the client's address), what
 (the query text, or the sha256 of the uploaded bytes and never the bytes), the filters, k, the ids answered, the
 FAR and threshold applied and the status; a request whose line cannot be written is a 503 and its answer never
-leaves; an open server audits too (user null); person-serve opens the log (its --audit-* flags) and refuses to start
-on a log whose key is missing."""
+leaves; a sign-in refused before its password is checked (429, 403) leaves no line, and a name that is not an
+account name is recorded as its sha256; an open server audits too (user null); person-serve opens the log (its
+--audit-* flags) and refuses to start on a log whose key is missing."""
 import errno
 import hashlib
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -22,6 +24,7 @@ from person.web import server
 from person.web.accounts import Accounts
 from person.web.app import create_app
 from person.web.audited import AuditOptions
+from person.web.auth import AuthOptions
 from person.web.sessions import SESSION_COOKIE
 from tests.web.test_app import make_gallery
 
@@ -193,3 +196,31 @@ def test_the_command_opens_the_log_with_its_flags_and_refuses_a_log_whose_key_is
         key.unlink()
     with pytest.raises(AuditError, match="the audit key of this gallery is missing"):
         serve_cmd.main(["--gallery", str(folder), "--text-model", str(plain_export), "--audit-key-dir", str(keys)])
+
+
+def test_refused_sign_ins_leave_no_line_and_a_refused_origin_counts_toward_the_limit(gallery, plain_export,
+                                                                                    tmp_path, caplog):
+    folder, keys = gallery[0], tmp_path / "keys"
+    encoder = ExportEncoder(plain_export)
+    app = create_app(Searcher(folder, encoder, encoder), server.STATIC, tmp_path / "thumbs",
+                     audit=AuditLog(folder, keys), auth=AuthOptions(login_attempts=2, login_window=60,
+                                                                    clock=lambda: 1_800_000_000.0))
+    form = {"name": "ann", "password": "wrong password"}
+    with TestClient(app) as client, TestClient(app, client=("192.0.2.7", 4000)) as other, \
+            caplog.at_level(logging.WARNING, logger="person.web.auth"):
+        assert client.post("/signin", data=form, headers={"origin": "http://evil.example"}).status_code == 403
+        assert client.post("/signin", data=form).status_code == 401
+        for origin in ({"origin": "http://evil.example"}, {}, {"origin": "http://evil.example"}):
+            r = client.post("/signin", data={"name": "ann", "password": PASSWORD}, headers=origin,
+                            follow_redirects=False)
+            assert r.status_code == 429  # the refused Origin was the first of the two attempts
+        refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+        assert len(refusals) == 2 and "'http://evil.example'" in refusals[0] and "429" in refusals[1]  # one each
+
+        name = 'ann\n{"action":"erase"}\x1b[2J'  # the form's name is the client's to choose
+        assert other.post("/signin", data={**form, "name": name}).status_code == 401
+    [wrong, invalid] = lines(folder, keys)  # no line for the 403 and the 429s
+    assert (wrong["user"], wrong["status"], "name_sha256" in wrong) == ("ann", 401, False)
+    assert (invalid["action"], invalid["user"], invalid["status"]) == ("login", None, 401)
+    assert invalid["name_sha256"] == hashlib.sha256(name.encode()).hexdigest()
+    assert b"erase" not in b"".join(p.read_bytes() for p in (folder / "audit").glob("*.jsonl"))

@@ -5,6 +5,7 @@ https); tokens work until revoked or expired; sign-in attempts are rate-limited 
 is 0600 and re-read when it changes; a server beyond loopback with no account is refused."""
 import io
 import json
+import logging
 import os
 import shutil
 import stat
@@ -386,3 +387,15 @@ def test_the_command_serves_tls_from_workers_that_share_the_sessions(gallery, pl
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_proxy_that_hides_the_scheme_or_host_is_named_in_the_refusal_and_logged(app_of, accounts, caplog):
+    with TestClient(app_of()) as client, caplog.at_level(logging.WARNING, logger="person.web.auth"):
+        # what a browser sends through a TLS proxy that uvicorn does not trust: the page's origin is https
+        r = sign_in(client, origin="https://testserver")
+        assert r.status_code == 403 and "another site" in r.text
+        assert "https://testserver" in r.text and "http://testserver" in r.text
+        assert "--forwarded-allow-ips" in r.text and "proxy_set_header Host $host" in r.text
+        [warning] = [rec for rec in caplog.records if rec.levelno == logging.WARNING]
+        assert "'https://testserver'" in warning.getMessage() and "'http://testserver'" in warning.getMessage()
+        assert "--forwarded-allow-ips" in warning.getMessage()
