@@ -197,14 +197,29 @@ def remove(path: str | Path, ignore_errors: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
-    """Write `path` through a temp file beside it: renamed into place only when the block ends without error."""
+def atomic_file(path: str | Path, mode: str = "wb", encoding: str | None = None,
+                permissions: int | None = None) -> Iterator[IO[Any]]:
+    """Write `path` through a temp file beside it: renamed into place only when the block ends without error.
+
+    `permissions` (e.g. 0o600 for a file of secrets): the temp file is created new (O_EXCL) with that mode, so no
+    other user can open it at any moment, not even before a byte is written; None: open()'s default (0666 less the
+    umask)."""
     path = Path(path)
     make_folder(path.parent)
     clean_stale_temps(path.parent, path.name)
     tmp = temp_name(path)
     try:
-        with open(tmp, mode, encoding=encoding) as f:
+        if permissions is None:
+            f = open(tmp, mode, encoding=encoding)
+        else:
+            _discard(tmp)  # this thread's own, left by an earlier attempt whose cleanup failed: O_EXCL makes it new
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), permissions)
+            try:
+                f = os.fdopen(fd, mode, encoding=encoding)
+            except BaseException:
+                os.close(fd)
+                raise
+        with f:
             yield f
             f.flush()
             os.fsync(f.fileno())

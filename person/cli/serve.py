@@ -16,8 +16,9 @@ Results carry row ids, never paths: /images/{id} and /thumbs/{id} serve the imag
 file changed since). Images enrolled while it runs (search/enroll.py) are found from the next request on. It
 listens on 127.0.0.1 (this machine only) unless --host says otherwise; --workers N runs N server processes on one
 port. Once the gallery has an account (search/users.py), every request signs in (the page's form) or sends
-Authorization: Bearer TOKEN; beyond loopback it refuses to start without one unless --insecure-no-auth. The library
-part is person.web (person.web.server runs it).
+Authorization: Bearer TOKEN; beyond loopback, or behind a proxy (--forwarded-allow-ips, or an --allowed-host other
+than this machine's names), it refuses to start without one unless --insecure-no-auth. The library part is
+person.web (person.web.server runs it).
 """
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the size an audit file rotates at")
     p.add_argument("--forwarded-allow-ips", default=None,
                    help="behind a proxy: the proxies' addresses (comma-separated) whose X-Forwarded-For / -Proto "
-                        "give the client's address and https; default: no forwarded header is believed")
+                        "give the client's address and https; default: no forwarded header is believed. Behind a "
+                        "proxy the gallery needs an account, as beyond loopback")
     args = p.parse_args(argv)
     if args.ssl_keyfile and not args.ssl_certfile:
         p.error("--ssl-keyfile goes with --ssl-certfile CERT.pem")

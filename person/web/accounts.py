@@ -12,7 +12,8 @@ Each change is a read-modify-write under a lock file, written atomically (a temp
 written to it, fsync, rename). A file whose mode lets anyone else read or write it is refused, as ssh refuses a
 private key: its hashes would be open to offline guessing. The file also holds the key that signs session cookies
 (person.web.sessions), so every worker process of a server shares the sessions with no state of its own.
-Each user carries a generation, raised by a new password: the sessions signed for the old one end.
+Each user carries a generation, raised by a new password: the sessions signed for the old one end. A new account's
+first generation is random, so the sessions of a removed account of that name never pass for the new one's.
 """
 from __future__ import annotations
 
@@ -86,6 +87,12 @@ def password_matches(password: str, record: dict[str, Any]) -> bool:
 
 # Verified when the name is unknown, so a wrong name costs what a wrong password does and timing names no account.
 _DUMMY = hash_password(secrets.token_urlsafe(16))
+
+
+def new_generation() -> int:
+    """A new account's first generation: 62 random bits, so no earlier account of the same name had it (a new
+    password adds 1: as likely to collide as guessing the number)."""
+    return secrets.randbits(62) + 1
 
 
 def check_new_password(password: str) -> str:
@@ -206,8 +213,8 @@ class Accounts:
             fcntl.flock(lock, fcntl.LOCK_EX)
             data = self._read_file() or self._empty()
             yield data
-            with files.atomic_file(self.path, "w", encoding="utf-8") as f:
-                os.fchmod(f.fileno(), 0o600)  # before a byte is written
+            with files.atomic_file(self.path, "w", encoding="utf-8", permissions=0o600) as f:  # 0600 from its creation
+                os.fchmod(f.fileno(), 0o600)  # and whatever the umask
                 f.write(json.dumps(data, indent=2) + "\n")
 
     def _known(self, data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -221,14 +228,16 @@ class Accounts:
             raise AccountsError(f"a user name is 1 to 64 letters, digits and . _ @ -, not {name!r}")
         if role not in ROLES:
             raise AccountsError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
-        record = {"role": role, "password": hash_password(check_new_password(password)), "generation": 1,
-                  "created": time.time() if now is None else now}
+        # A random generation, not 1: a cookie signed for an earlier account of this name (removed, then added
+        # again, perhaps with another role) names a generation this one never has, so it does not come back.
+        record = {"role": role, "password": hash_password(check_new_password(password)),
+                  "generation": new_generation(), "created": time.time() if now is None else now}
         with self._changing() as data:
             if name in data["users"]:
                 raise AccountsError(f"{name!r} already has an account; search/users.py --gallery {self.path.parent} "
                                     f"password {name} gives it a new password")
             data["users"][name] = record
-        return User(name, role, 1, record["created"])
+        return User(name, role, record["generation"], record["created"])
 
     def set_password(self, name: str, password: str) -> User:
         """A new password; the sessions signed in with the old one end (a new generation)."""

@@ -12,8 +12,10 @@ concurrent queries overlap. One process holds the gallery memory-mapped; `worker
 which reads the configuration `serve` left as JSON in CONFIG_VARIABLE. Sessions are signed cookies (person.web.auth),
 so the workers share them with nothing between them.
 
-A server bound beyond loopback over a gallery with no account is refused (anyone on the network could search it)
-unless `insecure_no_auth` says so. uvicorn terminates TLS (`ssl_certfile`, `ssl_keyfile`); behind a TLS proxy,
+A server that others can reach over a gallery with no account is refused (anyone on the network could search it)
+unless `insecure_no_auth` says so: one bound beyond loopback, and one bound to loopback behind a proxy too (given
+`forwarded_allow_ips`, or an `allowed_hosts` name other than this machine's own), which whoever reaches the proxy
+reaches (`local_only`). uvicorn terminates TLS (`ssl_certfile`, `ssl_keyfile`); behind a TLS proxy,
 `forwarded_allow_ips` names the proxies whose X-Forwarded-For / -Proto uvicorn believes: the client's address (the
 sign-in rate limit, the audit log) and https (Secure cookies) then come from them. Without it no forwarded header
 is believed, not even from loopback (uvicorn's own default trusts 127.0.0.1).
@@ -25,6 +27,7 @@ cannot be opened (its key missing while it has lines) stops the server before it
 from __future__ import annotations
 
 import dataclasses
+import gc
 import ipaddress
 import json
 import logging
@@ -59,26 +62,57 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def refuse_open_network(gallery: Path, host: str, insecure_no_auth: bool) -> None:
-    """PersonError when `host` reaches beyond this machine, the gallery has no account and nobody said
-    --insecure-no-auth: the message says how to add one."""
-    if _loopback(host) or insecure_no_auth or Accounts(gallery).has_accounts():
+def _local_name(name: str) -> bool:
+    name = name.strip().lower()
+    return name in LOCAL_NAMES or _loopback(name.removeprefix("[").removesuffix("]"))
+
+
+def beyond_this_machine(host: str, allowed_hosts: Sequence[str] | None = None,
+                        forwarded_allow_ips: str | None = None) -> str | None:
+    """Why a server with these settings answers others than this machine's users, or None when it does not: bound
+    beyond loopback, or bound to loopback behind a proxy (one whose forwarded headers are believed, or a Host name
+    other than this machine's own to answer: a proxy passes on requests from the network)."""
+    if not _loopback(host):
+        return f"--host {host} listens beyond this machine"
+    if forwarded_allow_ips is not None:
+        return (f"--forwarded-allow-ips {forwarded_allow_ips} says it is behind a proxy, which passes on requests "
+                f"from the network (--host {host} only listens on this machine)")
+    others = [h for h in allowed_hosts or () if not _local_name(h)]
+    if others:
+        return (f"--allowed-host {others[0]} is a name beyond this machine: it is behind a proxy, which passes on "
+                f"requests from the network (--host {host} only listens on this machine)")
+    return None
+
+
+def local_only(host: str, allowed_hosts: Sequence[str] | None = None, forwarded_allow_ips: str | None = None) -> bool:
+    """Whether only this machine's users reach a server with these settings (beyond_this_machine says why not)."""
+    return beyond_this_machine(host, allowed_hosts, forwarded_allow_ips) is None
+
+
+def refuse_open_network(gallery: Path, host: str, insecure_no_auth: bool, *,
+                        allowed_hosts: Sequence[str] | None = None, forwarded_allow_ips: str | None = None) -> None:
+    """PersonError when the server reaches beyond this machine (bound beyond loopback, or behind a proxy:
+    beyond_this_machine), the gallery has no account and nobody said --insecure-no-auth: the message says why, and
+    how to add one."""
+    why = beyond_this_machine(host, allowed_hosts, forwarded_allow_ips)
+    if why is None or insecure_no_auth or Accounts(gallery).has_accounts():
         return
-    raise PersonError(f"{gallery} has no account, and --host {host} listens beyond this machine: anyone on the "
-                      f"network could search it. Add one first: search/users.py --gallery {gallery} add NAME --role "
-                      f"admin (it asks for the password), then sign in on the page; or serve it open anyway with "
-                      f"--insecure-no-auth")
+    raise PersonError(f"{gallery} has no account, and {why}: anyone on the network could search it. Add an account "
+                      f"first: search/users.py --gallery {gallery} add NAME --role admin (it asks for the password), "
+                      f"then sign in on the page; or serve it open anyway with --insecure-no-auth")
 
 
 def build_app(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", thumb_cache: Path | None = None,
               allowed_hosts: Sequence[str] | None = None, insecure_no_auth: bool = False,
-              audit: AuditOptions = AuditOptions()) -> FastAPI:
+              audit: AuditOptions = AuditOptions(), forwarded_allow_ips: str | None = None) -> FastAPI:
     """The app `serve` runs: the Searcher `options` open over `gallery` and the page, answering the Host headers
     `allowed_hosts`, or when None this machine's own names (LOCAL_NAMES) if `host` is on this machine, any otherwise.
     With `options.threads` None each query gets one onnxruntime thread: requests already run in parallel.
-    A gallery with no account is open only on loopback, or with `insecure_no_auth` (refuse_open_network).
+    A gallery with no account is open only to this machine (loopback, and no proxy before it: `forwarded_allow_ips`
+    or an `allowed_hosts` name of another machine says there is one), or with `insecure_no_auth` (refuse_open_network).
     Requests are recorded in the gallery's audit log as `audit` opens it (AuditError when it cannot be)."""
-    refuse_open_network(gallery, host, insecure_no_auth)
+    refuse_open_network(gallery, host, insecure_no_auth, allowed_hosts=allowed_hosts,
+                        forwarded_allow_ips=forwarded_allow_ips)
     options.check()
     if options.threads is None:
         options = dataclasses.replace(options, threads=1)
@@ -86,7 +120,8 @@ def build_app(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1
     searcher = options.open(gallery)
     # A server bound to this machine answers only its own names: a page elsewhere cannot reach it by DNS rebinding.
     hosts = allowed_hosts or (LOCAL_NAMES if _loopback(host) else None)
-    auth = AuthOptions(open_without_accounts=_loopback(host) or insecure_no_auth, insecure=insecure_no_auth)
+    auth = AuthOptions(open_without_accounts=local_only(host, allowed_hosts, forwarded_allow_ips) or insecure_no_auth,
+                       insecure=insecure_no_auth)
     return create_app(searcher, STATIC, thumb_cache, allowed_hosts=hosts, auth=auth, audit=log_of_requests,
                       milvus=options.milvus, milvus_collection=options.milvus_collection)
 
@@ -98,12 +133,13 @@ def serve(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", p
           audit: AuditOptions = AuditOptions()) -> None:
     """Serve the search page and its API over `gallery` until interrupted, from `workers` processes on one port
     (each maps the gallery and loads the models). The app is built here first, so a bad gallery or model fails
-    before any worker starts."""
+    before any worker starts; with workers that app is then let go of (its gallery closed): this process only
+    supervises them, and a generation it held would keep erased bytes on disk (store.purge waits for its readers)."""
     if workers < 1:
         raise ValueError(f"workers={workers}: serve from 1 process or more")
     _set_up_process()
     app = build_app(gallery, options, host=host, thumb_cache=thumb_cache, allowed_hosts=allowed_hosts,
-                    insecure_no_auth=insecure_no_auth, audit=audit)
+                    insecure_no_auth=insecure_no_auth, audit=audit, forwarded_allow_ips=forwarded_allow_ips)
     if insecure_no_auth and not Accounts(gallery).has_accounts():
         log.warning("--insecure-no-auth: anyone who reaches %s:%d can search %s", host, port, gallery)
     common = dict(host=host, port=port, access_log=access_log, log_level="info",
@@ -116,8 +152,11 @@ def serve(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", p
     # Paths travel as text (an option given as a Path too); each worker builds its own app from this.
     os.environ[CONFIG_VARIABLE] = json.dumps({
         "gallery": gallery, "options": dataclasses.asdict(options), "host": host, "thumb_cache": thumb_cache,
-        "allowed_hosts": allowed_hosts, "insecure_no_auth": insecure_no_auth, "audit": dataclasses.asdict(audit)},
-        default=str)
+        "allowed_hosts": allowed_hosts, "insecure_no_auth": insecure_no_auth, "audit": dataclasses.asdict(audit),
+        "forwarded_allow_ips": forwarded_allow_ips}, default=str)
+    _let_go(app)
+    del app
+    gc.collect()  # the models and the mapped features too, not only the lease
     uvicorn.run(WORKER_APP, factory=True, workers=workers, **common)
 
 
@@ -129,7 +168,18 @@ def worker_app() -> FastAPI:
     return build_app(Path(config["gallery"]), from_dict(SearcherOptions, config["options"]), host=config["host"],
                      thumb_cache=None if thumb_cache is None else Path(thumb_cache),
                      allowed_hosts=config["allowed_hosts"], insecure_no_auth=config["insecure_no_auth"],
-                     audit=from_dict(AuditOptions, config["audit"]))
+                     audit=from_dict(AuditOptions, config["audit"]),
+                     forwarded_allow_ips=config.get("forwarded_allow_ips"))
+
+
+def _let_go(app: FastAPI) -> None:
+    """Close what the app holds open over its gallery: the lease of the generation it serves (store.Gallery.close),
+    so a purge after an erasure is not kept waiting for a process that answers nothing."""
+    service = getattr(app.state, "service", None)
+    searcher = getattr(service, "searcher", None)
+    gallery = getattr(searcher, "gallery", None)
+    if gallery is not None:
+        gallery.close()
 
 
 def _set_up_process() -> None:
