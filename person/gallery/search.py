@@ -140,6 +140,13 @@ class Searcher:
 
     def _open(self) -> tuple[Gallery, Backend, thresholds.Calibration]:
         gallery = Gallery.open(self.folder)
+        try:
+            return self._prepare(gallery)
+        except BaseException:
+            gallery.close()  # not served: its lease must not keep a purge waiting until it is collected
+            raise
+
+    def _prepare(self, gallery: Gallery) -> tuple[Gallery, Backend, thresholds.Calibration]:
         for name, encoder in (("the text model", self.text_encoder), ("the image model", self.image_encoder)):
             if encoder is not None:
                 check_same_space(gallery.manifest.space, encoder.space, f"the gallery {self.folder}", name)
@@ -154,14 +161,23 @@ class Searcher:
         """Reopen the gallery when its manifest names a new generation; True when it did. The new generation is
         opened (and its index built) before the swap, so searches meanwhile keep answering from the old one; searches
         after it, and `on_refresh`, which is called with the new generation, see the new one. GalleryError when the
-        gallery on disk cannot be read (the one held stays)."""
+        gallery on disk cannot be read (the one held stays).
+
+        The generation replaced is closed: its lease goes, so a purge (store.purge; the web service runs one after
+        each swap) may remove its files, which hold the bytes of rows an erasure removed. Searches still under way
+        on it keep reading what they memory-mapped or loaded (an unlinked file stays readable to them)."""
         if not self.gallery.changed():
             return False
         gallery, backend, calibration = self._open()
         with self._lock:
-            if gallery.generation <= self.gallery.generation:
-                return False
-            self.gallery, self.backend, self.calibration = gallery, backend, calibration
+            old = self.gallery
+            if gallery.generation <= old.generation:
+                old = gallery  # another refresh got there first: this one is not served
+            else:
+                self.gallery, self.backend, self.calibration = gallery, backend, calibration
+        old.close()
+        if old is gallery:
+            return False
         if self.on_refresh is not None:
             self.on_refresh(gallery.generation)
         return True

@@ -12,6 +12,7 @@ cannot be written the rows are still erased (an erasure is not undone), and the 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -73,6 +74,25 @@ def add_admin_routes(app: FastAPI, service: SearchService, trail: Trail, errors:
     """POST /api/admin/forget, for admins only (require_admin); `errors`: its refusals' OpenAPI description.
     `milvus`, `milvus_collection`: the collection the searcher reads, whose rows go too."""
 
+    def settle(folder: Path, purged: set[str], generation: int | None) -> tuple[list[int], str | None]:
+        """After an erasure committed: this process stops reading the old generation, so its files (with the erased
+        bytes) can go now, and thumbnails that requests still answering from it wrote meanwhile go again. (The
+        generations still held after this purge, an error saying what failed or None.)"""
+        held, error = [], None
+        try:
+            service.swap_in_latest()
+            held = store.purge(folder)
+        except (PersonError, OSError, Refused) as e:
+            why = e.detail if isinstance(e, Refused) else e
+            log.warning("after erasing generation %s: %s", generation, why)
+            error = f"the rows are erased; removing the previous generation's files failed: {why}"
+        try:
+            service.thumbs.purge(purged - service.live_hashes())
+        except (PersonError, OSError) as e:
+            log.warning("after erasing generation %s: thumbnails: %s", generation, e)
+            error = error or f"the rows are erased; removing their thumbnails failed: {e}"
+        return held, error
+
     @app.post(FORGET, response_model=ForgetOut, dependencies=[Depends(require_admin)], responses=errors,
               summary="Erase rows by uid, track, conditions or age (admins): their bytes leave the disk")
     def erase(request: Request, body: ForgetRequest) -> JSONResponse:
@@ -80,27 +100,34 @@ def add_admin_routes(app: FastAPI, service: SearchService, trail: Trail, errors:
         selector = Selector(tracks=tuple(map(str, body.tracks)), where=tuple(body.where), uids=tuple(body.uids),
                             max_age_days=body.max_age_days)
         committed: list[dict[str, Any]] = []
+        purged: set[str] = set()  # the erased images' hashes whose thumbnails forget() removed
 
         def audit(event: dict[str, Any]) -> None:
             committed.append(event)
             trail.record(request, {**event, "status": 200 if event.get("error") is None else 500},
                          refusal=f"though the erasure of {len(event['ids'])} row(s) is done (generation "
                                  f"{event['generation']}): it is not undone, and its answer is withheld")
+
+        def thumbs(hashes: set[str]) -> int:
+            purged.update(hashes)
+            return service.thumbs.purge(hashes)
+
+        report = None
         try:
-            report = forget(folder, selector, thumbs=service.thumbs.purge, milvus=milvus,
-                            milvus_collection=milvus_collection, audit=audit, wait=0.0)
+            report = forget(folder, selector, thumbs=thumbs, milvus=milvus, milvus_collection=milvus_collection,
+                            audit=audit, wait=0.0)
         except GalleryError as e:
             if committed:  # erased, then a later step failed: the line says which
                 raise Refused(500, service.public(str(e))) from None
             trail.record(request, {"action": "erase", "selector": selector.to_dict(), "ids": [], "status": 400})
             raise Refused(400, service.public(str(e))) from None
-        try:  # this process stops reading the old generation, so its files (with the erased bytes) can go now
-            service.swap_in_latest()
-            report.held_by_readers = store.purge(folder)
-        except (PersonError, OSError, Refused) as e:
-            why = e.detail if isinstance(e, Refused) else e
-            log.warning("after erasing generation %d: %s", report.generation, why)
-            report.error = f"the rows are erased; removing the previous generation's files failed: {why}"
+        finally:
+            if committed or report is not None:  # also when a 500 or the audit's 503 is answered: the rows are erased
+                why = settle(folder, purged, None if report is None else report.generation)
+                if report is not None:
+                    report.held_by_readers, error = why
+                    if error is not None:
+                        report.error = error
         out = {k: v for k, v in report.event().items() if k not in ("action", "gallery")}
         out["error"] = None if out["error"] is None else service.public(out["error"])
         return JSONResponse({**out, "lines": [service.public(line) for line in report.lines()]})

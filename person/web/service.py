@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException
 from person.data.images import ImageLimits, ImageReadError, decode_pixels
 from person.errors import PersonError
 from person.eval.operating_points import FARS
+from person.gallery import store
 from person.gallery.images import ImageChanged, enrolled_bytes, enrolled_pixels
 from person.gallery.manifest import MANIFEST, GalleryError
 from person.gallery.search import MAX_K, MAX_QUERY_CHARS, QueryResult, Searcher
@@ -100,6 +101,7 @@ class SearchService:
         self.searcher, self.thumbs, self.limits = searcher, thumbs, limits
         self._seen = self._manifest_stat()
         self._refreshing = threading.Lock()
+        self._hashes: tuple[Gallery, frozenset] | None = None  # the live rows' image hashes of one generation
 
     def _manifest_stat(self) -> tuple[int, int, int] | None:
         try:
@@ -141,12 +143,14 @@ class SearchService:
         seen = self._manifest_stat()
         if seen != self._seen and self._refreshing.acquire(blocking=False):  # one request refreshes, others answer
             try:
-                self.searcher.refresh()
+                swapped = self.searcher.refresh()  # which closes the generation it replaces (its lease goes)
                 self._seen = seen  # only once it worked: a failed refresh is tried again by the next request
             except (PersonError, OSError) as e:
                 raise self._unavailable(e) from None
             finally:
                 self._refreshing.release()
+            if swapped:
+                self._purge()
         gallery = self.searcher.gallery
         try:
             gallery.verify()
@@ -175,6 +179,47 @@ class SearchService:
         return {"generation": gallery.generation, "count": len(gallery),
                 "results": [self._result(r) for r in results]}
 
+    def _purge(self) -> list[int]:
+        """Remove the files of generations no reader holds any more (store.purge, not waiting): an erasure committed
+        by another process (another worker, search/forget.py) leaves the erased rows' old segments on disk until
+        every reader of them lets go; this process just did. Cheap when nothing is left over. A writer holding the
+        gallery (an enrolment) or a file that cannot go is logged: the next swap, or purge, tries again. The
+        generations still held (by other processes)."""
+        try:
+            return store.purge(self.searcher.folder, wait=0)
+        except (PersonError, OSError) as e:
+            log.info("after swapping in a new generation, its predecessors' files stay for now: %s", e)
+            return []
+
+    def _drop_if_erased(self, served: Gallery, sha256: str) -> None:
+        """Remove the thumbnail of `sha256` just served (and maybe cached) from `served` when that generation is no
+        longer the gallery's current one and no live row of the current one shows the image: an erasure committed
+        meanwhile purged the cache before this request wrote it, and its picture must not outlive the row. (The
+        commit precedes the erasure's purge, and the write precedes this check: one of the two sees the other.)"""
+        try:
+            if not served.changed():
+                return
+        except GalleryError:
+            pass  # unreadable now: not known to still hold the row
+        latest = self.searcher.gallery
+        try:
+            if latest is not served and not latest.changed() and sha256 in self.live_hashes(latest):
+                return  # another live row of the current generation shows the same image
+        except GalleryError:
+            pass
+        try:
+            self.thumbs.purge({sha256})
+        except OSError as e:
+            log.warning("thumbnail cache %s: cannot remove an erased image's thumbnail (%s)", self.thumbs.folder, e)
+
+    def live_hashes(self, gallery: Gallery | None = None) -> frozenset:
+        """The content hashes of the images live rows of `gallery` (default: the generation served) show."""
+        gallery = self.searcher.gallery if gallery is None else gallery
+        cached = self._hashes  # one read: another thread may replace it meanwhile
+        if cached is None or cached[0] is not gallery:
+            cached = self._hashes = (gallery, frozenset(gallery.rows.sha256[i] for i in np.flatnonzero(gallery.live)))
+        return cached[1]
+
     def swap_in_latest(self) -> None:
         """Swap in the generation this process just committed (an erasure) and let go of the one held, so that a
         purge may remove its files now (searches still on it keep their memory-mapped features)."""
@@ -186,7 +231,7 @@ class SearchService:
             except (PersonError, OSError) as e:
                 raise self._unavailable(e) from None
         if self.searcher.gallery is not held:
-            held.close()
+            held.close()  # (a Searcher closes it on refresh already; a second close does nothing)
 
     def _result(self, result: QueryResult) -> dict[str, Any]:
         return {"query": result.query, "seconds": result.seconds,
@@ -197,10 +242,11 @@ class SearchService:
                           "identity": h.identity, "meta": h.meta, "image": f"/images/{h.uid}",
                           "thumb": f"/thumbs/{h.uid}"} for h in result.hits]}
 
-    def _enrolled(self, uid: int) -> tuple[bytes, str]:
-        """(bytes, sha256) of a live row's image as enrolled: a 404 for an unknown id or an unreadable file, a 409
-        for a file that is not the image enrolled; the reason (with the path) goes to the log only."""
-        gallery = self.current()
+    def _enrolled(self, uid: int, gallery: Gallery | None = None) -> tuple[bytes, str]:
+        """(bytes, sha256) of a live row's image as enrolled (in `gallery`, default the generation `current()`
+        answers from): a 404 for an unknown id or an unreadable file, a 409 for a file that is not the image enrolled;
+        the reason (with the path) goes to the log only."""
+        gallery = self.current() if gallery is None else gallery
         try:
             i = gallery.position(uid)
         except (KeyError, OverflowError):
@@ -225,8 +271,14 @@ class SearchService:
         return Response(encode_jpeg(self._pixels(data, uid)), media_type="image/jpeg", headers=IMAGE_HEADERS)
 
     def thumbnail(self, uid: int) -> Response:
-        data, sha256 = self._enrolled(uid)
-        jpeg, (w, h) = self.thumbs.get(sha256, lambda: self._pixels(data, uid))
+        """A thumbnail of a live row's image, from the cache or made and cached; when the generation it was served
+        from was replaced meanwhile (an erasure), the cached file is removed again unless the image is still live."""
+        gallery = self.current()
+        data, sha256 = self._enrolled(uid, gallery)
+        try:
+            jpeg, (w, h) = self.thumbs.get(sha256, lambda: self._pixels(data, uid))
+        finally:
+            self._drop_if_erased(gallery, sha256)
         return Response(jpeg, media_type="image/jpeg", headers={"x-image-size": f"{w}x{h}", **IMAGE_HEADERS})
 
     def row_vector(self, uid: int) -> np.ndarray:

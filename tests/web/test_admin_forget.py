@@ -6,18 +6,23 @@ A selector that matches nothing is a 400 (recorded), and image paths are not tak
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from person.gallery import store
-from person.gallery.audit import AuditLog, entries, verify
+from person.gallery.audit import AuditError, AuditLog, entries, verify
 from person.gallery.encoders import ExportEncoder
+from person.gallery.forget import Selector, forget
 from person.gallery.manifest import read_manifest
-from person.gallery.search import Searcher
+from person.gallery.search import LocalBackend, Searcher
 from person.web import server
 from person.web.accounts import Accounts
 from person.web.admin import FORGET
 from person.web.app import create_app
+from person.web.images import ThumbnailCache
+from person.web.service import Refused, SearchService, ServeLimits
+from tests.gallery.test_forget import SPACE, TARGET, make_gallery as make_small_gallery
 from tests.web.test_app import make_gallery
 from tests.web.test_auth import CASES
 
@@ -104,3 +109,102 @@ def test_a_selector_matching_nothing_is_a_400_recorded_and_image_paths_are_not_t
     r = client.post(FORGET, json={}, headers=bearer["root"])
     assert r.status_code == 400 and "nothing to erase given" in r.json()["error"]
     assert read_manifest(gallery).generation == store.Gallery.open(gallery).generation  # (nothing committed)
+
+
+# ---------------------------------------------------------------- erased bytes must not stay nor come back
+class _Encoder:
+    """Just enough of an encoder for a Searcher over tests.gallery.test_forget's small gallery (no model runs)."""
+    space, identity, has_text, has_image = SPACE, {}, True, False
+
+
+def _service(tmp_path):
+    """(SearchService over a small gallery of N one-row images, the gallery folder): its thumbnails under thumbs/."""
+    folder, _ = make_small_gallery(tmp_path)
+    searcher = Searcher(folder, _Encoder(), backend_factory=lambda g: LocalBackend(g, "exact"))
+    return SearchService(searcher, ThumbnailCache(tmp_path / "thumbs"), ServeLimits()), folder
+
+
+def _on_disk(folder):
+    """The names under the gallery's segments/ and leases/ folders."""
+    return ({p.name for p in (folder / "segments").iterdir()}, {p.name for p in (folder / "leases").iterdir()})
+
+
+def test_a_thumbnail_served_from_the_old_generation_after_an_erasure_is_not_left_in_the_cache(tmp_path):
+    service, folder = _service(tmp_path)
+    old = service.current()
+    sha = old.rows.sha256[old.position(TARGET)]
+    assert service.thumbnail(TARGET).status_code == 200 and len(list((tmp_path / "thumbs").rglob("*.jpg"))) == 1
+    report = forget(folder, Selector(uids=(TARGET,)), thumbs=service.thumbs.purge, wait=0)
+    assert report.thumbnails == 1 and list((tmp_path / "thumbs").rglob("*.jpg")) == []
+    with service._refreshing:  # another request is swapping the new generation in: this one answers from the old
+        r = service.thumbnail(TARGET)
+        assert service.searcher.gallery is old
+    assert r.status_code == 200  # answered (it began before the erasure), but its picture is not kept
+    assert list((tmp_path / "thumbs").rglob(f"{sha}-*")) == []
+    assert service.thumbnail(0).status_code == 200  # a live row's thumbnail is cached as ever
+    assert len(list((tmp_path / "thumbs").rglob("*.jpg"))) == 1
+    with pytest.raises(Refused) as e:
+        service.thumbnail(TARGET)
+    assert e.value.status_code == 404
+
+
+def test_a_thumbnail_of_an_image_a_live_row_still_shows_stays_cached(tmp_path):
+    service, folder = _service(tmp_path)
+    old = service.current()
+    forget(folder, Selector(uids=(0,)), thumbs=service.thumbs.purge, wait=0)
+    service.current()  # swapped in: the served generation, row 1 live in it
+    assert service.searcher.gallery is not old
+    live = service.searcher.gallery
+    service._drop_if_erased(old, live.rows.sha256[live.position(1)])  # nothing to remove, nothing removed
+    r = service.thumbnail(1)
+    assert r.status_code == 200 and len(list((tmp_path / "thumbs").rglob("*.jpg"))) == 1
+    service._drop_if_erased(old, live.rows.sha256[live.position(1)])
+    assert len(list((tmp_path / "thumbs").rglob("*.jpg"))) == 1
+
+
+def test_an_erasure_by_another_process_leaves_no_file_of_the_old_generation_after_the_next_request(tmp_path):
+    service, folder = _service(tmp_path)
+    old = service.current()
+    report = forget(folder, Selector(uids=(TARGET,)), wait=0)  # as search/forget.py or another worker would
+    assert report.held_by_readers == [old.generation]  # this process still holds it
+    segments, _ = _on_disk(folder)
+    assert segments > {s.name for s in read_manifest(folder).segments}  # the erased row's segment is still there
+    assert service.health()["generation"] == report.generation  # the next request swaps it in ...
+    current = read_manifest(folder)
+    assert _on_disk(folder) == ({s.name for s in current.segments}, {f"gen-{current.generation:06d}"})  # ... and purges
+    assert store._held_leases(folder, current.generation) == []
+
+
+def test_the_old_generation_and_thumbnails_go_even_when_the_erase_line_cannot_be_written(served, monkeypatch):
+    client, gallery, _, thumbs, bearer = served
+    admin = bearer["root"]
+    service = client.app.state.service
+    g = service.current()  # the generation served: it stays served until the route swaps
+    erased = sorted(int(u) for i, u in enumerate(g.rows.uid) if g.rows.path[i] == g.rows.path[g.position(3)])
+    assert client.get("/thumbs/3", headers=admin).status_code == 200
+    old = read_manifest(gallery)
+    real = service.thumbs.purge
+    rewritten = []
+
+    def purge_then_a_late_request_writes_it_again(hashes):  # a /thumbs request still on the old generation
+        removed = real(hashes)
+        if not rewritten:
+            for h in hashes:
+                service.thumbs.get(h, lambda: service._pixels(service._enrolled(3, g)[0], 3))
+                rewritten.append(h)
+        return removed
+    monkeypatch.setattr(service.thumbs, "purge", purge_then_a_late_request_writes_it_again)
+    audit = client.app.state.audit
+    record = audit.record
+
+    def failing(event):
+        if event.get("action") == "erase":
+            raise AuditError("disk full")
+        return record(event)
+    monkeypatch.setattr(audit, "record", failing)
+    r = client.post(FORGET, json={"uids": erased}, headers=admin)
+    assert r.status_code == 503 and "cannot record this request" in r.json()["error"]
+    assert rewritten and list(thumbs.rglob("*.jpg")) == []  # the route purged the thumbnail again
+    current = read_manifest(gallery)
+    assert current.generation == old.generation + 1
+    assert {p.name for p in (gallery / "segments").iterdir()} == {s.name for s in current.segments}
