@@ -211,9 +211,9 @@ def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_c
     def gallery_info() -> JSONResponse:
         return JSONResponse(service.info())
 
-    @app.get("/api/health", responses={503: {"model": ErrorOut}},
-             summary="What a search would meet: the generation served, or (503) why the gallery cannot be; "
-                     "without credentials, once there are accounts, only whether the service is up")
+    @app.api_route("/api/health", methods=["GET", "HEAD"], responses={503: {"model": ErrorOut}},
+                   summary="What a search would meet: the generation served, or (503) why the gallery cannot be; "
+                           "without credentials, once there are accounts, only whether the service is up")
     def health(request: Request) -> JSONResponse:
         told = identity_of(request).role is not None  # signed in, or a server open to all
         try:

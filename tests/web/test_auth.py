@@ -151,6 +151,7 @@ def test_every_route_answers_401_without_credentials_once_there_is_an_account(lo
         assert r.headers["location"] == "/signin"
     if path == "/api/health":
         assert r.json() == {"status": "ok"}  # up; not the generation or the count
+        assert locked.head(path).status_code == 200  # what uptime checkers send
 
 
 def test_the_sign_in_page_and_its_stylesheet_answer_but_not_the_search_page_s_files(locked):
