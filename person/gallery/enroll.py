@@ -260,7 +260,12 @@ def _enroll_chunk(gallery_dir: Path, encoder, items: Sequence[Item], job: _Job, 
     kept, prepared, stats = [], [], []
     for item, (ready, why, clipped, size, mtime_ns, digest) in _decoded(items, job, workers):
         if ready is None:
-            summary.unreadable[item.path if item.bbox is None else f"{item.path} {list(item.bbox)}"] = why
+            name = base = item.path if item.bbox is None else f"{item.path} {list(item.bbox)}"
+            repeat = 1
+            while name in summary.unreadable:  # the same box listed again: each listing is counted
+                repeat += 1
+                name = f"{base} (listed again, #{repeat})"
+            summary.unreadable[name] = why
             continue
         kept.append(item)
         prepared.append(ready)

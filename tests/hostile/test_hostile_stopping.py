@@ -142,8 +142,12 @@ def torchrun(setup, tmp_path, second):
     """Two ranks of TRAIN_DRIVER, rank 1 signalled after step 2; a hang fails by the timeout."""
     driver = tmp_path / "driver.py"
     driver.write_text(TRAIN_DRIVER)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(driver), "2",
-           "SIGINT", second, "1", *train_args(setup, tmp_path)]
+    # torchrun's agent looks at its workers every --monitor-interval (0.1 s) and SIGTERMs the others as soon as one
+    # has exited non-zero: rank 1 leaves a moment before rank 0 has torn down (its TensorBoard writer, its message),
+    # so at 0.1 s rank 0 was sometimes killed after its clean stop (1 run in 5 here, at the last commit CI passed
+    # too). 3 s lets both exits be seen, as they are.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "--monitor-interval", "3", str(driver), "2", "SIGINT", second, "1", *train_args(setup, tmp_path)]
     return subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
 
 
