@@ -222,16 +222,14 @@ class SearchService:
 
     def swap_in_latest(self) -> None:
         """Swap in the generation this process just committed (an erasure) and let go of the one held, so that a
-        purge may remove its files now (searches still on it keep their memory-mapped features)."""
-        held = self.searcher.gallery
+        purge may remove its files now (searches still on it keep their memory-mapped features; the Searcher's
+        refresh closes the generation it replaces)."""
         with self._refreshing:  # waits for a refresh under way: this one must happen
             try:
                 self.searcher.refresh()
                 self._seen = self._manifest_stat()
             except (PersonError, OSError) as e:
                 raise self._unavailable(e) from None
-        if self.searcher.gallery is not held:
-            held.close()  # (a Searcher closes it on refresh already; a second close does nothing)
 
     def _result(self, result: QueryResult) -> dict[str, Any]:
         return {"query": result.query, "seconds": result.seconds,

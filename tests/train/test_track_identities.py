@@ -10,7 +10,7 @@ from person.train.classifier import IdentityClassifier
 from person.train.losses import IDENTITY_TERMS, DistillLoss, LossWeights
 from person.train.unlabeled import UnlabeledPicker, track_identities
 from tests.train.distill_fixtures import DIM, make_setup, make_unlabeled
-from tests.train.test_unlabeled_training import trainer, with_unlabeled
+from tests.train.test_unlabeled_training import _unit, trainer, with_unlabeled
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +55,6 @@ def test_the_picker_deals_a_track_k_crops_at_a_time_in_a_pure_function_of_the_se
         "image", 0).tolist() != order.tolist()
     with pytest.raises(ValueError, match="11 track numbers for 12 image rows"):
         UnlabeledPicker(12, 0, images=4, captions=0, tracks=tracks[:11])
-
-
-def _unit(rng, n):
-    return torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=(n, DIM))).float(), dim=1)
 
 
 def test_id_img_takes_tracked_crops_as_identities_and_no_other_term_does():
