@@ -1,10 +1,11 @@
 """Search indexes over a gallery's features: exact by default, approximate (FAISS IVF or HNSW) for large ones.
 
-Exact: FAISS's fp16 scalar quantizer holds the float16 rows as they are stored and scans them all, inner
-product (cosine, on L2-normalised rows), top-k without a full sort; numpy's own float16 matmul has no BLAS
-behind it and is ~50x slower (BENCHMARKS.md, "Search"). A row mask (deleted rows, --where conditions) goes into the
-scan as an ID selector, so a filtered exact query still returns k rows when k match (an approximate index with a
-selector explores only part of the graph or the lists: a very selective filter may leave it fewer).
+Exact: person.gallery.exact_scan, an int8 scan of the rows that bounds every score, then the float16 rows the
+bound cannot rule out scored exactly: the same top k and scores as a full float32 scan of the float16 rows, built
+in memory when the gallery is opened (nothing saved). A row mask (deleted rows, --where conditions) goes into the
+scan, so a filtered exact query still returns k rows when k match, and a mask keeping few rows, or a few runs of
+rows, reads only those (an approximate index with a selector explores only part of the graph or the lists: a very
+selective filter may leave it fewer).
 Approximate: `ivf` (IVF with fp16 rows, nlist ~ sqrt(n), nprobe 64) or `hnsw` (M 32, efSearch 128), saved
 under index/ with the gallery id and segments it covers: extended when segments were appended, rebuilt after a
 compaction, an erasure (`rebuild_saved`: the erased rows' vectors leave it) or for another gallery; a reader that
@@ -28,6 +29,7 @@ import faiss
 import numpy as np
 
 from person import files
+from person.gallery.exact_scan import ExactScan, check_queries
 from person.gallery.manifest import GalleryError, Manifest, read_manifest
 from person.vectors import unit_rows
 
@@ -37,7 +39,6 @@ KINDS = ("auto", "exact", "ivf", "hnsw")
 AUTO_EXACT_ROWS = 200_000
 INDEX_DIR = "index"
 ADD_BLOCK = 65536  # rows converted to float32 at a time when filling an index
-SMALL_EXCLUSION = 1024  # masked-out rows up to which an exact scan fetches more instead of testing every row
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,6 @@ class IndexInfo:
 def _fill(index: faiss.Index, features: np.ndarray) -> None:
     for a in range(0, len(features), ADD_BLOCK):
         index.add(np.ascontiguousarray(features[a:a + ADD_BLOCK], dtype=np.float32))
-
-
-def _exact(features: np.ndarray) -> faiss.Index:
-    index = faiss.IndexScalarQuantizer(features.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-    _fill(index, features)
-    return index
 
 
 def _approximate(kind: str, features: np.ndarray) -> faiss.Index:
@@ -90,7 +85,7 @@ def _tune(index: faiss.Index, kind: str) -> None:
 class SearchIndex:
     """One index over every row of a gallery generation (deleted rows are masked at search time)."""
 
-    def __init__(self, index: faiss.Index, info: IndexInfo) -> None:
+    def __init__(self, index: faiss.Index | ExactScan, info: IndexInfo) -> None:
         self.index, self.info = index, info
 
     @property
@@ -99,21 +94,12 @@ class SearchIndex:
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores [q, k], row positions [q, k]; -1 where fewer than k rows are allowed) for float32 queries."""
-        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if isinstance(self.index, ExactScan):
+            return self.index.search(queries, k, allowed)
+        q = check_queries(queries, self.index.d)
         k = max(1, min(k, self.index.ntotal))
         if allowed is None:
             return self.index.search(q, k)
-        excluded = np.flatnonzero(~allowed)
-        if len(excluded) <= SMALL_EXCLUSION and self.kind == "exact":
-            # A few deleted rows: scanning without a selector (whose per-row test doubles the scan's time) for
-            # k more and dropping them is exact and faster.
-            scores, ids = self.index.search(q, min(k + len(excluded), self.index.ntotal))
-            keep = ~np.isin(ids, excluded)
-            out_s, out_i = np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-            for r in range(len(q)):
-                s, i = scores[r][keep[r]][:k], ids[r][keep[r]][:k]
-                out_s[r, :len(s)], out_i[r, :len(i)] = s, i
-            return out_s, out_i
         # The bitmap and the selector must outlive the search: FAISS keeps only pointers to them.
         bits = np.packbits(allowed, bitorder="little")
         selector = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
@@ -121,12 +107,10 @@ class SearchIndex:
         del selector, bits
         return scores, ids
 
-    def _params(self, selector: faiss.IDSelector):
+    def _params(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
         if self.kind == "hnsw":
             return faiss.SearchParametersHNSW(sel=selector, efSearch=self.index.hnsw.efSearch)
-        if self.kind == "ivf":
-            return faiss.SearchParametersIVF(sel=selector, nprobe=self.index.nprobe)
-        return faiss.SearchParameters(sel=selector)
+        return faiss.SearchParametersIVF(sel=selector, nprobe=self.index.nprobe)
 
 
 def choose(kind: str, rows: int) -> str:
@@ -151,13 +135,13 @@ def build(features: np.ndarray, kind: str, generation: int) -> SearchIndex:
     """An index of `kind` (exact, ivf, hnsw) over float16 [n, D] features."""
     start = time.perf_counter()
     if kind == "exact":
-        return SearchIndex(_exact(features), IndexInfo("exact", generation, len(features), 1.0,
-                                                       time.perf_counter() - start))
+        return SearchIndex(ExactScan(features), IndexInfo("exact", generation, len(features), 1.0,
+                                                          time.perf_counter() - start))
     index = _approximate(kind, features)
     _tune(index, kind)
     seconds = time.perf_counter() - start
     built = SearchIndex(index, IndexInfo(kind, generation, len(features), None, seconds))
-    recall = recall_at_10(built, SearchIndex(_exact(features), IndexInfo("exact", generation, len(features))),
+    recall = recall_at_10(built, SearchIndex(ExactScan(features), IndexInfo("exact", generation, len(features))),
                           features)
     log.info("%s index over %d rows built in %.1f s: recall@10 %.3f against exact search", kind, len(features),
              seconds, recall)
