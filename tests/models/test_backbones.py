@@ -164,7 +164,7 @@ def test_count_macs_exact_on_a_known_net():
 def test_wrong_name_is_a_clear_error(bad, reason):
     with pytest.raises(UnknownModelError) as e:
         create_image_student(bad, DIM)
-    assert reason in str(e.value) and "backbone.mf3.ANet2, backbone.mf3.ANet2_w050" in str(e.value)
+    assert reason in str(e.value) and "backbone.mf3.ANet2, backbone.mf3.ANet2_relu, backbone.mf3.ANet2_w050" in str(e.value)
     assert isinstance(e.value, ValueError)
 
 
