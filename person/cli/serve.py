@@ -30,6 +30,7 @@ from person.gallery.manifest import GalleryError
 from person.gallery.search_options import SearcherOptions
 from person.options import add_options, from_namespace, number, run_command
 from person.web.audited import AuditOptions
+from person.web.batching import DEFAULT_SIZE, DEFAULT_WINDOW, BatchOptions
 from person.web.server import serve
 
 
@@ -61,6 +62,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="behind a proxy: the proxies' addresses (comma-separated) whose X-Forwarded-For / -Proto "
                         "give the client's address and https; default: no forwarded header is believed. Behind a "
                         "proxy the gallery needs an account, as beyond loopback")
+    p.add_argument("--batch-window-ms", type=number(float, at_least=0, at_most=1000), default=DEFAULT_WINDOW * 1000,
+                   help="text searches arriving within this many ms of the first of a batch are searched together "
+                        "(one text-model call, one scan of the gallery); under load batches form without waiting")
+    p.add_argument("--batch-size", type=number(int, at_least=1), default=DEFAULT_SIZE,
+                   help="at most this many text searches in one batch; 1: each searched alone (no batching)")
     args = p.parse_args(argv)
     if args.ssl_keyfile and not args.ssl_certfile:
         p.error("--ssl-keyfile goes with --ssl-certfile CERT.pem")
@@ -77,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
           thumb_cache=args.thumb_cache, allowed_hosts=args.allowed_host, workers=args.workers,
           access_log=args.access_log, insecure_no_auth=args.insecure_no_auth, ssl_certfile=args.ssl_certfile,
           ssl_keyfile=args.ssl_keyfile, forwarded_allow_ips=args.forwarded_allow_ips,
-          audit=AuditOptions(args.audit_key_dir, args.audit_retention_days, args.audit_max_bytes))
+          audit=AuditOptions(args.audit_key_dir, args.audit_retention_days, args.audit_max_bytes),
+          batching=BatchOptions(args.batch_window_ms / 1000, args.batch_size))
 
 
 def run() -> None:

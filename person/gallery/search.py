@@ -11,6 +11,9 @@ Conditions filter inside the scan, so a filtered query returns k rows when k mat
 an approximate index does its best); conditions and a `group_by` field that no live row could satisfy (an unknown
 field, a value of a kind the field never holds) are refused by name (filters.check); `group_by` returns one row
 per value of a field (a track's best frame), the rest of the group skipped, still k groups when there are k.
+`search_batch([TextRequest(...), ...])` answers many requests together (the web app gathers concurrent ones):
+one text-encoder call and one scan per distinct set of conditions, each request still with its own k, filters,
+group_by, FAR, notes and error.
 `refresh()` picks up a new gallery generation (an enrolment that finished meanwhile) and swaps it in whole, then
 calls `on_refresh(generation)` when given (to log each swap, or for a test to see them).
 
@@ -26,6 +29,7 @@ import os
 import threading
 import time
 import unicodedata
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +44,7 @@ from person.teacher.space import check_same_space
 
 MAX_QUERY_CHARS = 1000   # a query is a sentence or two; a 100k-character "query" is refused, not embedded
 MAX_K = 1000
+MASKS_KEPT = 8           # row masks a backend keeps, by conditions: a bool a row each (100 KB per 100k rows)
 
 
 @dataclass
@@ -71,6 +76,17 @@ class QueryResult:
                 "calibration": self.calibration, "hits": [asdict(h) for h in self.hits]}
 
 
+@dataclass(frozen=True)
+class TextRequest:
+    """One request's text queries and what they share, as `Searcher.search` takes them (for `search_batch`)."""
+
+    texts: Sequence[str]
+    k: int = 10
+    where: Sequence[str] = ()
+    group_by: str | None = None
+    far: str | float | None = None
+
+
 class Backend(Protocol):
     def search(self, queries: np.ndarray, k: int, conditions: list[filters.Condition]
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -84,18 +100,27 @@ class LocalBackend:
         self.gallery = gallery
         self.index = search_index.load_or_build(gallery.folder, gallery.features(),
                                                 search_index.choose(kind, len(gallery.rows)), gallery.manifest)
-        self._last: tuple[tuple[filters.Condition, ...], np.ndarray | None] | None = None
+        self._masks: OrderedDict[tuple[filters.Condition, ...], np.ndarray | None] = OrderedDict()
+        self._masks_lock = threading.Lock()
 
     def allowed(self, conditions: list[filters.Condition]) -> np.ndarray | None:
-        """The live rows matching `conditions`, or None for all rows; the last mask is kept, since grouping asks
-        for the same one in every round of a query."""
-        key, last = tuple(conditions), self._last  # one read: another thread may replace it meanwhile
-        if last is None or last[0] != key:
-            mask = self.gallery.live
-            if conditions:
-                mask = mask & filters.mask(self.gallery.rows, conditions, self.gallery.columns)
-            last = self._last = (key, None if mask.all() else mask)
-        return last[1]
+        """The live rows matching `conditions`, or None for all rows. The last MASKS_KEPT masks are kept: grouping
+        asks for the same one in every round of a query, and a batch of searches (search_batch) for each of the
+        sets of conditions its requests give, batch after batch."""
+        key = tuple(conditions)
+        with self._masks_lock:
+            if key in self._masks:
+                self._masks.move_to_end(key)
+                return self._masks[key]
+        mask = self.gallery.live
+        if conditions:
+            mask = mask & filters.mask(self.gallery.rows, conditions, self.gallery.columns)
+        allowed = None if mask.all() else mask
+        with self._masks_lock:
+            self._masks[key] = allowed
+            if len(self._masks) > MASKS_KEPT:
+                self._masks.popitem(last=False)
+        return allowed
 
     def search(self, queries: np.ndarray, k: int, conditions: list[filters.Condition]
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -212,9 +237,7 @@ class Searcher:
         """The top-k rows for each text query (with `far`: of those at or above its threshold)."""
         if not self.has_text:
             raise GalleryError("this Searcher has no text model: give --text-model or --teacher")
-        if isinstance(texts, str):
-            raise TypeError("search takes a list of queries, got a single str")
-        notes = [check_query(t, getattr(self.text_encoder, "max_seq_length", None)) for t in texts]
+        notes = self._notes(texts)
         start = time.perf_counter()
         vectors = self.text_encoder.embed_texts(list(texts)) if texts else np.zeros((0, self.gallery.dim))
         return self._results(list(texts), vectors, k, where, group_by, start, notes,
@@ -242,41 +265,123 @@ class Searcher:
         return self._results(labels, vectors, k, where, group_by, start, [None] * len(images),
                              ("image_to_image", getattr(self.image_encoder, "identity", None), far))
 
+    def search_batch(self, requests: Sequence[TextRequest]) -> list[list[QueryResult] | GalleryError]:
+        """What `search` answers each request, or the GalleryError it raises there, computed together from one
+        generation: one text-encoder call for every query of the batch (the text model pads a batch and masks the
+        padding, so each query's vector is its unbatched one at float precision), and one backend scan per distinct
+        set of conditions over the requests without `group_by`, at the largest k among them, each request cut to
+        its own k; a request with `group_by` is scanned as `search` scans it. A bad request fails alone. `seconds`:
+        the batch's time over its queries. GalleryError for the whole batch when there is no text model."""
+        if not self.has_text:
+            raise GalleryError("this Searcher has no text model: give --text-model or --teacher")
+        start = time.perf_counter()
+        gallery, backend, _ = generation = self._snapshot()
+        identity = getattr(self.text_encoder, "identity", None)
+        out: dict[int, list[QueryResult] | GalleryError] = {}
+        planned: dict[int, tuple[list[str | None], _Plan]] = {}
+        for i, r in enumerate(requests):
+            try:
+                notes = self._notes(r.texts)
+                planned[i] = notes, _plan(generation, r.k, r.where, r.group_by, ("text_to_image", identity, r.far))
+            except GalleryError as e:
+                out[i] = e
+        texts = [t for i in planned for t in requests[i].texts]
+        vectors = self.text_encoder.embed_texts(texts) if texts else np.zeros((0, gallery.dim), np.float32)
+        ends = np.cumsum([len(requests[i].texts) for i in planned]).tolist()
+        own = {i: vectors[end - len(requests[i].texts):end] for i, end in zip(planned, ends)}
+        found: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = {}
+        scans: dict[tuple[filters.Condition, ...], list[int]] = {}
+        for i, (_, plan) in planned.items():
+            if requests[i].group_by is None:
+                scans.setdefault(tuple(plan.conditions), []).append(i)
+            else:  # each round of a grouped search depends on its own hits so far
+                found[i] = _top(backend, own[i], requests[i].k, plan.conditions, gallery, requests[i].group_by)
+        for conditions, members in scans.items():
+            positions, scores = _top(backend, np.concatenate([own[i] for i in members]),
+                                     max(requests[i].k for i in members), list(conditions), gallery, None)
+            a = 0
+            for i in members:  # a top-k is the first k of a larger top: hits come best first
+                b, k = a + len(requests[i].texts), requests[i].k
+                found[i] = [p[:k] for p in positions[a:b]], [s[:k] for s in scores[a:b]]
+                a = b
+        seconds = (time.perf_counter() - start) / max(len(texts), 1)
+        for i, (notes, plan) in planned.items():
+            out[i] = _answers(gallery, plan, list(requests[i].texts), notes, *found[i], seconds)
+        return [out[i] for i in range(len(requests))]
+
+    def _notes(self, texts: Sequence[str]) -> list[str | None]:
+        """Each query's note (check_query); GalleryError for the first unusable one."""
+        if isinstance(texts, str):
+            raise TypeError("search takes a list of queries, got a single str")
+        return [check_query(t, getattr(self.text_encoder, "max_seq_length", None)) for t in texts]
+
+    def _snapshot(self) -> tuple[Gallery, Backend, thresholds.Calibration]:
+        """The generation served now, with its backend and thresholds: what one search reads throughout."""
+        with self._lock:
+            return self.gallery, self.backend, self.calibration
+
     def _results(self, labels: list[str], vectors: np.ndarray, k: int, where: Sequence[str],
                  group_by: str | None, start: float, notes: list[str | None],
                  calibrated: tuple[str, dict[str, Any] | None, str | float | None]) -> list[QueryResult]:
         """`calibrated`: (direction, the query encoder's identity, the FAR to apply or None)."""
-        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-            raise GalleryError(f"k={k!r}: ask for 1 to {MAX_K} results")
-        conditions = [filters.parse(w) for w in where]
-        with self._lock:
-            gallery, backend, calibration = self.gallery, self.backend, self.calibration
-        direction, query, far = calibrated
-        far = None if far is None else thresholds.far_of(far)
-        points, why = calibration.for_pair(direction, query, gallery.manifest.encoder)
-        if far is not None and points is None:
-            raise GalleryError(f"no threshold at FAR {far}: {why}")
-        threshold = points.threshold(far) if far is not None else None
-        filters.check(gallery.rows, gallery.live, conditions, group_by, gallery.columns)
-        positions, scores = _top(backend, vectors, k, conditions, gallery, group_by)
-        seconds = (time.perf_counter() - start) / max(len(labels), 1)
-        out = []
-        for label, note, pos, sc in zip(labels, notes, positions, scores):
-            hits = []
-            for p, s in zip(pos, sc):
-                if far is not None and (threshold is None or float(s) < threshold):
-                    continue
-                rec = gallery.rows.record(int(p))
-                hits.append(Hit(len(hits) + 1, float(s), rec["uid"], rec["path"], rec["bbox"], rec["identity"],
-                                rec["meta"], None if points is None else points.passes(float(s))))
-            if far is not None and not hits:
-                shown = "accepts nothing" if threshold is None else f"is {threshold:.4f}"
-                note = "; ".join(filter(None, [note, f"no hit reaches FAR {far}: its threshold {shown} "
-                                                     f"({points.describe()})"]))
-            out.append(QueryResult(label, hits, seconds, note, far, threshold,
-                                   None if points is None else dict(points.thresholds),
-                                   points.describe() if points is not None else why))
-        return out
+        generation = self._snapshot()
+        plan = _plan(generation, k, where, group_by, calibrated)
+        positions, scores = _top(generation[1], vectors, k, plan.conditions, generation[0], group_by)
+        return _answers(generation[0], plan, labels, notes, positions, scores,
+                        (time.perf_counter() - start) / max(len(labels), 1))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A request checked against one generation: its conditions, and the FAR asked with its threshold and the
+    pair's operating points (None, and `why` there are none, when the pair has none)."""
+
+    conditions: list[filters.Condition]
+    far: str | None
+    threshold: float | None
+    points: thresholds.PairPoints | None
+    why: str
+
+
+def _plan(generation: tuple[Gallery, Backend, thresholds.Calibration], k: int, where: Sequence[str],
+          group_by: str | None, calibrated: tuple[str, dict[str, Any] | None, str | float | None]) -> _Plan:
+    """GalleryError for a k out of range, a malformed condition, a FAR without a threshold, or a condition or
+    group_by field that no live row of the generation could satisfy."""
+    gallery, _, calibration = generation
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        raise GalleryError(f"k={k!r}: ask for 1 to {MAX_K} results")
+    conditions = [filters.parse(w) for w in where]
+    direction, query, far = calibrated
+    far = None if far is None else thresholds.far_of(far)
+    points, why = calibration.for_pair(direction, query, gallery.manifest.encoder)
+    if far is not None and points is None:
+        raise GalleryError(f"no threshold at FAR {far}: {why}")
+    threshold = points.threshold(far) if far is not None else None
+    filters.check(gallery.rows, gallery.live, conditions, group_by, gallery.columns)
+    return _Plan(conditions, far, threshold, points, why)
+
+
+def _answers(gallery: Gallery, plan: _Plan, labels: list[str], notes: list[str | None], positions: list[np.ndarray],
+             scores: list[np.ndarray], seconds: float) -> list[QueryResult]:
+    """Each query's result from its top rows: the hits at or above the FAR's threshold, or a note that none is."""
+    far, threshold, points = plan.far, plan.threshold, plan.points
+    out = []
+    for label, note, pos, sc in zip(labels, notes, positions, scores):
+        hits = []
+        for p, s in zip(pos, sc):
+            if far is not None and (threshold is None or float(s) < threshold):
+                continue
+            rec = gallery.rows.record(int(p))
+            hits.append(Hit(len(hits) + 1, float(s), rec["uid"], rec["path"], rec["bbox"], rec["identity"],
+                            rec["meta"], None if points is None else points.passes(float(s))))
+        if far is not None and not hits:
+            shown = "accepts nothing" if threshold is None else f"is {threshold:.4f}"
+            note = "; ".join(filter(None, [note, f"no hit reaches FAR {far}: its threshold {shown} "
+                                                 f"({points.describe()})"]))
+        out.append(QueryResult(label, hits, seconds, note, far, threshold,
+                               None if points is None else dict(points.thresholds),
+                               points.describe() if points is not None else plan.why))
+    return out
 
 
 def _top(backend: Backend, vectors: np.ndarray, k: int, conditions: list[filters.Condition], gallery: Gallery,

@@ -26,12 +26,13 @@ appends under a file lock (person.gallery.audit).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from person.gallery.audit import DEFAULT_MAX_BYTES, AuditError, AuditLog
 from person.web.auth import client_of, identity_of
@@ -90,10 +91,31 @@ class Trail:
         try:
             answer = run()
         except Refused as e:
-            self.record(request, {**event, "ids": [], "status": e.status_code})
+            self.record(request, refused(event, e))
             raise
         self.record(request, {**event, **outcome(answer), "status": 200})
         return answer
+
+    async def answer_later(self, request: Request, event: dict[str, Any], run: Callable[[], Awaitable[T]],
+                           outcome: Callable[[T], dict[str, Any]]) -> T:
+        """`answer` for an answer awaited (a batched search): the line is written in the thread pool (the writer
+        waits for its fsync, and commits together the lines that arrive meanwhile), before the answer is returned."""
+        try:
+            answer = await run()
+        except Refused as e:
+            await self._record_later(request, refused(event, e))
+            raise
+        await self._record_later(request, {**event, **outcome(answer), "status": 200})
+        return answer
+
+    async def _record_later(self, request: Request, event: dict[str, Any]) -> None:
+        if self.log is not None:  # nothing to wait for otherwise
+            await run_in_threadpool(self.record, request, event)
+
+
+def refused(event: dict[str, Any], refusal: Refused) -> dict[str, Any]:
+    """The line of a refused request: its status and no ids."""
+    return {**event, "ids": [], "status": refusal.status_code}
 
 
 def found(body: dict[str, Any], several: bool = False) -> dict[str, Any]:

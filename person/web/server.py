@@ -6,8 +6,9 @@
 
 Why FastAPI + uvicorn: requests are validated from type hints, with errors that name the field, and the OpenAPI
 description comes for free (what Immich's machine-learning service also runs on); uvicorn is a plain ASGI server
-that runs the (synchronous) search handlers in a thread pool, and onnxruntime and FAISS release the GIL, so
-concurrent queries overlap. One process holds the gallery memory-mapped; `workers` > 1 runs that many on one port
+that runs the (synchronous) handlers in a thread pool, and onnxruntime, FAISS and torch release the GIL, so
+concurrent queries overlap. Text searches are gathered instead: those in flight together are one batch on one worker
+thread (person.web.batching, `batching`: one text-model call, one scan of the gallery), awaited by their routes. One process holds the gallery memory-mapped; `workers` > 1 runs that many on one port
 (uvicorn's process manager) for a machine with cores to spare: each imports this module and calls `worker_app`,
 which reads the configuration `serve` left as JSON in CONFIG_VARIABLE. Sessions are signed cookies (person.web.auth),
 so the workers share them with nothing between them.
@@ -36,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import faiss
+import torch
 import uvicorn
 from fastapi import FastAPI
 
@@ -46,6 +48,7 @@ from person.web.accounts import Accounts
 from person.web.app import create_app
 from person.web.audited import AuditOptions
 from person.web.auth import AuthOptions
+from person.web.batching import BatchOptions
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +107,15 @@ def refuse_open_network(gallery: Path, host: str, insecure_no_auth: bool, *,
 
 def build_app(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", thumb_cache: Path | None = None,
               allowed_hosts: Sequence[str] | None = None, insecure_no_auth: bool = False,
-              audit: AuditOptions = AuditOptions(), forwarded_allow_ips: str | None = None) -> FastAPI:
+              audit: AuditOptions = AuditOptions(), forwarded_allow_ips: str | None = None,
+              batching: BatchOptions = BatchOptions()) -> FastAPI:
     """The app `serve` runs: the Searcher `options` open over `gallery` and the page, answering the Host headers
     `allowed_hosts`, or when None this machine's own names (LOCAL_NAMES) if `host` is on this machine, any otherwise.
     With `options.threads` None each query gets one onnxruntime thread: requests already run in parallel.
     A gallery with no account is open only to this machine (loopback, and no proxy before it: `forwarded_allow_ips`
     or an `allowed_hosts` name of another machine says there is one), or with `insecure_no_auth` (refuse_open_network).
-    Requests are recorded in the gallery's audit log as `audit` opens it (AuditError when it cannot be)."""
+    Requests are recorded in the gallery's audit log as `audit` opens it (AuditError when it cannot be); concurrent
+    text searches are gathered into batches as `batching` says."""
     refuse_open_network(gallery, host, insecure_no_auth, allowed_hosts=allowed_hosts,
                         forwarded_allow_ips=forwarded_allow_ips)
     options.check()
@@ -123,14 +128,14 @@ def build_app(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1
     auth = AuthOptions(open_without_accounts=local_only(host, allowed_hosts, forwarded_allow_ips) or insecure_no_auth,
                        insecure=insecure_no_auth)
     return create_app(searcher, STATIC, thumb_cache, allowed_hosts=hosts, auth=auth, audit=log_of_requests,
-                      milvus=options.milvus, milvus_collection=options.milvus_collection)
+                      milvus=options.milvus, milvus_collection=options.milvus_collection, batching=batching)
 
 
 def serve(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", port: int = 5005,
           thumb_cache: Path | None = None, allowed_hosts: list[str] | None = None, workers: int = 1,
           access_log: bool = True, insecure_no_auth: bool = False, ssl_certfile: Path | None = None,
           ssl_keyfile: Path | None = None, forwarded_allow_ips: str | None = None,
-          audit: AuditOptions = AuditOptions()) -> None:
+          audit: AuditOptions = AuditOptions(), batching: BatchOptions = BatchOptions()) -> None:
     """Serve the search page and its API over `gallery` until interrupted, from `workers` processes on one port
     (each maps the gallery and loads the models). The app is built here first, so a bad gallery or model fails
     before any worker starts; with workers that app is then let go of (its gallery closed): this process only
@@ -139,7 +144,8 @@ def serve(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", p
         raise ValueError(f"workers={workers}: serve from 1 process or more")
     _set_up_process()
     app = build_app(gallery, options, host=host, thumb_cache=thumb_cache, allowed_hosts=allowed_hosts,
-                    insecure_no_auth=insecure_no_auth, audit=audit, forwarded_allow_ips=forwarded_allow_ips)
+                    insecure_no_auth=insecure_no_auth, audit=audit, forwarded_allow_ips=forwarded_allow_ips,
+                    batching=batching)
     if insecure_no_auth and not Accounts(gallery).has_accounts():
         log.warning("--insecure-no-auth: anyone who reaches %s:%d can search %s", host, port, gallery)
     common = dict(host=host, port=port, access_log=access_log, log_level="info",
@@ -153,7 +159,7 @@ def serve(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", p
     os.environ[CONFIG_VARIABLE] = json.dumps({
         "gallery": gallery, "options": dataclasses.asdict(options), "host": host, "thumb_cache": thumb_cache,
         "allowed_hosts": allowed_hosts, "insecure_no_auth": insecure_no_auth, "audit": dataclasses.asdict(audit),
-        "forwarded_allow_ips": forwarded_allow_ips}, default=str)
+        "forwarded_allow_ips": forwarded_allow_ips, "batching": dataclasses.asdict(batching)}, default=str)
     _let_go(app)
     del app
     gc.collect()  # the models and the mapped features too, not only the lease
@@ -169,7 +175,8 @@ def worker_app() -> FastAPI:
                      thumb_cache=None if thumb_cache is None else Path(thumb_cache),
                      allowed_hosts=config["allowed_hosts"], insecure_no_auth=config["insecure_no_auth"],
                      audit=from_dict(AuditOptions, config["audit"]),
-                     forwarded_allow_ips=config.get("forwarded_allow_ips"))
+                     forwarded_allow_ips=config.get("forwarded_allow_ips"),
+                     batching=from_dict(BatchOptions, config["batching"]))
 
 
 def _let_go(app: FastAPI) -> None:
@@ -185,5 +192,8 @@ def _let_go(app: FastAPI) -> None:
 def _set_up_process() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Concurrent requests are the parallelism: FAISS's OpenMP team per single-query scan only contends with them
-    # (measured on 2 shared cores: 11.8 ms a 100k-row scan with 2 threads, 0.45 ms with 1).
+    # (measured on 2 shared cores: 11.8 ms a 100k-row scan with 2 threads, 0.45 ms with 1). So does torch's for
+    # the exact scan's int8 product (person.gallery.exact_scan): its second thread spins beside the event loop and
+    # the audit writer, ~0.5 ms of CPU a text search on 2 cores, for no faster answer.
     faiss.omp_set_num_threads(1)
+    torch.set_num_threads(1)

@@ -32,7 +32,7 @@ from person.eval.operating_points import FARS
 from person.gallery import store
 from person.gallery.images import ImageChanged, enrolled_bytes, enrolled_pixels
 from person.gallery.manifest import MANIFEST, GalleryError
-from person.gallery.search import MAX_K, MAX_QUERY_CHARS, QueryResult, Searcher
+from person.gallery.search import MAX_K, MAX_QUERY_CHARS, QueryResult, Searcher, TextRequest
 from person.gallery.thresholds import far_of
 from person.gallery.store import Gallery
 from person.teacher.space import describe
@@ -47,6 +47,7 @@ MAX_UPLOAD_PIXELS = 40_000_000   # a 7296x5472 phone photo; a bomb's header says
 MULTIPART_SLACK = 64 << 10       # a multipart body's boundaries and form fields around the file
 UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")  # what a browser's photo picker gives
 IMAGE_HEADERS = {"cache-control": "private, max-age=3600"}
+SWAP_RETRIES = 5                 # searches run again when a refresh swapped the generation under them
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class SearchService:
         self._seen = self._manifest_stat()
         self._refreshing = threading.Lock()
         self._hashes: tuple[Gallery, frozenset] | None = None  # the live rows' image hashes of one generation
+        self._replaced: tuple[tuple, list[tuple[str, str]]] | None = None  # public()'s, for what it was made of
 
     def _manifest_stat(self) -> tuple[int, int, int] | None:
         try:
@@ -121,15 +123,24 @@ class SearchService:
     def public(self, message: str) -> str:
         """A message for a client: the gallery's folder named "<gallery>", a calibration file or an export folder by
         its name, not by its path on the server."""
-        searcher = self.searcher
-        named = [searcher.calibration_file, searcher.gallery.manifest.encoder.get("name"),
-                 *(getattr(e, "identity", {}).get("name") for e in (searcher.text_encoder, searcher.image_encoder))]
-        shown = {str(p): os.path.basename(str(p).rstrip("/")) for p in named if p and os.sep in str(p)}
-        shown.update({os.path.realpath(p): name for p, name in shown.items()})
-        shown.update({str(searcher.folder): "<gallery>", os.path.realpath(searcher.folder): "<gallery>"})
-        for path in sorted(shown, key=len, reverse=True):  # the longest first: a file inside the gallery
-            message = message.replace(path, shown[path])
+        for path, name in self._shown():
+            message = message.replace(path, name)
         return message
+
+    def _shown(self) -> list[tuple[str, str]]:
+        """What `public` replaces, (path, name), the longest path first (a file inside the gallery before the
+        gallery). Made again only when what is named changes (a new generation may name another encoder): every
+        result's message passes through `public`, and realpath stats each component of each path."""
+        searcher = self.searcher
+        named = (searcher.calibration_file, searcher.gallery.manifest.encoder.get("name"),
+                 *(getattr(e, "identity", {}).get("name") for e in (searcher.text_encoder, searcher.image_encoder)))
+        cached = self._replaced  # one read: another thread may replace it meanwhile
+        if cached is None or cached[0] != named:
+            shown = {str(p): os.path.basename(str(p).rstrip("/")) for p in named if p and os.sep in str(p)}
+            shown.update({os.path.realpath(p): name for p, name in shown.items()})
+            shown.update({str(searcher.folder): "<gallery>", os.path.realpath(searcher.folder): "<gallery>"})
+            cached = self._replaced = (named, sorted(shown.items(), key=lambda kv: len(kv[0]), reverse=True))
+        return cached[1]
 
     def _unavailable(self, e: Exception) -> Refused:
         log.warning("the gallery cannot be served: %s", e)
@@ -168,7 +179,7 @@ class SearchService:
     def answer(self, run: Callable[[], list[QueryResult]]) -> dict[str, Any]:
         """Run a search and report the generation its hits came from (retried if a refresh swapped it meanwhile)."""
         self.current()
-        for _ in range(5):
+        for _ in range(SWAP_RETRIES):
             gallery = self.searcher.gallery
             try:
                 results = run()
@@ -176,8 +187,29 @@ class SearchService:
                 raise Refused(400, self.public(str(e))) from None
             if self.searcher.gallery is gallery:
                 break
-        return {"generation": gallery.generation, "count": len(gallery),
-                "results": [self._result(r) for r in results]}
+        return self._body(gallery, len(gallery), results)
+
+    def answer_texts(self, requests: list[TextRequest]) -> list[dict[str, Any] | Refused]:
+        """Each text search's answer, as `answer` gives it, searched together (Searcher.search_batch: one gallery
+        check, one text-model call, one scan per set of conditions) from one generation, or its own refusal: a 400
+        for a bad request alone, a 503 for each when the gallery on disk cannot be served."""
+        try:
+            self.current()
+            for _ in range(SWAP_RETRIES):
+                gallery = self.searcher.gallery
+                answers = self.searcher.search_batch(requests)
+                if self.searcher.gallery is gallery:
+                    break
+        except Refused as e:
+            return [Refused(e.status_code, e.detail) for _ in requests]
+        except GalleryError as e:  # no text model: every request is refused alike
+            return [Refused(400, self.public(str(e))) for _ in requests]
+        count = len(gallery)  # a sum over every row: once per batch
+        return [Refused(400, self.public(str(a))) if isinstance(a, GalleryError) else self._body(gallery, count, a)
+                for a in answers]
+
+    def _body(self, gallery: Gallery, count: int, results: list[QueryResult]) -> dict[str, Any]:
+        return {"generation": gallery.generation, "count": count, "results": [self._result(r) for r in results]}
 
     def _purge(self) -> list[int]:
         """Remove the files of generations no reader holds any more (store.purge, not waiting): an erasure committed

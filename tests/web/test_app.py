@@ -248,6 +248,7 @@ def test_a_crash_is_a_json_500_and_its_traceback_stays_in_the_server_log(served,
     def boom(*args, **kwargs):
         raise RuntimeError("secret detail /etc/shadow")
     monkeypatch.setattr(searcher, "search", boom)
+    monkeypatch.setattr(searcher, "search_batch", boom)  # text searches are batched (person.web.batching)
     r = client.get("/api/search", params={"q": "a person"})
     assert r.status_code == 500 and r.json() == {"error": "internal error"}
     assert "secret" not in r.text and "Traceback" not in r.text
