@@ -42,34 +42,12 @@ from person.export.onnx_files import export_onnx
 from person.export.variants import to_int8
 from person.gallery import index as gindex
 from person.models.students import create_text_student
-from person.vectors import unit_rows
+from person.vectors import clustered
 
 QUERY = "a woman in a red coat with a black bag"
 BATCH = 16          # queries a call in the batched row (what a busy server hands the scan at once)
 RECALL_QUERIES = 50  # queries the exact scan's recall@10 is measured on, against brute force
 ENCODE_THREADS = {"fp32": 2, "int8": 1}  # onnxruntime threads of the text graph (int8 is measured as served: 1)
-
-
-def clustered(rows: int, dim: int, queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """float16 rows and float32 queries, L2-normalised, with the structure of person embeddings: an identity is
-    the sum of its attributes' vectors (12 attributes of 8 values each, as the demo's people are combinations of
-    colours and garments), so identities that share attributes lie near each other; 4 rows per identity with
-    image noise; a query is its identity's vector with more noise (a caption says less than a picture)."""
-    rng = np.random.default_rng(seed)
-    ids = max(1, rows // 4)
-    values = rng.standard_normal((12, 8, dim), dtype=np.float32)
-    picks = rng.integers(0, 8, (ids, 12))
-    identity = np.empty((ids, dim), np.float32)
-    for a in range(0, ids, 65536):
-        block = picks[a:a + 65536]
-        identity[a:a + len(block)] = unit_rows(values[np.arange(12), block].sum(axis=1)
-                                               + 0.8 * rng.standard_normal((len(block), dim), dtype=np.float32))
-    out = np.empty((rows, dim), np.float16)
-    for a in range(0, rows, 65536):
-        who = np.arange(a, min(a + 65536, rows)) % ids
-        out[a:a + len(who)] = unit_rows(identity[who] + 0.02 * rng.standard_normal((len(who), dim), dtype=np.float32))
-    q = identity[rng.integers(0, ids, queries)] + 0.04 * rng.standard_normal((queries, dim), dtype=np.float32)
-    return out, unit_rows(q)
 
 
 def median_ms(fn: Callable[[int], object], calls: int) -> float:

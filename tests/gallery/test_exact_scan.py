@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from bench.search import clustered
+from person.vectors import clustered
 from person.gallery import exact_scan, filters, store
 from person.gallery import index as gindex
 from person.gallery.exact_scan import ExactScan
