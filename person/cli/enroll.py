@@ -49,7 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "and mtime can be forged)")
     p.add_argument("--chunk", type=number(int, at_least=1), default=DEFAULT_CHUNK,
                    help="items per committed segment (what a kill can cost)")
-    p.add_argument("--workers", type=number(int, at_least=0, at_most=64), default=2, help="image decoding processes")
+    p.add_argument("--workers", type=number(int, at_least=0, at_most=64), default=2,
+                   help="image loading threads (read, sha256, decode, resize) working ahead of the forward; 0: load "
+                        "in the forward's thread, between batches")
     p.add_argument("--max-age", type=number(float, above=0), help="retention: enrol nothing, keep nothing older (days)")
     p.add_argument("--time-field", default=TIME_FIELD, help="the detections field --max-age reads (else enrolment)")
     p.add_argument("--thumb-cache", type=Path, help="with --max-age: the server's thumbnail folder to purge")

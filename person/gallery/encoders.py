@@ -4,8 +4,8 @@ An exported student (person.runtime, no torch) or a teacher (transformers). Each
 it lives in; mixing is allowed exactly when the spaces are equal (a teacher-enrolled gallery searched with the
 text student distilled from it).
 
-The image side is split for enrolment's decode workers: `prepare` (in a worker: pixels of one crop -> what
-the model takes) and `embed` (in the main process: a batch of prepared crops -> L2-normalised [n, D]).
+The image side is split so enrolment can load ahead of the forward: `prepare` (in a loading thread: pixels of one
+crop -> what the model takes) and `embed` (a batch of prepared crops -> L2-normalised [n, D]).
 """
 from __future__ import annotations
 

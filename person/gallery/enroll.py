@@ -4,23 +4,28 @@ Running it again adds only new or changed images (a file's size or mtime differs
 with `rehash`, also a file whose content changed under a forged size and mtime) and, with `prune`, drops rows
 whose image is gone or no longer listed. Each row records the sha256 of the very bytes that were decoded, so
 serving can tell the enrolled image from whatever sits at its path later (person.gallery.images). The pending
-items are cut into fixed chunks, each decoded in worker processes, embedded in batches and committed as one
-segment; killed at any moment, the next run finds the finished chunks in the gallery and enrols the rest in the
-same order, so it ends with the rows, features and uids an uninterrupted run gives (tested). Unreadable images (and boxes that lie
-outside their image) are skipped and counted. With `max_age`, items whose time field (sources.timestamp) is older
+items are read, hashed, decoded and resized by `workers` threads working ahead of the forward (`_loaded`), embedded
+in batches as they fill and committed in fixed chunks, one segment each; the rows, their order and their features
+are the same whatever `workers` is (tests/gallery/test_enroll_pipeline.py). Killed at any moment, the next run
+finds the finished chunks in the gallery and enrols the rest in the same order, so it ends with the rows, features
+and uids an uninterrupted run gives (tested). Unreadable images (and boxes that lie outside their image) are
+skipped and counted. With `max_age`, items whose time field (sources.timestamp) is older
 are not enrolled (counted as expired; the rows already there that are older go with person.gallery.forget).
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-import multiprocessing
 import os
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,7 +34,7 @@ from person.data.images import (DEFAULT_LIMITS, ImageLimits, ImageReadError, Ima
                                 read_image_bytes)
 from person.data.detections import crop
 from person.gallery import store
-from person.gallery.manifest import MANIFEST, GalleryError, Manifest, close_inherited_locks, writer_lock
+from person.gallery.manifest import MANIFEST, GalleryError, Manifest, writer_lock
 from person.gallery.segments import Rows
 from person.gallery.sources import TIME_FIELD, Item, Source, timestamp
 from person.teacher.space import check_same_space
@@ -72,54 +77,78 @@ class EnrollSummary:
         return out
 
 
-# ---------------------------------------------------------------------- decoding, in worker processes
+# ---------------------------------------------------------------------- loading, in threads ahead of the forward
+
+LOAD_STEP = 8                 # items per task a loading thread takes: few futures, and order kept cheaply
+LOAD_AHEAD = 2 * EMBED_BATCH  # items the threads may load beyond the caller's: the next batch is ready in time
+
+
+class _Loaded(NamedTuple):
+    """What loading one item gave: its prepared pixels (None when unreadable, with the reason) and its file's facts."""
+    prepared: np.ndarray | None   # what encoder.embed takes
+    why: str | None
+    clipped: bool
+    size: int
+    mtime_ns: int
+    sha256: str
+
 
 @dataclass(frozen=True)
 class _Job:
     root: Path
-    transform: ImageTransform | None   # the exported model's resize (in the worker), or None (the teacher's own)
+    transform: ImageTransform | None   # the exported model's resize, or None (the teacher resizes in embed)
     limits: ImageLimits
 
+    def load(self, item: Item) -> _Loaded:
+        """Read, hash, decode, crop and resize one item (the read, the hash, the decode and the resize release the
+        GIL)."""
+        path = self.root / item.path
+        try:
+            st = os.stat(path)  # before the read: a change after it shows as changed on the next run
+            hint = self.transform.size if self.transform is not None and item.bbox is None else None
+            data = read_image_bytes(path, self.limits)
+            digest = hashlib.sha256(data).hexdigest()  # of the bytes decoded here: one read, no window between
+            pixels = decode_pixels(data, path, hint, self.limits)
+            clipped = False
+            if item.bbox is not None:
+                pixels, clipped = crop(pixels, item.bbox)
+            pixels = np.ascontiguousarray(pixels)  # a box's own copy: a view would keep its whole frame while queued
+            prepared = self.transform(pixels) if self.transform is not None else pixels
+            return _Loaded(prepared, None, clipped, st.st_size, st.st_mtime_ns, digest)
+        except (ImageReadError, OSError) as e:
+            return _Loaded(None, str(e).removeprefix(f"{path}: "), False, 0, 0, "")
 
-_JOB: _Job | None = None
-
-
-def _use(job: _Job) -> None:
-    global _JOB
-    _JOB = job
-
-
-def _init_worker(job: _Job) -> None:
-    _use(job)
-    close_inherited_locks()
-
-
-def _load(item: Item) -> tuple[np.ndarray | None, str | None, bool, int, int, str]:
-    """(prepared pixels or None, why not, clipped, size, mtime_ns, sha256) of one item, in a worker."""
-    path = _JOB.root / item.path
-    try:
-        st = os.stat(path)  # before the read: a change after it shows as changed on the next run
-        hint = _JOB.transform.size if _JOB.transform is not None and item.bbox is None else None
-        data = read_image_bytes(path, _JOB.limits)
-        digest = hashlib.sha256(data).hexdigest()  # of the bytes decoded here: one read, no window between
-        pixels = decode_pixels(data, path, hint, _JOB.limits)
-        clipped = False
-        if item.bbox is not None:
-            pixels, clipped = crop(pixels, item.bbox)
-        prepared = _JOB.transform(np.ascontiguousarray(pixels)) if _JOB.transform is not None else pixels
-        return prepared, None, clipped, st.st_size, st.st_mtime_ns, digest
-    except (ImageReadError, OSError) as e:
-        return None, str(e).removeprefix(f"{path}: "), False, 0, 0, ""
+    def load_all(self, items: Sequence[Item]) -> list[_Loaded]:
+        return [self.load(item) for item in items]
 
 
-def _decoded(items: Sequence[Item], job: _Job, workers: int) -> Iterator[tuple[Item, tuple]]:
+def _loaded(items: Sequence[Item], job: _Job, workers: int) -> Iterator[tuple[Item, _Loaded]]:
+    """Each item with what loading it gave, in the items' order whatever `workers` is.
+
+    With workers > 0, that many threads load up to LOAD_AHEAD items ahead of the caller, so the next batch is read
+    and decoded while the caller embeds this one (onnxruntime and torch release the GIL too). Threads, not
+    processes: no fork of a process holding the models and the writer lock, no pickling of pixels. OpenCV decodes
+    one JPEG at a time per process (person.data.jpeg_warnings holds fd 2 for it), so a second thread overlaps only
+    the read, hash, crop and resize around it (and Pillow's decodes of other formats). Closing the iterator
+    cancels the loads not started and waits for those running."""
     if workers <= 0:
-        _use(job)
-        yield from ((item, _load(item)) for item in items)
+        yield from ((item, job.load(item)) for item in items)
         return
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
-        yield from zip(items, pool.imap(_load, items, chunksize=8))
+    tasks = (items[a:a + LOAD_STEP] for a in range(0, len(items), LOAD_STEP))
+    window: deque[tuple[Sequence[Item], Future[list[_Loaded]]]] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="enrol-load") as pool:
+        try:
+            for task in tasks:
+                window.append((task, pool.submit(job.load_all, task)))
+                if len(window) * LOAD_STEP >= LOAD_AHEAD:
+                    done, future = window.popleft()
+                    yield from zip(done, future.result())
+            while window:
+                done, future = window.popleft()
+                yield from zip(done, future.result())
+        finally:
+            for _, future in window:
+                future.cancel()
 
 
 # ---------------------------------------------------------------------- the plan
@@ -150,6 +179,9 @@ def enroll(gallery_dir: str | Path, encoder, source: Source, prune: bool = False
     whose content differs (a file replaced with its mtime forged); without it, serving still refuses them.
 
     `max_age` (days): items whose `time_field` says they are older are not enrolled (`expired`).
+
+    `workers`: threads that read, hash, decode and resize images ahead of the forward (0: this thread loads each
+    batch before embedding it); the gallery is the same whatever it is.
 
     `on_commit(generation)` is called right after each chunk's segment is committed (gallery.json names it),
     with the generation that commit made; a chunk with nothing readable commits nothing and is not reported.
@@ -221,15 +253,17 @@ def _enroll_locked(gallery_dir: Path, encoder, source: Source, prune: bool, chun
     # A stop request (person.stopping) ends it after the chunk in hand: the next run enrols the rest.
     with stopping.safe_points("after this chunk"), stopping.noting(f"within a chunk ({gallery_dir} keeps the ones "
                                                                    f"committed)"):
-        for a in range(0, len(pending), chunk):
-            committed = _enroll_chunk(gallery_dir, encoder, pending[a:a + chunk], job, workers, summary)
-            if committed is not None and on_commit is not None:
-                on_commit(committed.generation)
-            done = min(a + chunk, len(pending))
-            log.info("enrolled %d of %d pending items", done, len(pending))
-            if signum := stopping.requested():
-                raise stopping.Stopped(signum, f"after {done} of the {len(pending)} items left ({gallery_dir} keeps "
-                                               f"them)")
+        # One stream over every chunk: the next chunk's first batches load while this one is committed.
+        with closing(_loaded(pending, job, workers)) as loaded:
+            for a in range(0, len(pending), chunk):
+                committed = _enroll_chunk(gallery_dir, encoder, islice(loaded, chunk), summary)
+                if committed is not None and on_commit is not None:
+                    on_commit(committed.generation)
+                done = min(a + chunk, len(pending))
+                log.info("enrolled %d of %d pending items", done, len(pending))
+                if signum := stopping.requested():
+                    raise stopping.Stopped(signum, f"after {done} of the {len(pending)} items left ({gallery_dir} "
+                                                   f"keeps them)")
     if replaced:
         store.delete(gallery_dir, np.array(replaced))
     summary.rows = len(store.Gallery.open(gallery_dir))
@@ -254,32 +288,46 @@ def _check_same_encoder(gallery: store.Gallery, encoder, source: Source) -> None
                            f"{Path(source.image_root).resolve()}: use another --gallery for another image root")
 
 
-def _enroll_chunk(gallery_dir: Path, encoder, items: Sequence[Item], job: _Job, workers: int,
+def _enroll_chunk(gallery_dir: Path, encoder, loaded: Iterable[tuple[Item, _Loaded]],
                   summary: EnrollSummary) -> Manifest | None:
-    """Embed and commit one chunk; the manifest of its commit, or None when nothing in it was readable."""
-    kept, prepared, stats = [], [], []
-    for item, (ready, why, clipped, size, mtime_ns, digest) in _decoded(items, job, workers):
-        if ready is None:
-            name = base = item.path if item.bbox is None else f"{item.path} {list(item.bbox)}"
-            repeat = 1
-            while name in summary.unreadable:  # the same box listed again: each listing is counted
-                repeat += 1
-                name = f"{base} (listed again, #{repeat})"
-            summary.unreadable[name] = why
+    """Embed and commit one chunk; the manifest of its commit, or None when nothing in it was readable.
+
+    Each batch is embedded as soon as it is full, while the loading threads decode the next (`_loaded`). Batches
+    are the chunk's readable items in order, EMBED_BATCH at a time, whatever `workers` is: the same inputs to
+    the same forward, so the same features."""
+    kept: list[Item] = []
+    stats: list[tuple[int, int, str]] = []
+    features: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+    for item, got in loaded:
+        if got.prepared is None:
+            _count_unreadable(summary, item, got.why)
             continue
         kept.append(item)
-        prepared.append(ready)
-        stats.append((size, mtime_ns, digest))
-        summary.clipped += clipped
+        stats.append((got.size, got.mtime_ns, got.sha256))
+        summary.clipped += got.clipped
+        batch.append(got.prepared)
+        if len(batch) == EMBED_BATCH:
+            features.append(encoder.embed(batch).astype(np.float16))
+            batch = []
+    if batch:
+        features.append(encoder.embed(batch).astype(np.float16))
     if not kept:
         return None
-    features = np.concatenate([encoder.embed(prepared[a:a + EMBED_BATCH])
-                               for a in range(0, len(prepared), EMBED_BATCH)]).astype(np.float16)
     rows = Rows(np.zeros(len(kept), np.int64), [i.path for i in kept],
                 np.array([i.bbox if i.bbox is not None else (np.nan,) * 4 for i in kept], np.float64).reshape(-1, 4),
                 np.array([-1 if i.identity is None else i.identity for i in kept], np.int64),
                 np.array([s for s, _, _ in stats], np.int64), np.array([m for _, m, _ in stats], np.int64),
                 [dict(i.meta) for i in kept], [d for _, _, d in stats])
-    manifest = store.append(gallery_dir, features, rows)
+    manifest = store.append(gallery_dir, np.concatenate(features), rows)
     summary.added += len(kept)
     return manifest
+
+
+def _count_unreadable(summary: EnrollSummary, item: Item, why: str | None) -> None:
+    name = base = item.path if item.bbox is None else f"{item.path} {list(item.bbox)}"
+    repeat = 1
+    while name in summary.unreadable:  # the same box listed again: each listing is counted
+        repeat += 1
+        name = f"{base} (listed again, #{repeat})"
+    summary.unreadable[name] = why

@@ -122,15 +122,6 @@ _HELD: dict[str, tuple[threading.RLock, list[int]]] = {}  # folder -> (the threa
 _HELD_GUARD = threading.Lock()
 
 
-def close_inherited_locks() -> None:
-    """In a forked worker: close the writer-lock descriptors it inherited, so that a worker outliving a killed
-    parent does not keep the gallery locked."""
-    for _, state in _HELD.values():
-        if state[1] >= 0:
-            os.close(state[1])
-            state[0], state[1] = 0, -1
-
-
 @contextlib.contextmanager
 def writer_lock(folder: str | Path) -> Iterator[None]:
     """Hold the gallery's writer lock: an enrolment holds it for its whole run and its commits take it again
