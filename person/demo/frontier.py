@@ -109,12 +109,13 @@ def int8_ms(path: Path, size: tuple[int, int], repeat: int = 50) -> float:
     return 1000 * statistics.median(times)
 
 
-def measure(cell: Cell, result: dict, workdir: Path, dim: int) -> dict[str, Any]:
-    """The cell's export (fp32 + int8), both scored on the held-out split, its size, work and int8 speed."""
+def measure(cell: Cell, result: dict, workdir: Path, dim: int, calibration: int = 512) -> dict[str, Any]:
+    """The cell's export (fp32 + int8, calibrated on `calibration` training images), both scored on the held-out
+    split, its size, work and int8 speed."""
     checkpoint = Path(result["checkpoint_path"])
     out = workdir / "exports" / f"{checkpoint.parent.name}-{checkpoint.stem}"
     if not (out / "model.json").is_file():
-        export_checkpoint(checkpoint, out, ExportOptions(int8=True, overwrite=True))
+        export_checkpoint(checkpoint, out, ExportOptions(int8=True, calibration=calibration, overwrite=True))
     scores = {v: evaluate_export(out, v, cases=[CASE])[1].cases[CASE].to_dict() for v in ("fp32", "int8")}
     student = create_image_student(cell.backbone, dim, cell.size).eval()
     int8_file = out / "model_image.int8.onnx"

@@ -69,7 +69,7 @@ def test_a_cell_is_exported_scored_in_fp32_and_int8_and_timed(trained_setup, tmp
     cell = frontier.Cell("backbone.mf3.ANet2_w050", (64, 32))
     with open_store(trained_setup[1]) as s:
         dim = s.dim
-    out = frontier.measure(cell, {"checkpoint_path": str(checkpoint), "minutes": 0.5}, tmp_path, dim)
+    out = frontier.measure(cell, {"checkpoint_path": str(checkpoint), "minutes": 0.5}, tmp_path, dim, calibration=16)
     assert out["iterations"] == 60 and out["minutes"] == 0.5
     assert (tmp_path / "exports" / f"{checkpoint.parent.name}-60" / "model_image.int8.onnx").is_file()
     assert set(out["fp32"]) == set(out["int8"]) == {"eer", "rank1", "mAP"}
