@@ -5,7 +5,8 @@
 ends on a 14x7 map, which the GDC head (a depthwise conv over the whole map) turns into one vector: the net is tied
 to `image_size`. The `_relu` variants put ReLU where MobileFaceNet has PReLU: int8 runtimes fuse a ReLU into the
 quantised convolution before it, while PReLU's per-channel slopes stay a float step between two quantised ones
-(int8 ANet2 at 224x112 on one CPU thread: about 7.5 ms with PReLU, 3.5 ms with ReLU; BENCHMARKS.md).
+(int8 ANet2 at 224x112 on one CPU thread, real crops: about 27 ms with PReLU, whose onnxruntime kernel is ~10x
+slower on mixed-sign inputs, and 4.2 ms with ReLU; BENCHMARKS.md).
 """
 from __future__ import annotations
 
