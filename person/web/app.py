@@ -23,7 +23,7 @@ from person.gallery.audit import AuditLog
 from person.gallery.search import MAX_K, MAX_QUERY_CHARS, QueryResult, Searcher, TextRequest
 from person.web.accounts import Accounts
 from person.web.admin import add_admin_routes
-from person.web.audited import Trail, found
+from person.web.audited import Asked, Trail, found
 from person.web.auth import Auth, AuthOptions, Gate, add_account_routes, identity_of
 from person.web.batching import Batcher, BatchOptions
 from person.web.images import THUMB_SIDE, ThumbnailCache
@@ -127,7 +127,8 @@ def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_c
     service = SearchService(searcher, ThumbnailCache(thumb_cache), limits)
     trail = Trail(audit, service.public)
     gate = Auth(Accounts(searcher.folder), auth, page=static_dir is not None)
-    batcher = Batcher(service.answer_texts, batching, name="text-search batcher") if batching.enabled else None
+    batcher = Batcher(lambda asked: trail.answer_batch(asked, service.answer_texts), batching,
+                      name="text-search batcher") if batching.enabled else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -179,15 +180,14 @@ def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_c
     async def searched_texts(request: Request, event: dict[str, Any], texts: list[str], k: int, where: list[str],
                              group_by: str | None, several: bool = False) -> dict[str, Any]:
         """A text search's answer, after its audit line is written: gathered with the others in flight into one
-        batch (the route awaits it, holding no thread), or with batching off searched alone in the thread pool."""
+        batch, whose lines are committed together (the route awaits it, holding no thread), or with batching off
+        searched alone in the thread pool."""
         if batcher is None:
             return await run_in_threadpool(searched, request, event, lambda level: lambda: searcher.search(
                 texts, k, where, group_by, level), several)
-
-        async def batched() -> dict[str, Any]:
-            query = TextRequest(texts, k, where, group_by, far_level(event["far"]))
-            return await asyncio.wrap_future(batcher.submit(query))
-        return await trail.answer_later(request, event, batched, lambda body: found(body, several))
+        asked = Asked(trail.who(request, event), lambda: TextRequest(texts, k, where, group_by,
+                                                                     far_level(event["far"])), several)
+        return await asyncio.wrap_future(batcher.submit(asked))
 
     @app.get("/api/search", response_model=SearchOut, responses=ERRORS, summary="Search by free text")
     async def search_text(request: Request,

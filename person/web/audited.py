@@ -20,19 +20,19 @@ A refused search or view is recorded too, with its status and no ids. Requests t
 request's validation refuses (422) reach no route and leave no line.
 
 An open loopback server with no accounts audits as well (user null): one fsync a request, thumbnails included;
-lines that arrive together (a page's thumbnails) are committed in one. Worker processes share the log: the writer
+lines that arrive together (a page's thumbnails) are committed in one, and the text searches the server gathered
+into one batch (person.web.batching) are committed in one by the batch's worker, before any of them is answered. Worker processes share the log: the writer
 appends under a file lock (person.gallery.audit).
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fastapi import Request
-from starlette.concurrency import run_in_threadpool
 
 from person.gallery.audit import DEFAULT_MAX_BYTES, AuditError, AuditLog
 from person.web.auth import client_of, identity_of
@@ -41,6 +41,7 @@ from person.web.service import Refused
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Q = TypeVar("Q")
 REFUSED = "so it is refused, not answered"
 
 
@@ -71,18 +72,20 @@ class Trail:
             message = message.replace(str(self.log.paths.key.parent), "<audit key folder>")
         return self._public(message)
 
+    def who(self, request: Request, event: dict[str, Any]) -> dict[str, Any]:
+        """`event` with who asked and from where (an event's own `user` wins: a sign-in's name)."""
+        return {"user": identity_of(request).user, "client": client_of(request) or None, **event}
+
     def record(self, request: Request, event: dict[str, Any], refusal: str = REFUSED) -> None:
-        """Append `event` with who asked and from where (an event's own `user` wins: a sign-in's name); Refused(503)
-        naming the log and the fix when it cannot be written."""
+        """Append `event` with who asked and from where; Refused(503) naming the log and the fix when it cannot be
+        written."""
         if self.log is None:
             return
         try:
-            self.log.record({"user": identity_of(request).user, "client": client_of(request) or None, **event})
+            self.log.record(self.who(request, event))
         except AuditError as e:
             log.error("%s %s cannot be audited, %s: %s", request.method, request.url.path, refusal, e)
-            raise Refused(503, self.public(f"the audit log ({self.log.paths.log_dir}) cannot record this request, "
-                                           f"{refusal}: {e}. The server's operator frees the disk or repairs the "
-                                           f"log (search/audit.py --gallery GALLERY verify)")) from None
+            raise self._unrecorded(e, refusal) from None
 
     def answer(self, request: Request, event: dict[str, Any], run: Callable[[], T],
                outcome: Callable[[T], dict[str, Any]]) -> T:
@@ -96,21 +99,48 @@ class Trail:
         self.record(request, {**event, **outcome(answer), "status": 200})
         return answer
 
-    async def answer_later(self, request: Request, event: dict[str, Any], run: Callable[[], Awaitable[T]],
-                           outcome: Callable[[T], dict[str, Any]]) -> T:
-        """`answer` for an answer awaited (a batched search): the line is written in the thread pool (the writer
-        waits for its fsync, and commits together the lines that arrive meanwhile), before the answer is returned."""
+    def answer_batch(self, asked: list[Asked[Q]],
+                     run: Callable[[list[Q]], list[dict[str, Any] | Refused]]) -> list[dict[str, Any] | Refused]:
+        """The answers of searches gathered into one batch (`run` over the queries that could be made, in one call),
+        each a search's body or its own refusal, once all their lines are committed together: one write and one
+        fsync for the batch. When they cannot be, every request of the batch is refused with a 503."""
+        outcomes: list[Any] = []
+        for a in asked:
+            try:
+                outcomes.append(a.query())
+            except Refused as e:
+                outcomes.append(e)
+        made = [i for i, o in enumerate(outcomes) if not isinstance(o, Refused)]
+        if made:
+            for i, answer in zip(made, run([outcomes[i] for i in made])):
+                outcomes[i] = answer
+        if self.log is None:
+            return outcomes
         try:
-            answer = await run()
-        except Refused as e:
-            await self._record_later(request, refused(event, e))
-            raise
-        await self._record_later(request, {**event, **outcome(answer), "status": 200})
-        return answer
+            self.log.record_many([refused(a.event, o) if isinstance(o, Refused)
+                                  else {**a.event, **found(o, a.several), "status": 200}
+                                  for a, o in zip(asked, outcomes)])
+        except AuditError as e:
+            log.error("a batch of %d searches cannot be audited, %s: %s", len(asked), REFUSED, e)
+            return [self._unrecorded(e, REFUSED) for _ in asked]
+        return outcomes
 
-    async def _record_later(self, request: Request, event: dict[str, Any]) -> None:
-        if self.log is not None:  # nothing to wait for otherwise
-            await run_in_threadpool(self.record, request, event)
+    def _unrecorded(self, error: AuditError, refusal: str) -> Refused:
+        assert self.log is not None
+        return Refused(503, self.public(f"the audit log ({self.log.paths.log_dir}) cannot record this request, "
+                                        f"{refusal}: {error}. The server's operator frees the disk or repairs the "
+                                        f"log (search/audit.py --gallery GALLERY verify)"))
+
+
+@dataclass(frozen=True)
+class Asked(Generic[Q]):
+    """One request of a batch (Trail.answer_batch): its audit line so far (Trail.who: who asked, from where, for
+    what), how its query is made (raising Refused: that request alone is refused, and recorded so) and whether it
+    asked several queries (its line then holds one list of ids per query)."""
+
+    event: dict[str, Any]
+    query: Callable[[], Q]
+    several: bool = False
 
 
 def refused(event: dict[str, Any], refusal: Refused) -> dict[str, Any]:

@@ -210,6 +210,33 @@ def test_a_failed_write_raises_and_leaves_the_log_verifiable(gallery, keys):
     assert verify(gallery, keys).ok and verify(gallery, keys).lines == 5
 
 
+def test_record_many_commits_its_lines_in_order_in_one_write_or_none_of_them(gallery, keys):
+    writes = []
+
+    def counted(fd, data):
+        writes.append(data.count(b"\n"))
+        return os.write(fd, data)
+
+    log = AuditLog(gallery, keys, writer=counted)
+    log.record(search(0))
+    log.record_many([search(i) for i in range(1, 17)])
+    log.record_many([])  # nothing to write: no empty commit
+    assert writes == [1, 16]
+    assert [e.event["query"] for e in entries(gallery, keys)] == [search(i)["query"] for i in range(17)]
+    assert verify(gallery, keys).ok and verify(gallery, keys).lines == 17
+    # One bad event refuses the whole batch before anything is written; a failed write undoes the whole batch.
+    with pytest.raises(TypeError, match=r"event\['ids'\]\[0\] is a int64"):
+        log.record_many([search(17), search(18, ids=[np.int64(3)])])
+
+    def full(fd, data):
+        os.write(fd, data[:len(data) // 3])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(AuditError, match="No space left on device"):
+        AuditLog(gallery, keys, writer=full).record_many([search(17), search(18)])
+    assert writes == [1, 16] and verify(gallery, keys).ok and verify(gallery, keys).lines == 17
+
+
 def test_a_line_written_before_a_crash_could_update_the_tail_still_verifies(gallery, keys):
     log = written(gallery, keys, n=3)
     tail = next(keys.glob("*.tail.json"))

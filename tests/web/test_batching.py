@@ -4,6 +4,8 @@ request its own 4xx while the others are answered), with one text-model call and
 every request still writes its own audit line; a batch answers from one generation, the one on disk when it starts;
 the window and size options, what `person-serve` passes, and a shutdown that answers what is queued. The batcher's
 hooks (hold, wait_queued, on_batch) make a batch's make-up certain: no sleeps, no timing."""
+import errno
+import os
 import shutil
 import threading
 from concurrent.futures import CancelledError, ThreadPoolExecutor
@@ -126,6 +128,38 @@ def test_a_batch_answers_each_request_as_it_is_answered_alone_each_bad_one_faili
     by_k = {e["k"]: e for e in logged if e["status"] == 200}
     assert by_k[44]["far"] == "1e-2" and by_k[44]["threshold"] == answers[6].json()["results"][0]["threshold"]
     assert by_k[4]["where"] == ["camera=1"] and by_k[4]["ids"] == [h["id"] for h in answers[3].json()["results"][0]["hits"]]
+
+
+def test_a_batch_s_audit_lines_are_one_commit_and_a_log_that_cannot_take_them_refuses_every_request(
+        site, plain_export, tmp_path):
+    gallery = Path(shutil.copytree(site[0], tmp_path / "g"))
+    writes, full = [], threading.Event()
+
+    def writer(fd, data):
+        if full.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        writes.append(data.count(b"\n"))
+        return os.write(fd, data)
+
+    searcher = Searcher(gallery, ExportEncoder(plain_export), calibration=site[1])
+    app = create_app(searcher, server.STATIC, tmp_path / "thumbs", audit=AuditLog(gallery, tmp_path / "keys",
+                                                                                  writer=writer))
+    asked = REQUESTS + [("GET", {"q": QUERY, "far": "often"})]  # refused before its query is made
+    with TestClient(app) as client:
+        answers = together(client, app.state.batcher, asked)
+        assert writes == [len(asked)]  # every line of the batch, the refusals' too, in one write
+        full.set()
+        refused = together(client, app.state.batcher, REQUESTS[:3])
+    assert answers[-1].status_code == 400 and "far='often': give one of" in answers[-1].json()["error"]
+    logged = lines(gallery, tmp_path / "keys")
+    assert sorted(e["status"] for e in logged) == sorted(r.status_code for r in answers)
+    [often] = [e for e in logged if e["far"] == "often"]
+    assert often["status"] == 400 and often["ids"] == [] and often["query"] == QUERY
+    # A batch whose lines cannot be written is answered with nothing but the refusal: every request a 503.
+    assert [r.status_code for r in refused] == [503] * 3
+    assert all("audit log" in r.json()["error"] and "No space left on device" in r.json()["error"]
+               and "results" not in r.json() for r in refused)
+    assert len(lines(gallery, tmp_path / "keys")) == len(asked)
 
 
 def test_search_batch_gives_what_search_gives_request_by_request(site, plain_export):
