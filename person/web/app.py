@@ -23,7 +23,7 @@ from person.gallery.audit import AuditLog
 from person.gallery.search import MAX_K, MAX_QUERY_CHARS, QueryResult, Searcher, TextRequest
 from person.web.accounts import Accounts
 from person.web.admin import add_admin_routes
-from person.web.audited import Asked, Trail, found
+from person.web.audited import Asked, Trail, answer_all, found
 from person.web.auth import Auth, AuthOptions, Gate, add_account_routes, identity_of
 from person.web.batching import Batcher, BatchOptions
 from person.web.images import THUMB_SIDE, ThumbnailCache
@@ -127,8 +127,9 @@ def create_app(searcher: Searcher, static_dir: str | Path | None = None, thumb_c
     service = SearchService(searcher, ThumbnailCache(thumb_cache), limits)
     trail = Trail(audit, service.public)
     gate = Auth(Accounts(searcher.folder), auth, page=static_dir is not None)
-    batcher = Batcher(lambda asked: trail.answer_batch(asked, service.answer_texts), batching,
-                      name="text-search batcher") if batching.enabled else None
+    # The batch's audit lines are committed on the batcher's second thread, while the next batch is searched.
+    batcher = Batcher(lambda asked: answer_all(asked, service.answer_texts), batching, name="text-search batcher",
+                      finish=trail.commit) if batching.enabled else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

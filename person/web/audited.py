@@ -21,7 +21,8 @@ request's validation refuses (422) reach no route and leave no line.
 
 An open loopback server with no accounts audits as well (user null): one fsync a request, thumbnails included;
 lines that arrive together (a page's thumbnails) are committed in one, and the text searches the server gathered
-into one batch (person.web.batching) are committed in one by the batch's worker, before any of them is answered. Worker processes share the log: the writer
+into one batch (person.web.batching) are committed in one by the batcher's second stage, before any of them is
+answered. Worker processes share the log: the writer
 appends under a file lock (person.gallery.audit).
 """
 from __future__ import annotations
@@ -99,21 +100,10 @@ class Trail:
         self.record(request, {**event, **outcome(answer), "status": 200})
         return answer
 
-    def answer_batch(self, asked: list[Asked[Q]],
-                     run: Callable[[list[Q]], list[dict[str, Any] | Refused]]) -> list[dict[str, Any] | Refused]:
-        """The answers of searches gathered into one batch (`run` over the queries that could be made, in one call),
-        each a search's body or its own refusal, once all their lines are committed together: one write and one
-        fsync for the batch. When they cannot be, every request of the batch is refused with a 503."""
-        outcomes: list[Any] = []
-        for a in asked:
-            try:
-                outcomes.append(a.query())
-            except Refused as e:
-                outcomes.append(e)
-        made = [i for i, o in enumerate(outcomes) if not isinstance(o, Refused)]
-        if made:
-            for i, answer in zip(made, run([outcomes[i] for i in made])):
-                outcomes[i] = answer
+    def commit(self, asked: list[Asked[Any]], outcomes: list[Any]) -> list[Any]:
+        """The outcomes of a batch of searches (answer_all's), once all their lines (each event with what it found,
+        or its refusal) are committed together: one write and one fsync for the batch. When they cannot be, every
+        request of the batch is refused with a 503."""
         if self.log is None:
             return outcomes
         try:
@@ -134,13 +124,29 @@ class Trail:
 
 @dataclass(frozen=True)
 class Asked(Generic[Q]):
-    """One request of a batch (Trail.answer_batch): its audit line so far (Trail.who: who asked, from where, for
+    """One request of a batch (answer_all, Trail.commit): its audit line so far (Trail.who: who asked, from where, for
     what), how its query is made (raising Refused: that request alone is refused, and recorded so) and whether it
     asked several queries (its line then holds one list of ids per query)."""
 
     event: dict[str, Any]
     query: Callable[[], Q]
     several: bool = False
+
+
+def answer_all(asked: list[Asked[Q]], run: Callable[[list[Q]], list[Any]]) -> list[Any]:
+    """Each request's outcome: `run`'s answer or refusal over the queries that could be made, in one call, or the
+    refusal its query raised when made (Trail.commit records them all)."""
+    outcomes: list[Any] = []
+    for a in asked:
+        try:
+            outcomes.append(a.query())
+        except Refused as e:
+            outcomes.append(e)
+    made = [i for i, o in enumerate(outcomes) if not isinstance(o, Refused)]
+    if made:
+        for i, answer in zip(made, run([outcomes[i] for i in made]), strict=True):
+            outcomes[i] = answer
+    return outcomes
 
 
 def refused(event: dict[str, Any], refusal: Refused) -> dict[str, Any]:

@@ -5,7 +5,8 @@ per request: the text model's call overhead, a check of the gallery on disk, and
 matrix of queries by the gallery, person.gallery.index) the pass over the gallery's memory. The batcher lets the
 routes hand their requests to one worker thread, which takes the first that arrives, then everything that arrives
 within `window` seconds of it (or until `size` are waiting), and runs them as one batch (the service's
-`answer_texts`, over Searcher.search_batch, then the batch's audit lines in one commit: person.web.audited). Under load, batches form by themselves: requests arriving while a batch
+`answer_texts`, over Searcher.search_batch; then, on a second thread while the next batch is searched, the
+batch's audit lines in one commit: person.web.audited). Under load, batches form by themselves: requests arriving while a batch
 runs are taken together by the next one, without waiting for the window. Each request gets its own answer or its
 own error through a concurrent.futures.Future, which an async route awaits (asyncio.wrap_future) without holding a
 thread. A request whose client went away before its batch was taken (its future cancelled) is left out.
@@ -20,6 +21,7 @@ are queued, and `on_batch` sees each batch before it runs: a batch's make-up is 
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 from collections import deque
@@ -64,17 +66,25 @@ class _Waiting(Generic[T, R]):
 class Batcher(Generic[T, R]):
     """Runs `run(items)` on one worker thread for the items submitted together; `run` returns one outcome per item,
     in order: its answer, or the exception that item's future raises. An exception from `run` itself fails every
-    future of the batch with it (the route answers 500 and logs it)."""
+    future of the batch with it (the route answers 500 and logs it).
+
+    `finish(items, outcomes)`, when given, is a second stage on a thread of its own, taking the batches in the order
+    they ran: the outcomes it returns are the ones the futures get. The worker goes on to the next batch meanwhile
+    (the server's audit commit, an fsync, overlaps the next batch's search)."""
 
     def __init__(self, run: Callable[[list[T]], list[R | BaseException]], options: BatchOptions = BatchOptions(),
-                 on_batch: Callable[[list[T]], None] | None = None, name: str = "batcher") -> None:
-        self.run, self.options, self.on_batch, self.name = run, options, on_batch, name
+                 on_batch: Callable[[list[T]], None] | None = None, name: str = "batcher",
+                 finish: Callable[[list[T], list[R | BaseException]], list[R | BaseException]] | None = None) -> None:
+        self.run, self.options, self.on_batch, self.name, self.finish = run, options, on_batch, name, finish
         lock = threading.Lock()
         self._cond = threading.Condition(lock)    # the worker waits on it
         self._queued = threading.Condition(lock)  # wait_queued does: no wake-up of the worker for every item
         self._queue: deque[_Waiting[T, R]] = deque()
         self._held = self._closing = False
         self._worker: threading.Thread | None = None
+        self._finisher: threading.Thread | None = None
+        self._ran: queue.SimpleQueue[tuple[list[_Waiting[T, R]], list[R | BaseException]] | None] = \
+            queue.SimpleQueue()
 
     def submit(self, item: T) -> Future[R]:
         """A future of `item`'s outcome; RuntimeError once the batcher is closed. The worker starts with the first
@@ -86,6 +96,10 @@ class Batcher(Generic[T, R]):
             if self._worker is None:
                 self._worker = threading.Thread(target=self._work, name=self.name, daemon=True)
                 self._worker.start()
+                if self.finish is not None:
+                    self._finisher = threading.Thread(target=self._finish, name=f"{self.name} (finish)",
+                                                      daemon=True)
+                    self._finisher.start()
             self._queue.append(_Waiting(item, future, time.monotonic()))
             if len(self._queue) in (1, self.options.size):  # wake the worker: a batch to start, or one now full
                 self._cond.notify()
@@ -97,9 +111,10 @@ class Batcher(Generic[T, R]):
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-            worker = self._worker
-        if worker is not None and worker is not threading.current_thread():
-            worker.join()
+            threads = [t for t in (self._worker, self._finisher) if t is not None]
+        for thread in threads:  # the worker first: it tells the finisher it is done
+            if thread is not threading.current_thread():
+                thread.join()
 
     @property
     def running(self) -> bool:
@@ -147,21 +162,45 @@ class Batcher(Generic[T, R]):
         while (batch := self._take()) is not None:
             if batch:
                 self._run(batch)
+        self._ran.put(None)
 
     def _run(self, batch: list[_Waiting[T, R]]) -> None:
         items = [w.item for w in batch]
         try:
             if self.on_batch is not None:
                 self.on_batch(items)
-            outcomes = self.run(items)
-            if len(outcomes) != len(items):
-                raise RuntimeError(f"{self.name}: {len(outcomes)} outcomes for a batch of {len(items)}")
+            outcomes = self._checked(self.run(items), items)
         except BaseException as e:  # every waiting request must hear of it, or it waits forever
             for w in batch:
                 w.future.set_exception(e)
             if not isinstance(e, Exception):
                 raise
             return
+        if self.finish is None:
+            self._resolve(batch, outcomes)
+        else:
+            self._ran.put((batch, outcomes))
+
+    def _finish(self) -> None:
+        assert self.finish is not None
+        while (ran := self._ran.get()) is not None:
+            batch, outcomes = ran
+            try:
+                outcomes = self._checked(self.finish([w.item for w in batch], outcomes), batch)
+            except BaseException as e:  # as in _run: each request hears of it
+                self._resolve(batch, [e] * len(batch))
+                if not isinstance(e, Exception):
+                    raise
+                continue
+            self._resolve(batch, outcomes)
+
+    def _checked(self, outcomes: list[R | BaseException], items: list) -> list[R | BaseException]:
+        if len(outcomes) != len(items):
+            raise RuntimeError(f"{self.name}: {len(outcomes)} outcomes for a batch of {len(items)}")
+        return outcomes
+
+    @staticmethod
+    def _resolve(batch: list[_Waiting[T, R]], outcomes: list[R | BaseException]) -> None:
         for w, outcome in zip(batch, outcomes):
             if isinstance(outcome, BaseException):
                 w.future.set_exception(outcome)

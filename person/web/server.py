@@ -51,6 +51,10 @@ from person.web.auth import AuthOptions
 from person.web.batching import BatchOptions
 
 log = logging.getLogger(__name__)
+# uvicorn's supervisor kills a worker that does not answer its ping within this many seconds (its default, 5, is
+# shorter than a worker importing torch and loading the models on a loaded machine takes to let a thread run: the
+# test suite saw a worker killed and restarted under load, and a request to it dropped).
+WORKER_HEALTHCHECK_S = 60
 
 STATIC = Path(__file__).parent / "static"   # the page's files: package data beside this module
 LOCAL_NAMES = ["127.0.0.1", "localhost", "::1"]
@@ -163,7 +167,7 @@ def serve(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1", p
     _let_go(app)
     del app
     gc.collect()  # the models and the mapped features too, not only the lease
-    uvicorn.run(WORKER_APP, factory=True, workers=workers, **common)
+    uvicorn.run(WORKER_APP, factory=True, workers=workers, timeout_worker_healthcheck=WORKER_HEALTHCHECK_S, **common)
 
 
 def worker_app() -> FastAPI:

@@ -242,6 +242,34 @@ def test_each_request_gets_its_own_outcome_and_a_failing_batch_fails_only_its_ow
     batcher.close()
 
 
+def test_the_finish_stage_overlaps_the_next_batch_and_its_outcomes_are_what_the_requests_get():
+    second_ran, finished = threading.Event(), []
+
+    def run(items):
+        if "b" in items:
+            second_ran.set()
+        return echo(items)
+
+    def finish(items, outcomes):
+        if items == ["a"]:  # held until the worker has run the next batch: it does not wait for this stage
+            assert second_ran.wait(timeout=60), "the worker waited for the finish stage"
+        if items == ["c"]:
+            raise OSError("the audit disk is full")
+        finished.append(items)
+        return [f"{o} finished" for o in outcomes]
+
+    batcher = Batcher(run, BatchOptions(window=0, size=1), finish=finish)
+    a, b, c = (batcher.submit(x) for x in "abc")
+    assert (a.result(timeout=60), b.result(timeout=60)) == ("a finished", "b finished")
+    assert finished == [["a"], ["b"]]  # in the order the batches ran
+    with pytest.raises(OSError, match="audit disk"):
+        c.result(timeout=60)
+    queued = [batcher.submit(x) for x in "de"]
+    batcher.close()  # what is queued runs and is finished before both threads end
+    assert [f.result(timeout=0) for f in queued] == ["d finished", "e finished"]
+    assert not batcher.running and not any(t.name.startswith(batcher.name) for t in threading.enumerate())
+
+
 def test_close_answers_what_is_queued_then_refuses_and_ends_the_worker():
     batcher = Batcher(echo, BatchOptions(window=1, size=64), name="closing batcher")
     assert not batcher.running  # no thread before the first request

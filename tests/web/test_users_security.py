@@ -75,6 +75,7 @@ def test_with_workers_the_parent_releases_the_gallery_before_uvicorn_supervises(
 
     def run(app, **kw):  # what uvicorn would do: supervise worker processes; here, a write and a purge meanwhile
         assert app == server.WORKER_APP and kw["workers"] == 2
+        assert kw["timeout_worker_healthcheck"] == server.WORKER_HEALTHCHECK_S > 5  # not uvicorn's 5 s
         append_rows(gallery, ["new.jpg"], np.eye(1, dim, dtype=np.float32))
         gc.collect()  # the test's own short-lived readers: only what serve() still holds counts
         held.append(store.purge(gallery))
