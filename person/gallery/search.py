@@ -222,6 +222,10 @@ class Searcher:
         return out
 
     # ------------------------------------------------------------------ queries
+    def _need_text(self) -> None:
+        if not self.has_text:
+            raise GalleryError("this Searcher has no text model: give --text-model or --teacher")
+
     @property
     def has_text(self) -> bool:
         """Whether text queries can be answered (a text encoder with its text model)."""
@@ -235,8 +239,7 @@ class Searcher:
     def search(self, texts: Sequence[str], k: int = 10, where: Sequence[str] = (), group_by: str | None = None,
                far: str | float | None = None) -> list[QueryResult]:
         """The top-k rows for each text query (with `far`: of those at or above its threshold)."""
-        if not self.has_text:
-            raise GalleryError("this Searcher has no text model: give --text-model or --teacher")
+        self._need_text()
         notes = self._notes(texts)
         start = time.perf_counter()
         vectors = self.text_encoder.embed_texts(list(texts)) if texts else np.zeros((0, self.gallery.dim))
@@ -272,8 +275,7 @@ class Searcher:
         set of conditions over the requests without `group_by`, at the largest k among them, each request cut to
         its own k; a request with `group_by` is scanned as `search` scans it. A bad request fails alone. `seconds`:
         the batch's time over its queries. GalleryError for the whole batch when there is no text model."""
-        if not self.has_text:
-            raise GalleryError("this Searcher has no text model: give --text-model or --teacher")
+        self._need_text()
         start = time.perf_counter()
         gallery, backend, _ = generation = self._snapshot()
         identity = getattr(self.text_encoder, "identity", None)

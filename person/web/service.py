@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi.responses import Response
@@ -39,6 +39,7 @@ from person.teacher.space import describe
 from person.web.images import ThumbnailCache, encode_jpeg
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_QUERIES = 64                 # queries in one POST /api/search
 MAX_JSON_BYTES = 1 << 20         # a JSON body: 64 queries of 1000 characters fit several times over
@@ -178,15 +179,10 @@ class SearchService:
 
     def answer(self, run: Callable[[], list[QueryResult]]) -> dict[str, Any]:
         """Run a search and report the generation its hits came from (retried if a refresh swapped it meanwhile)."""
-        self.current()
-        for _ in range(SWAP_RETRIES):
-            gallery = self.searcher.gallery
-            try:
-                results = run()
-            except GalleryError as e:
-                raise Refused(400, self.public(str(e))) from None
-            if self.searcher.gallery is gallery:
-                break
+        try:
+            gallery, results = self._on_one_generation(run)
+        except GalleryError as e:
+            raise Refused(400, self.public(str(e))) from None
         return self._body(gallery, len(gallery), results)
 
     def answer_texts(self, requests: list[TextRequest]) -> list[dict[str, Any] | Refused]:
@@ -194,12 +190,7 @@ class SearchService:
         check, one text-model call, one scan per set of conditions) from one generation, or its own refusal: a 400
         for a bad request alone, a 503 for each when the gallery on disk cannot be served."""
         try:
-            self.current()
-            for _ in range(SWAP_RETRIES):
-                gallery = self.searcher.gallery
-                answers = self.searcher.search_batch(requests)
-                if self.searcher.gallery is gallery:
-                    break
+            gallery, answers = self._on_one_generation(lambda: self.searcher.search_batch(requests))
         except Refused as e:
             return [Refused(e.status_code, e.detail) for _ in requests]
         except GalleryError as e:  # no text model: every request is refused alike
@@ -207,6 +198,16 @@ class SearchService:
         count = len(gallery)  # a sum over every row: once per batch
         return [Refused(400, self.public(str(a))) if isinstance(a, GalleryError) else self._body(gallery, count, a)
                 for a in answers]
+
+    def _on_one_generation(self, run: Callable[[], T]) -> tuple[Gallery, T]:
+        """(the generation, `run()`): run again while a refresh swapped the generation under it (a few times)."""
+        self.current()
+        for _ in range(SWAP_RETRIES):
+            gallery = self.searcher.gallery
+            result = run()
+            if self.searcher.gallery is gallery:
+                break
+        return gallery, result
 
     def _body(self, gallery: Gallery, count: int, results: list[QueryResult]) -> dict[str, Any]:
         return {"generation": gallery.generation, "count": count, "results": [self._result(r) for r in results]}
