@@ -114,8 +114,9 @@ class AuditLog:
         self.record_many([event])
 
     def record_many(self, events: list[dict[str, Any]]) -> None:
-        """Append `events` durably, in order and in one commit (with any other thread's waiting meanwhile): all of
-        them or, with AuditError, none (the server's batch of searches: one write and one fsync for the batch)."""
+        """Append `events` durably, in order and in one commit (with any other thread's waiting meanwhile): one
+        write and one fsync for the server's batch of searches. AuditError when they cannot be: then none is
+        written, unless only the tail file failed after the lines were (the error says so; as for `record`)."""
         if not events:
             return
         for event in events:

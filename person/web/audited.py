@@ -107,7 +107,7 @@ class Trail:
         if self.log is None:
             return outcomes
         try:
-            self.log.record_many([refused(a.event, o) if isinstance(o, Refused)
+            self.log.record_many([refused(a.event, o) if isinstance(o, Exception)
                                   else {**a.event, **found(o, a.several), "status": 200}
                                   for a, o in zip(asked, outcomes)])
         except AuditError as e:
@@ -140,18 +140,18 @@ def answer_all(asked: list[Asked[Q]], run: Callable[[list[Q]], list[Any]]) -> li
     for a in asked:
         try:
             outcomes.append(a.query())
-        except Refused as e:
+        except Exception as e:  # its own failure: the others of the batch are still searched
             outcomes.append(e)
-    made = [i for i, o in enumerate(outcomes) if not isinstance(o, Refused)]
+    made = [i for i, o in enumerate(outcomes) if not isinstance(o, Exception)]
     if made:
         for i, answer in zip(made, run([outcomes[i] for i in made]), strict=True):
             outcomes[i] = answer
     return outcomes
 
 
-def refused(event: dict[str, Any], refusal: Refused) -> dict[str, Any]:
-    """The line of a refused request: its status and no ids."""
-    return {**event, "ids": [], "status": refusal.status_code}
+def refused(event: dict[str, Any], refusal: Exception) -> dict[str, Any]:
+    """The line of a refused request: its status (500 for an error that is not a refusal) and no ids."""
+    return {**event, "ids": [], "status": refusal.status_code if isinstance(refusal, Refused) else 500}
 
 
 def found(body: dict[str, Any], several: bool = False) -> dict[str, Any]:

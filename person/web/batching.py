@@ -94,12 +94,13 @@ class Batcher(Generic[T, R]):
             if self._closing:
                 raise RuntimeError(f"the {self.name} is closed: the server is shutting down")
             if self._worker is None:
-                self._worker = threading.Thread(target=self._work, name=self.name, daemon=True)
-                self._worker.start()
-                if self.finish is not None:
-                    self._finisher = threading.Thread(target=self._finish, name=f"{self.name} (finish)",
-                                                      daemon=True)
-                    self._finisher.start()
+                if self.finish is not None:  # first: a worker must never run without its finisher
+                    finisher = threading.Thread(target=self._finish, name=f"{self.name} (finish)", daemon=True)
+                    finisher.start()
+                    self._finisher = finisher
+                worker = threading.Thread(target=self._work, name=self.name, daemon=True)
+                worker.start()
+                self._worker = worker
             self._queue.append(_Waiting(item, future, time.monotonic()))
             if len(self._queue) in (1, self.options.size):  # wake the worker: a batch to start, or one now full
                 self._cond.notify()
@@ -112,6 +113,8 @@ class Batcher(Generic[T, R]):
             self._closing = True
             self._cond.notify_all()
             threads = [t for t in (self._worker, self._finisher) if t is not None]
+        if threading.current_thread() is self._worker:
+            return  # from a batch's own code: the worker ends when that batch does, then the finisher
         for thread in threads:  # the worker first: it tells the finisher it is done
             if thread is not threading.current_thread():
                 thread.join()
@@ -159,10 +162,12 @@ class Batcher(Generic[T, R]):
         return [w for w in batch if w.future.set_running_or_notify_cancel()]
 
     def _work(self) -> None:
-        while (batch := self._take()) is not None:
-            if batch:
-                self._run(batch)
-        self._ran.put(None)
+        try:
+            while (batch := self._take()) is not None:
+                if batch:
+                    self._run(batch)
+        finally:
+            self._ran.put(None)  # the finisher ends after what was handed to it
 
     def _run(self, batch: list[_Waiting[T, R]]) -> None:
         items = [w.item for w in batch]
@@ -171,27 +176,31 @@ class Batcher(Generic[T, R]):
                 self.on_batch(items)
             outcomes = self._checked(self.run(items), items)
         except BaseException as e:  # every waiting request must hear of it, or it waits forever
-            for w in batch:
-                w.future.set_exception(e)
-            if not isinstance(e, Exception):
-                raise
-            return
+            self._resolve(batch, [e] * len(batch))
+            return  # the worker goes on: one failed batch must not leave later requests waiting for ever
         if self.finish is None:
             self._resolve(batch, outcomes)
         else:
             self._ran.put((batch, outcomes))
 
     def _finish(self) -> None:
+        """Finish what the worker ran: every batch waiting by now in one call (their audit lines in one commit
+        when the commits are slower than the searches), then the next."""
         assert self.finish is not None
-        while (ran := self._ran.get()) is not None:
-            batch, outcomes = ran
+        done = False
+        while not done:
+            ready = [self._ran.get()]
+            while ready[-1] is not None and not self._ran.empty():
+                ready.append(self._ran.get())
+            done = ready[-1] is None
+            batch = [w for ran in ready if ran is not None for w in ran[0]]
+            outcomes = [o for ran in ready if ran is not None for o in ran[1]]
+            if not batch:
+                continue
             try:
                 outcomes = self._checked(self.finish([w.item for w in batch], outcomes), batch)
-            except BaseException as e:  # as in _run: each request hears of it
-                self._resolve(batch, [e] * len(batch))
-                if not isinstance(e, Exception):
-                    raise
-                continue
+            except BaseException as e:  # as in _run: each request hears of it, and the finisher goes on
+                outcomes = [e] * len(batch)
             self._resolve(batch, outcomes)
 
     def _checked(self, outcomes: list[R | BaseException], items: list) -> list[R | BaseException]:

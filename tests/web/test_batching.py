@@ -21,7 +21,9 @@ from person.gallery.encoders import ExportEncoder
 from person.gallery.search import Searcher, TextRequest
 from person.web import server
 from person.web.app import create_app
+from person.web.audited import Asked, Trail, answer_all
 from person.web.batching import DEFAULT_SIZE, DEFAULT_WINDOW, Batcher, BatchOptions
+from person.web.service import Refused
 from tests.gallery.test_far_search import calibrate
 from tests.web.test_app import append_rows, make_gallery
 from tests.web.test_audit_routes import lines
@@ -162,6 +164,28 @@ def test_a_batch_s_audit_lines_are_one_commit_and_a_log_that_cannot_take_them_re
     assert len(lines(gallery, tmp_path / "keys")) == len(asked)
 
 
+def test_a_request_whose_query_fails_fails_alone_and_its_line_says_500(site, tmp_path):
+    gallery = Path(shutil.copytree(site[0], tmp_path / "g"))
+    trail = Trail(AuditLog(gallery, tmp_path / "keys"), lambda message: message)
+
+    def refuse():
+        raise Refused(400, "far='often'")
+
+    def broken():
+        raise ValueError("not a query")
+
+    asked = [Asked({"action": "search", "query": "fine", "user": None, "client": None}, lambda: "fine"),
+             Asked({"action": "search", "query": "refused", "user": None, "client": None}, refuse),
+             Asked({"action": "search", "query": "broken", "user": None, "client": None}, broken)]
+    ran = []
+    body = {"generation": 1, "results": [{"hits": [{"id": 7}], "far": None, "threshold": None}]}
+    outcomes = trail.commit(asked, answer_all(asked, lambda queries: ran.append(queries) or [body for _ in queries]))
+    assert ran == [["fine"]] and outcomes[0] is body
+    assert isinstance(outcomes[1], Refused) and isinstance(outcomes[2], ValueError)
+    assert [(e["query"], e["status"], e["ids"]) for e in lines(gallery, tmp_path / "keys")] == [
+        ("fine", 200, [7]), ("refused", 400, []), ("broken", 500, [])]
+
+
 def test_search_batch_gives_what_search_gives_request_by_request(site, plain_export):
     searcher = Searcher(site[0], ExportEncoder(plain_export), calibration=site[1])
     requests = [TextRequest([QUERY], 7), TextRequest([QUERY, "a child"], 30, ["camera>=2"]), TextRequest([], 3),
@@ -243,31 +267,70 @@ def test_each_request_gets_its_own_outcome_and_a_failing_batch_fails_only_its_ow
 
 
 def test_the_finish_stage_overlaps_the_next_batch_and_its_outcomes_are_what_the_requests_get():
-    second_ran, finished = threading.Event(), []
+    a_in_finish, b_ran, finished = threading.Event(), threading.Event(), []
 
     def run(items):
-        if "b" in items:
-            second_ran.set()
+        if items == ["b"]:  # runs only while the finish stage holds "a"
+            assert a_in_finish.wait(timeout=60)
+            b_ran.set()
         return echo(items)
 
     def finish(items, outcomes):
         if items == ["a"]:  # held until the worker has run the next batch: it does not wait for this stage
-            assert second_ran.wait(timeout=60), "the worker waited for the finish stage"
-        if items == ["c"]:
+            a_in_finish.set()
+            assert b_ran.wait(timeout=60), "the worker waited for the finish stage"
+        if "c" in items:
             raise OSError("the audit disk is full")
         finished.append(items)
         return [f"{o} finished" for o in outcomes]
 
-    batcher = Batcher(run, BatchOptions(window=0, size=1), finish=finish)
-    a, b, c = (batcher.submit(x) for x in "abc")
+    batcher = Batcher(run, BatchOptions(window=0, size=1), name="finish-stage test", finish=finish)
+    a, b = batcher.submit("a"), batcher.submit("b")
     assert (a.result(timeout=60), b.result(timeout=60)) == ("a finished", "b finished")
     assert finished == [["a"], ["b"]]  # in the order the batches ran
-    with pytest.raises(OSError, match="audit disk"):
-        c.result(timeout=60)
+    with pytest.raises(OSError, match="audit disk"):  # fails its own requests; the finisher goes on
+        batcher.submit("c").result(timeout=60)
     queued = [batcher.submit(x) for x in "de"]
     batcher.close()  # what is queued runs and is finished before both threads end
     assert [f.result(timeout=0) for f in queued] == ["d finished", "e finished"]
     assert not batcher.running and not any(t.name.startswith(batcher.name) for t in threading.enumerate())
+
+
+def test_batches_that_ran_while_the_finish_stage_was_busy_are_finished_in_one_call():
+    got_x, calls = threading.Event(), []
+    batcher: Batcher
+
+    def run(items):
+        if items == ["y"]:
+            assert got_x.wait(timeout=60)
+        return echo(items)
+
+    def finish(items, outcomes):
+        calls.append(items)
+        if items == ["x"]:  # busy until the worker has run y and z and ended
+            got_x.set()
+            batcher._worker.join(timeout=60)
+        return outcomes
+
+    batcher = Batcher(run, BatchOptions(window=0, size=1), name="drain test", finish=finish)
+    futures = [batcher.submit(x) for x in "xyz"]
+    batcher.close()
+    assert [f.result(timeout=0) for f in futures] == ["x", "y", "z"]
+    assert calls == [["x"], ["y", "z"]]  # y and z waited together: one commit for both
+
+
+def test_a_batch_that_raises_anything_fails_its_requests_and_the_batcher_goes_on():
+    def run(items):
+        if items == ["stop"]:
+            raise KeyboardInterrupt  # not an Exception: before, it ended the worker and later requests waited
+        return echo(items)
+
+    for finish in (None, lambda items, outcomes: outcomes):
+        batcher = Batcher(run, BatchOptions(window=0, size=1), finish=finish)
+        with pytest.raises(KeyboardInterrupt):
+            batcher.submit("stop").result(timeout=60)
+        assert batcher.submit("next").result(timeout=60) == "next"
+        batcher.close()
 
 
 def test_close_answers_what_is_queued_then_refuses_and_ends_the_worker():
