@@ -22,8 +22,7 @@ request's validation refuses (422) reach no route and leave no line.
 An open loopback server with no accounts audits as well (user null): one fsync a request, thumbnails included;
 lines that arrive together (a page's thumbnails) are committed in one, and the text searches the server gathered
 into one batch (person.web.batching) are committed in one by the batcher's second stage, before any of them is
-answered. Worker processes share the log: the writer
-appends under a file lock (person.gallery.audit).
+answered. Worker processes share the log: the writer appends under a file lock (person.gallery.audit).
 """
 from __future__ import annotations
 
@@ -125,8 +124,8 @@ class Trail:
 @dataclass(frozen=True)
 class Asked(Generic[Q]):
     """One request of a batch (answer_all, Trail.commit): its audit line so far (Trail.who: who asked, from where, for
-    what), how its query is made (raising Refused: that request alone is refused, and recorded so) and whether it
-    asked several queries (its line then holds one list of ids per query)."""
+    what), how its query is made (raising: that request alone fails, a Refused with its status, anything else as a
+    500, and is recorded so) and whether it asked several queries (its line then holds one list of ids per query)."""
 
     event: dict[str, Any]
     query: Callable[[], Q]
@@ -135,7 +134,7 @@ class Asked(Generic[Q]):
 
 def answer_all(asked: list[Asked[Q]], run: Callable[[list[Q]], list[Any]]) -> list[Any]:
     """Each request's outcome: `run`'s answer or refusal over the queries that could be made, in one call, or the
-    refusal its query raised when made (Trail.commit records them all)."""
+    error its query raised when made (Trail.commit records them all)."""
     outcomes: list[Any] = []
     for a in asked:
         try:

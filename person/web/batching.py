@@ -6,8 +6,8 @@ matrix of queries by the gallery, person.gallery.index) the pass over the galler
 routes hand their requests to one worker thread, which takes the first that arrives, then everything that arrives
 within `window` seconds of it (or until `size` are waiting), and runs them as one batch (the service's
 `answer_texts`, over Searcher.search_batch; then, on a second thread while the next batch is searched, the
-batch's audit lines in one commit: person.web.audited). Under load, batches form by themselves: requests arriving while a batch
-runs are taken together by the next one, without waiting for the window. Each request gets its own answer or its
+batch's audit lines in one commit: person.web.audited). Under load, batches form by themselves: requests arriving
+while a batch runs are taken together by the next one, without waiting for the window. Each request gets its own answer or its
 own error through a concurrent.futures.Future, which an async route awaits (asyncio.wrap_future) without holding a
 thread. A request whose client went away before its batch was taken (its future cancelled) is left out.
 
