@@ -38,9 +38,10 @@ Batched: text searches in flight together are answered as one batch (one text-mo
 per set of conditions), each request still with its own k, filters, FAR, notes, error and audit line.
 
 Modules: `images` (files and thumbnails by id, under the root only), `service` (the searches behind the routes, the
-caps, the FAR levels), `batching` (concurrent text searches gathered into batches on one worker thread), `middleware` (security headers, the catch-all, the host check, the body cap), `accounts` (the
-users file: scrypt hashes, tokens), `sessions` (signed cookies, the sign-in rate limit), `auth` (the gate, the sign-in
-routes, `require_admin`), `audited` (the audit trail of the routes), `admin` (the erase route), `app` (the routes:
+caps, the FAR levels), `batching` (concurrent text searches gathered into batches on one worker thread),
+`middleware` (security headers, the catch-all, the host check, the body cap), `accounts` (the users file: scrypt
+hashes, tokens), `sessions` (signed cookies, the sign-in rate limit), `auth` (the gate, the sign-in routes,
+`require_admin`), `audited` (the audit trail of the routes), `admin` (the erase route), `app` (the routes:
 create_app), `server` (the app over a gallery under uvicorn, in one process or several: serve); the page's files are
 in static/.
 """

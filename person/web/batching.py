@@ -1,17 +1,17 @@
 """Gathering concurrent requests into batches: one worker thread runs what arrived together as one call.
 
-With many text searches in flight, each encoding one query and scanning the gallery alone repeats the same work
-per request: the text model's call overhead, a check of the gallery on disk, and (with a scan that multiplies a
-matrix of queries by the gallery, person.gallery.index) the pass over the gallery's memory. The batcher lets the
-routes hand their requests to one worker thread, which takes the first that arrives, then everything that arrives
-within `window` seconds of it (or until `size` are waiting), and runs them as one batch (the service's
-`answer_texts`, over Searcher.search_batch; then, on a second thread while the next batch is searched, the
-batch's audit lines in one commit: person.web.audited). Under load, batches form by themselves: requests arriving
-while a batch runs are taken together by the next one, without waiting for the window. Each request gets its own answer or its
-own error through a concurrent.futures.Future, which an async route awaits (asyncio.wrap_future) without holding a
-thread. A request whose client went away before its batch was taken (its future cancelled) is left out.
+With many text searches in flight, each encoding one query and scanning the gallery alone repeats the same work per
+request: the text model's call overhead, a check of the gallery on disk, and (with a scan that multiplies a matrix
+of queries by the gallery, person.gallery.index) the pass over the gallery's memory. The batcher lets the routes
+hand their requests to one worker thread, which takes the first that arrives, then everything that arrives within
+`window` seconds of it (or until `size` are waiting), and runs them as one batch (the service's `answer_texts`, over
+Searcher.search_batch; then, on a second thread while the next batch is searched, the batch's audit lines in one
+commit: person.web.audited). Under load, batches form by themselves: requests arriving while a batch runs are taken
+together by the next one, without waiting for the window. Each request gets its own answer or its own error through
+a concurrent.futures.Future, which an async route awaits (asyncio.wrap_future) without holding a thread. A request
+whose client went away before its batch was taken (its future cancelled) is left out.
 
-    batcher = Batcher(service.answer_texts, BatchOptions(window=0.001, size=64))
+    batcher = Batcher(search_all, BatchOptions(window=0.001, size=64), finish=commit_audit_lines)
     answer = await asyncio.wrap_future(batcher.submit(request))
     batcher.close()   # at shutdown: what is queued is answered, then the worker ends
 

@@ -8,10 +8,11 @@ Why FastAPI + uvicorn: requests are validated from type hints, with errors that 
 description comes for free (what Immich's machine-learning service also runs on); uvicorn is a plain ASGI server
 that runs the (synchronous) handlers in a thread pool, and onnxruntime, FAISS and torch release the GIL, so
 concurrent queries overlap. Text searches are gathered instead: those in flight together are one batch on one worker
-thread (person.web.batching, `batching`: one text-model call, one scan of the gallery), awaited by their routes. One process holds the gallery memory-mapped; `workers` > 1 runs that many on one port
-(uvicorn's process manager) for a machine with cores to spare: each imports this module and calls `worker_app`,
-which reads the configuration `serve` left as JSON in CONFIG_VARIABLE. Sessions are signed cookies (person.web.auth),
-so the workers share them with nothing between them.
+thread (person.web.batching, `batching`: one text-model call, one scan of the gallery), awaited by their routes. One
+process holds the gallery memory-mapped; `workers` > 1 runs that many on one port (uvicorn's process manager) for a
+machine with cores to spare: each imports this module and calls `worker_app`, which reads the configuration `serve`
+left as JSON in CONFIG_VARIABLE. Sessions are signed cookies (person.web.auth), so the workers share them with
+nothing between them.
 
 A server that others can reach over a gallery with no account is refused (anyone on the network could search it)
 unless `insecure_no_auth` says so: one bound beyond loopback, and one bound to loopback behind a proxy too (given
