@@ -77,12 +77,14 @@ def box_values(box: Any) -> Box | None:
 
 
 def crop(pixels: np.ndarray, box: Box) -> tuple[np.ndarray, bool]:
-    """The box's pixels, clipped to the image (and whether it had to be); ImageReadError if nothing is left."""
+    """The box's pixels, clipped to the image (and whether it had to be); ImageReadError when under 2 pixels of its
+    width or height lie inside the image (measured on the box itself, so a box 1.5 pixels high is refused even though
+    it touches 2 rows of pixels)."""
     h, w = pixels.shape[:2]
     x1, y1, x2, y2 = box
+    if min(x2, w) - max(x1, 0) < 2 or min(y2, h) - max(y1, 0) < 2:
+        raise ImageReadError(f"box {list(box)} lies outside the {w}x{h} image (under 2 pixels of it inside)")
     cx1, cy1, cx2, cy2 = max(0, int(x1)), max(0, int(y1)), min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2)))
-    if cx2 - cx1 < 2 or cy2 - cy1 < 2:
-        raise ImageReadError(f"box {list(box)} lies outside the {w}x{h} image")
     return pixels[cy1:cy2, cx1:cx2], x1 < 0 or y1 < 0 or x2 > w or y2 > h
 
 

@@ -208,6 +208,7 @@ coordinates = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.float
 @given(boxes=st.lists(st.lists(coordinates, min_size=4, max_size=4), min_size=1, max_size=4))
 @example(boxes=[[-1.0, -1e+308, 0.0, 0.0], [-1.0, -1e+308, 0.0, 0.0]])  # one unreadable box listed twice: two
 @example(boxes=[[0, 0, 1e308, 1e308]])  # float32 would store it as Infinity
+@example(boxes=[[0.0, 0.0, 2.0, 1.5]])  # 1.5 pixels high: it touches 2 rows, yet under 2 pixels are inside
 @example(boxes=[[10, 20, 5, 50], [-50, -50, -10, -10], [0, 0, 1e39, 1e39]])
 def test_any_box_is_enrolled_finite_or_skipped_and_counted_and_answers_stay_standard_json(enrolled, plain_export,
                                                                                          boxes):

@@ -258,7 +258,7 @@ def test_tokens_work_until_revoked_or_expired(app_of, accounts, gallery, monkeyp
     token = out.out.strip()
     assert token.startswith("pst_") and len(token) > 50 and "shown this once" in out.err
     stored = json.loads((gallery / USERS_FILE).read_text())
-    assert token not in json.dumps(stored) and token.split("_")[2] not in json.dumps(stored)  # only its hash
+    assert token not in json.dumps(stored) and token.split("_", 2)[2] not in json.dumps(stored)  # only its hash
     with TestClient(app) as client:
         bearer = {"authorization": f"Bearer {token}"}
         assert client.get("/probe", headers=bearer).json()["identity"] == {"user": "root", "role": "admin",
