@@ -26,20 +26,9 @@ MAX_SEQ_LENGTH = 2048
 
 def encode_chars(text: str, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> np.ndarray:
     """`text` -> uint8 [n, 4], n = min(len(text), max_seq_length); longer text is truncated."""
-    if not isinstance(text, str):
-        raise TypeError(f"a caption must be a str, got {type(text).__name__}: {text!r:.80}")
+    _check_text(text)
     _check_length("max_seq_length", max_seq_length, minimum=1)
-    # Vectorised UTF-8 from code points: a Python loop per character is the slow path at batch scale.
-    cp = np.frombuffer(text[:max_seq_length].encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.uint32)
-    out = np.zeros((len(cp), BYTES_PER_CHAR), dtype=np.uint32)
-    n = np.select([cp < 0x80, cp < 0x800, cp < 0x10000], [1, 2, 3], 4)
-    cont = lambda shift: 0x80 | ((cp >> shift) & 0x3F)  # a continuation byte
-    lead = np.select([n == 1, n == 2, n == 3], [cp, 0xC0 | (cp >> 6), 0xE0 | (cp >> 12)], 0xF0 | (cp >> 18))
-    out[:, 0] = lead
-    out[:, 1] = np.where(n == 2, cont(0), np.where(n == 3, cont(6), np.where(n == 4, cont(12), 0)))
-    out[:, 2] = np.where(n == 3, cont(0), np.where(n == 4, cont(6), 0))
-    out[:, 3] = np.where(n == 4, cont(0), 0)
-    return out.astype(np.uint8)
+    return _utf8_rows(_code_points(text[:max_seq_length]))
 
 
 def encode_batch(texts: Sequence[str], max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
@@ -54,16 +43,42 @@ def encode_batch(texts: Sequence[str], max_seq_length: int = DEFAULT_MAX_SEQ_LEN
     _check_length("max_seq_length", max_seq_length, minimum=1)
     if pad_to is not None:
         _check_length("pad_to", pad_to, minimum=0)
-    rows = [encode_chars(t, max_seq_length) for t in texts]
-    length = pad_to if pad_to is not None else max((len(r) for r in rows), default=0)
-    if pad_to is not None and pad_to < min(max_seq_length, max((len(r) for r in rows), default=0)):
+    for t in texts:
+        _check_text(t)
+    kept = [t[:max_seq_length] for t in texts]
+    lengths = np.array([len(t) for t in kept], dtype=np.int64)
+    longest = int(lengths.max(initial=0))
+    length = pad_to if pad_to is not None else longest
+    if pad_to is not None and pad_to < longest:
         raise ValueError(f"pad_to={pad_to} is shorter than max_seq_length={max_seq_length} allows")
-    chars = np.zeros((len(rows), length, BYTES_PER_CHAR), dtype=np.uint8)
-    mask = np.zeros((len(rows), length), dtype=bool)
-    for b, r in enumerate(rows):
-        chars[b, : len(r)] = r
-        mask[b, : len(r)] = True
+    mask = np.arange(length) < lengths[:, None]
+    chars = np.zeros((len(kept), length, BYTES_PER_CHAR), dtype=np.uint8)
+    # the whole batch's characters in one pass: per-text numpy calls cost more than the conversion at query scale
+    chars[mask] = _utf8_rows(_code_points("".join(kept)))
     return chars, mask
+
+
+def _check_text(text: object) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"a caption must be a str, got {type(text).__name__}: {text!r:.80}")
+
+
+def _code_points(text: str) -> np.ndarray:
+    """uint32 [len(text)]; a lone surrogate as its own code point (Python's "surrogatepass")."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.uint32)
+
+
+def _utf8_rows(cp: np.ndarray) -> np.ndarray:
+    """Code points -> uint8 [n, 4]: each one's UTF-8 bytes, zero-padded. Vectorised: a Python loop per character is
+    the slow path at batch scale."""
+    n = 1 + (cp >= 0x80).astype(np.uint32) + (cp >= 0x800) + (cp >= 0x10000)  # bytes per character
+    cont = lambda shift: 0x80 | ((cp >> shift) & 0x3F)  # a continuation byte
+    out = np.zeros((len(cp), BYTES_PER_CHAR), dtype=np.uint32)
+    out[:, 0] = np.select([n == 1, n == 2, n == 3], [cp, 0xC0 | (cp >> 6), 0xE0 | (cp >> 12)], 0xF0 | (cp >> 18))
+    out[:, 1] = np.where(n == 2, cont(0), np.where(n == 3, cont(6), np.where(n == 4, cont(12), 0)))
+    out[:, 2] = np.where(n == 3, cont(0), np.where(n == 4, cont(6), 0))
+    out[:, 3] = np.where(n == 4, cont(0), 0)
+    return out.astype(np.uint8)
 
 
 def _check_length(name: str, value: object, minimum: int) -> None:

@@ -1,6 +1,7 @@
 """Character encoding: UTF-8 bytes padded to 4, masks, truncation, round trips in any script."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from person.data.text import decode_chars, encode_batch, encode_chars, length_batches
 
@@ -92,3 +93,21 @@ def test_length_batches_group_texts_by_length_as_read_and_cover_each_once():
     # Lengths as read: 6, 1, 8, 2, 3, 8 (the 10- and 50-character texts both read as 8; ties keep their order).
     assert batches == [[1, 3], [4, 0], [2, 5]]
     assert list(length_batches([], 8, 2)) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.text(st.one_of(st.characters(), st.sampled_from(["\ud83d", "\ude00", "\x00", "中", "😀"]))),
+                      max_size=6),
+       max_seq_length=st.integers(1, 12), pad=st.booleans())
+def test_a_batch_holds_each_text_as_encoded_alone(texts, max_seq_length, pad):
+    """The batch is encoded in one pass over all its characters: each row must still be its own text's bytes (a
+    lone high surrogate at the end of one text and a low one opening the next stay two characters)."""
+    longest = max((min(len(t), max_seq_length) for t in texts), default=0)
+    chars, mask = encode_batch(texts, max_seq_length, pad_to=max_seq_length if pad else None)
+    assert chars.shape == (len(texts), max_seq_length if pad else longest, 4)
+    for row, row_mask, text in zip(chars, mask, texts):
+        kept = text[:max_seq_length]
+        assert row_mask.tolist() == [True] * len(kept) + [False] * (len(row_mask) - len(kept))
+        assert row[row_mask].tolist() == encode_chars(kept).tolist()
+        assert not row[~row_mask].any()
+        assert decode_chars(row, row_mask) == kept

@@ -143,8 +143,8 @@ def test_rows_int8_cannot_separate_are_all_scored_and_ordered_by_score_then_posi
     rows, queries = near_duplicates()
     scan = ExactScan(rows)
     scored = []
-    real = ExactScan.exact_scores
-    with mock.patch.object(ExactScan, "exact_scores", lambda self, r, q: scored.append(len(r)) or real(self, r, q)):
+    real = ExactScan.exact_pairs
+    with mock.patch.object(ExactScan, "exact_pairs", lambda self, r, w, q: scored.append(len(r)) or real(self, r, w, q)):
         for k in (1, 10, 45):
             assert_exact(scan, rows, queries, k)
     assert max(scored) >= 30  # the second pass ran: every near-copy of the best base row was a candidate
@@ -189,19 +189,19 @@ def test_a_batch_answers_as_its_queries_one_by_one(scan, embeddings, batch):
 def recording(monkeypatch):
     """Which code rows the int8 pass reads and which rows are scored exactly, as lists the test reads after."""
     scanned, scored = [], []
-    int_mm, exact_scores = torch._int_mm, ExactScan.exact_scores
+    int_mm, exact_pairs = torch._int_mm, ExactScan.exact_pairs
 
     def spy_int_mm(queries, codes_t):
         first = codes_t.storage_offset() // codes_t.shape[0]
         scanned.append((first, first + codes_t.shape[1]))
         return int_mm(queries, codes_t)
 
-    def spy_exact(self, rows, queries):
+    def spy_exact(self, rows, which, queries):
         scored.append(np.asarray(rows))
-        return exact_scores(self, rows, queries)
+        return exact_pairs(self, rows, which, queries)
 
     monkeypatch.setattr(torch, "_int_mm", spy_int_mm)
-    monkeypatch.setattr(ExactScan, "exact_scores", spy_exact)
+    monkeypatch.setattr(ExactScan, "exact_pairs", spy_exact)
     return scanned, scored
 
 
@@ -290,14 +290,14 @@ def test_bad_input_is_refused_by_name():
         hnsw.search(np.zeros((1, 12), np.float32), 5)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(n=st.integers(1, 300), dim=st.integers(1, 40), k=st.integers(1, 320), batch=st.integers(1, 4),
        seed=st.integers(0, 2**32 - 1), distinct=st.integers(1, 300), density=st.sampled_from([None, 0.02, 0.5, 1.0]),
-       first=st.sampled_from([1, 4, 32]), direct=st.booleans())
+       first=st.sampled_from([1, 4, 32]), direct=st.booleans(), block=st.sampled_from([1, 3, 64]))
 def test_any_gallery_mask_and_query_give_brute_force_s_answer(n, dim, k, batch, seed, distinct, density, first,
-                                                              direct):
-    """Small galleries with repeated rows; both ways a mask is answered (scored directly, or scanned), and first
-    passes of every size."""
+                                                              direct, block):
+    """Small galleries with repeated rows; both ways a mask is answered (scored directly, or scanned), first passes
+    of every size, and runs of int8 scores of every length against the gallery's (a last run cut short)."""
     rng = np.random.default_rng(seed)
     pool = (rng.standard_normal((distinct, dim)) * rng.choice([1e-3, 0.1, 1.0])).astype(np.float16)
     features = pool[rng.integers(0, distinct, n)]
@@ -305,7 +305,7 @@ def test_any_gallery_mask_and_query_give_brute_force_s_answer(n, dim, k, batch, 
     queries[0] *= rng.choice([0.0, 1.0])  # sometimes a zero query
     allowed = None if density is None else rng.random(n) < density
     with mock.patch.multiple(exact_scan, FIRST=first, DIRECT_ROWS=2048 if direct else 0,
-                             DIRECT_RATIO=1 if direct else 10**9):
+                             DIRECT_RATIO=1 if direct else 10**9, BLOCK=block):
         assert_exact(ExactScan(features), features, queries, k, allowed)
 
 
