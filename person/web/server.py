@@ -116,7 +116,6 @@ def build_app(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1
               batching: BatchOptions = BatchOptions()) -> FastAPI:
     """The app `serve` runs: the Searcher `options` open over `gallery` and the page, answering the Host headers
     `allowed_hosts`, or when None this machine's own names (LOCAL_NAMES) if `host` is on this machine, any otherwise.
-    With `options.threads` None each query gets one onnxruntime thread: requests already run in parallel.
     A gallery with no account is open only to this machine (loopback, and no proxy before it: `forwarded_allow_ips`
     or an `allowed_hosts` name of another machine says there is one), or with `insecure_no_auth` (refuse_open_network).
     Requests are recorded in the gallery's audit log as `audit` opens it (AuditError when it cannot be); concurrent
@@ -124,8 +123,6 @@ def build_app(gallery: Path, options: SearcherOptions, *, host: str = "127.0.0.1
     refuse_open_network(gallery, host, insecure_no_auth, allowed_hosts=allowed_hosts,
                         forwarded_allow_ips=forwarded_allow_ips)
     options.check()
-    if options.threads is None:
-        options = dataclasses.replace(options, threads=1)
     log_of_requests = audit.open(gallery)  # before the models load: a log that cannot be used stops it at once
     searcher = options.open(gallery)
     # A server bound to this machine answers only its own names: a page elsewhere cannot reach it by DNS rebinding.

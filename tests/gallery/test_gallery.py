@@ -22,6 +22,8 @@ from person.gallery.encoders import ExportEncoder
 from person.gallery.enroll import enroll
 from person.gallery.manifest import GalleryError, read_manifest
 from person.gallery.search import MAX_QUERY_CHARS, Searcher
+from person.gallery.search_options import SearcherOptions
+from person.options import OptionError, from_namespace
 from person.runtime import ExportedModels
 from person.teacher.space import SpaceMismatchError
 from person.teacher.store import open_store
@@ -216,6 +218,21 @@ def test_search_by_text_and_by_image(plain_export, photos, tmp_path):
     assert [h.path for h in by_image.hits[:3]] == [g.rows.path[i] for i in brute[:3]]
     itself = next(h for h in by_image.hits if h.path == "4/1.jpg")  # the enrolled copy of the query crop
     assert itself.score > 0.99  # the same image, decoded at full size here and JPEG-draft-reduced at enrolment
+
+
+def test_queries_are_embedded_on_one_onnxruntime_thread_unless_asked(plain_export, photos, tmp_path):
+    """The CLI's and the server's searcher: one text thread by default (a second spins on the scan's core)."""
+    enroll(tmp_path / "g", ExportEncoder(plain_export), sources.image_dir(photos), workers=0)
+    for argv, threads in (([], 1), (["--threads", "2"], 2)):
+        args = api.parse_args(["--gallery", str(tmp_path / "g"), "--text-model", str(plain_export),
+                                      "--image-model", str(plain_export), "--queries", "a man", *argv])
+        searcher = from_namespace(SearcherOptions, args).open(tmp_path / "g")
+        for encoder in (searcher.text_encoder, searcher.image_encoder):
+            for session in (encoder.models._text, encoder.models._image):
+                assert session.get_session_options().intra_op_num_threads == threads
+    with pytest.raises(OptionError, match="--threads must be >= 1, got 0"):
+        api.parse_args(["--gallery", str(tmp_path / "g"), "--text-model", str(plain_export), "--queries", "a man",
+                        "--threads", "0"])
 
 
 def test_queries_are_checked(plain_export, photos, tmp_path):
