@@ -341,3 +341,28 @@ def test_a_gallery_s_segments_deleted_rows_and_conditions(tmp_path):
     exact = gindex.load_or_build(g, gallery.features(), "exact", gallery.manifest)
     assert not (g / "index").exists()  # nothing saved for exact search
     np.testing.assert_array_equal(exact.search(queries, 20)[1], brute_force(gallery.features(), queries, 20)[1])
+
+
+@settings(max_examples=150, deadline=None)
+@given(q=st.integers(1, 4), n=st.integers(1, 700), first=st.integers(1, 40), block=st.sampled_from([1, 2, 7, 64]),
+       spread=st.sampled_from([3, 1000, 2**20]), masked=st.floats(0, 1), seed=st.integers(0, 2**32 - 1))
+def test_the_runs_of_largest_maxima_hold_the_top_int8_scores_and_the_runs_reaching_a_floor_every_row_above_it(
+        q, n, first, block, spread, masked, seed):
+    """Against a top-k and a comparison over every column: the same best scores (ties of any width, masked columns
+    at the lowest score, a last run cut short), and exactly the columns at or above a floor."""
+    rng = np.random.default_rng(seed)
+    approx = torch.from_numpy(rng.integers(-spread, spread, (q, n)).astype(np.int32))
+    approx.masked_fill_(torch.from_numpy(rng.random((q, n)) < masked), exact_scan.LOWEST)
+    first = min(first, n)
+    with mock.patch.object(exact_scan, "BLOCK", block):
+        maxima = exact_scan._run_maxima(approx)
+        values, cols = exact_scan._top_columns(approx, maxima, first)
+        np.testing.assert_array_equal(values, torch.topk(approx, first, dim=1).values.numpy())
+        real = values != exact_scan.LOWEST
+        np.testing.assert_array_equal(approx.numpy()[np.nonzero(real)[0], cols[real]], values[real])
+        assert all(len(set(c[r])) == r.sum() for c, r in zip(cols, real))  # no column twice
+        queries = np.arange(q)[rng.random(q) < 0.7]
+        floors = rng.integers(-spread, spread + 1, len(queries)).astype(np.int64)
+        who, reached = exact_scan._columns_reaching(approx, maxima, queries, floors)
+    want = [(i, c) for i, f in zip(queries, floors) for c in np.flatnonzero(approx.numpy()[i] >= f)]
+    assert list(zip(who.tolist(), reached.tolist())) == want
