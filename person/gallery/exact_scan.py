@@ -106,8 +106,10 @@ class ExactScan:
                                    f"{min(a + BLOCK_ROWS, n) - 1}): the gallery is damaged; enrol them again")
             peak = max(peak, -low, high)
         self.scale = _scale(peak)
-        # torch 2.13's CPU _int_mm returns zeros for an inner dimension of 1: a zero column keeps it at 2
-        self.codes = torch.zeros((n, max(dim, 2)), dtype=torch.int8)
+        # torch 2.13's CPU _int_mm returns zeros for an inner dimension of 1: a zero column keeps it at 2. BLOCK rows
+        # of zeros past the last let a scan read on to the end of its last run (their scores are set lowest).
+        self._padded = torch.zeros((n + BLOCK, max(dim, 2)), dtype=torch.int8)
+        self.codes = self._padded[:n]
         error = norm = 0.0
         for a in range(0, n, BLOCK_ROWS):
             x = _float16(features[a:a + BLOCK_ROWS]).float()
@@ -190,11 +192,15 @@ class ExactScan:
         # torch is pinned at 2.13). One call scans the whole batch: over 100k x 512 rows, 2.9 ms for one query on 2
         # threads (5.9 on 1) and 6.8 ms for 16, against 4.6 ms for torch's fp16 matmul of one; FAISS's 8-bit direct
         # quantizer takes 2.7 ms for one query but scans again for each query of a batch (48 ms for 16).
-        parts = [torch._int_mm(codes, self.codes[a:z].T) for a, z in spans]
+        n = sum(z - a for a, z in spans)
+        past = -n % BLOCK  # the last span is read on to fill its last run of columns: rows past it, or the zeros
+        ends = [z for _, z in spans[:-1]] + [spans[-1][1] + past]
+        parts = [torch._int_mm(codes, self._padded[a:z].T) for (a, _), z in zip(spans, ends)]
         approx = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        if past:
+            approx[:, n:] = LOWEST
         if mask is not None:
-            approx.masked_fill_(torch.from_numpy(mask), LOWEST)
-        n = approx.shape[1]
+            approx[:, :n].masked_fill_(torch.from_numpy(mask), LOWEST)
         first = min(max(width, FIRST), n)
         maxima = _run_maxima(approx)
         top_values, top_cols = _top_columns(approx, maxima, first)
@@ -208,10 +214,12 @@ class ExactScan:
             kth = np.partition(exact, first - width, axis=1)[:, first - width]
             floor = np.maximum(np.floor((kth - delta) / step), LOWEST + 1)
             again = np.flatnonzero(found.all(axis=1) & (top_values[:, -1] >= floor))
-        who, cols = _columns_reaching(approx, maxima, again, floor[again].astype(np.int64))
-        rows = _positions(cols, spans)
-        scored = self.exact_pairs(rows, who, q)
-        counts = np.bincount(who, minlength=len(q))
+        counts = np.zeros(len(q), np.int64)
+        if len(again):
+            who, cols = _columns_reaching(approx, maxima, again, floor[again].astype(np.int64))
+            rows = _positions(cols, spans)
+            scored = self.exact_pairs(rows, who, q)
+            counts = np.bincount(who, minlength=len(q))
         ends = np.cumsum(counts)
         for i in range(len(q)):
             if counts[i]:  # every row the bound lets in (the first ones among them)
@@ -221,32 +229,24 @@ class ExactScan:
 
 
 def _run_maxima(approx: torch.Tensor) -> torch.Tensor:
-    """int32 [q, ceil(columns / BLOCK)]: the largest int8 score of each run of BLOCK columns (the last run may be
-    shorter)."""
-    n = approx.shape[1]
-    whole = n - n % BLOCK
-    parts = [approx[:, :whole].view(len(approx), -1, BLOCK).amax(dim=2)] if whole else []
-    if whole < n:
-        parts.append(approx[:, whole:].amax(dim=1, keepdim=True))
-    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    """int32 [q, columns / BLOCK]: the largest int8 score of each run of BLOCK columns."""
+    return approx.view(len(approx), -1, BLOCK).amax(dim=2)
 
 
-def _run_columns(runs: torch.Tensor, n: int) -> torch.Tensor:
-    """The columns of runs [..., m] as [..., m * BLOCK]; the last run's columns past n are given as n."""
-    cols = (runs.unsqueeze(-1) * BLOCK + torch.arange(BLOCK)).flatten(-2)
-    return cols.clamp_(max=n)
+def _run_columns(runs: np.ndarray) -> np.ndarray:
+    """The columns of runs [..., m] as [..., m * BLOCK]."""
+    return (runs[..., None] * BLOCK + np.arange(BLOCK)).reshape(*runs.shape[:-1], -1)
 
 
 def _top_columns(approx: torch.Tensor, maxima: torch.Tensor, first: int) -> tuple[np.ndarray, np.ndarray]:
     """(int8 scores, columns) [q, first] of each query's `first` best columns, best first. Looked for in the `first`
     runs of largest maxima: every score above the first-th best lies in a run whose maximum is above it (fewer than
     `first` such runs), and each of the other runs chosen holds a score equal to it, so those runs hold `first` scores
-    at least as good as the first-th best."""
-    n = approx.shape[1]
-    cols = _run_columns(torch.topk(maxima, min(first, maxima.shape[1]), dim=1).indices, n)
-    values = approx.gather(1, cols.clamp(max=n - 1)).masked_fill_(cols == n, LOWEST)
-    best, at = torch.topk(values, first, dim=1)
-    return best.numpy(), cols.gather(1, at).numpy()
+    at least as good as the first-th best. Index arithmetic in numpy: each torch call lets go of the GIL, which
+    requests searched side by side then wait to take back."""
+    cols = _run_columns(torch.topk(maxima, min(first, maxima.shape[1]), dim=1).indices.numpy())
+    best, at = torch.topk(approx.gather(1, torch.from_numpy(cols)), first, dim=1)
+    return best.numpy(), np.take_along_axis(cols, at.numpy(), axis=1)
 
 
 def _columns_reaching(approx: torch.Tensor, maxima: torch.Tensor, queries: np.ndarray, floors: np.ndarray
@@ -254,12 +254,8 @@ def _columns_reaching(approx: torch.Tensor, maxima: torch.Tensor, queries: np.nd
     """(query, column) of the given queries' int8 scores at or above each one's floor, by query then column: only the
     runs whose maximum reaches the floor are read. In numpy: a handful of rows, where torch's per-call cost would
     dominate."""
-    n = approx.shape[1]
     who, runs = np.nonzero(maxima.numpy()[queries] >= floors[:, None])
-    cols = (runs[:, None] * BLOCK + np.arange(BLOCK)).ravel()
-    who = np.repeat(who, BLOCK)
-    inside = cols < n
-    cols, who = cols[inside], who[inside]
+    cols, who = _run_columns(runs), np.repeat(who, BLOCK)
     keep = approx.numpy()[queries[who], cols] >= floors[who]
     return queries[who[keep]], cols[keep]
 
