@@ -26,9 +26,8 @@ MAX_SEQ_LENGTH = 2048
 
 def encode_chars(text: str, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> np.ndarray:
     """`text` -> uint8 [n, 4], n = min(len(text), max_seq_length); longer text is truncated."""
-    _check_text(text)
     _check_length("max_seq_length", max_seq_length, minimum=1)
-    return _utf8_rows(_code_points(text[:max_seq_length]))
+    return _utf8_rows(_code_points(_check_text(text)[:max_seq_length]))
 
 
 def encode_batch(texts: Sequence[str], max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH,
@@ -43,14 +42,13 @@ def encode_batch(texts: Sequence[str], max_seq_length: int = DEFAULT_MAX_SEQ_LEN
     _check_length("max_seq_length", max_seq_length, minimum=1)
     if pad_to is not None:
         _check_length("pad_to", pad_to, minimum=0)
-    for t in texts:
-        _check_text(t)
-    kept = [t[:max_seq_length] for t in texts]
+    kept = [_check_text(t)[:max_seq_length] for t in texts]  # one pass: `texts` may be any iterable
     lengths = np.array([len(t) for t in kept], dtype=np.int64)
     longest = int(lengths.max(initial=0))
     length = pad_to if pad_to is not None else longest
     if pad_to is not None and pad_to < longest:
-        raise ValueError(f"pad_to={pad_to} is shorter than max_seq_length={max_seq_length} allows")
+        raise ValueError(f"pad_to={pad_to} is shorter than the longest text ({longest} characters after truncation "
+                         f"to max_seq_length={max_seq_length})")
     mask = np.arange(length) < lengths[:, None]
     chars = np.zeros((len(kept), length, BYTES_PER_CHAR), dtype=np.uint8)
     # the whole batch's characters in one pass: per-text numpy calls cost more than the conversion at query scale
@@ -58,9 +56,10 @@ def encode_batch(texts: Sequence[str], max_seq_length: int = DEFAULT_MAX_SEQ_LEN
     return chars, mask
 
 
-def _check_text(text: object) -> None:
+def _check_text(text: object) -> str:
     if not isinstance(text, str):
         raise TypeError(f"a caption must be a str, got {type(text).__name__}: {text!r:.80}")
+    return text
 
 
 def _code_points(text: str) -> np.ndarray:

@@ -23,8 +23,8 @@ Stability of Numerical Algorithms", 3.1), plus 1e-9 of ||q|| N for the float64 a
 1e-30 for underflow. Each row's sum is numpy's pairwise sum of that row alone: a row gets the same bits in
 whichever set it is scored (a BLAS matrix-vector product does not promise that), so equal rows tie exactly.
 
-Both passes read the int8 scores through the largest of each run of BLOCK columns: the top FIRST rows lie in the
-FIRST runs with the largest maxima, and the rows the bound keeps in the runs whose maximum reaches it, so neither a
+Both passes read the int8 scores through the largest of each run of BLOCK columns: the top FIRST (or k) rows lie in
+as many runs of largest maxima, and the rows the bound keeps in the runs whose maximum reaches it, so neither a
 top-k nor a comparison goes over every column for each query.
 
 Row masks (deleted rows, --where conditions): a mask keeping few rows has them scored exactly, and nothing else is
@@ -194,8 +194,8 @@ class ExactScan:
         # quantizer takes 2.7 ms for one query but scans again for each query of a batch (48 ms for 16).
         n = sum(z - a for a, z in spans)
         past = -n % BLOCK  # the last span is read on to fill its last run of columns: rows past it, or the zeros
-        ends = [z for _, z in spans[:-1]] + [spans[-1][1] + past]
-        parts = [torch._int_mm(codes, self._padded[a:z].T) for (a, _), z in zip(spans, ends)]
+        read_to = [z for _, z in spans[:-1]] + [spans[-1][1] + past]
+        parts = [torch._int_mm(codes, self._padded[a:z].T) for (a, _), z in zip(spans, read_to)]
         approx = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         if past:
             approx[:, n:] = LOWEST
@@ -240,10 +240,10 @@ def _run_columns(runs: np.ndarray) -> np.ndarray:
 
 def _top_columns(approx: torch.Tensor, maxima: torch.Tensor, first: int) -> tuple[np.ndarray, np.ndarray]:
     """(int8 scores, columns) [q, first] of each query's `first` best columns, best first. Looked for in the `first`
-    runs of largest maxima: every score above the first-th best lies in a run whose maximum is above it (fewer than
-    `first` such runs), and each of the other runs chosen holds a score equal to it, so those runs hold `first` scores
-    at least as good as the first-th best. Index arithmetic in numpy: each torch call lets go of the GIL, which
-    requests searched side by side then wait to take back."""
+    runs of largest maxima: every score above the first-th best v lies in a run whose maximum is above v (fewer than
+    `first` such runs); either every run reaching v is chosen, or each chosen run past those holds a score equal to
+    v, so the runs chosen hold `first` scores at least v. Index arithmetic in numpy: each torch call lets go of the
+    GIL, which requests searched side by side then wait to take back."""
     cols = _run_columns(torch.topk(maxima, min(first, maxima.shape[1]), dim=1).indices.numpy())
     best, at = torch.topk(approx.gather(1, torch.from_numpy(cols)), first, dim=1)
     return best.numpy(), np.take_along_axis(cols, at.numpy(), axis=1)
@@ -251,9 +251,9 @@ def _top_columns(approx: torch.Tensor, maxima: torch.Tensor, first: int) -> tupl
 
 def _columns_reaching(approx: torch.Tensor, maxima: torch.Tensor, queries: np.ndarray, floors: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """(query, column) of the given queries' int8 scores at or above each one's floor, by query then column: only the
-    runs whose maximum reaches the floor are read. In numpy: a handful of rows, where torch's per-call cost would
-    dominate."""
+    """(query, column) of the given queries' int8 scores at or above each one's floor, in the order of `queries` (as
+    given: ascending from _two_pass), then by column: only the runs whose maximum reaches the floor are read. In
+    numpy: a handful of rows, where torch's per-call cost would dominate."""
     who, runs = np.nonzero(maxima.numpy()[queries] >= floors[:, None])
     cols, who = _run_columns(runs), np.repeat(who, BLOCK)
     keep = approx.numpy()[queries[who], cols] >= floors[who]

@@ -49,6 +49,11 @@ def test_non_strings_rejected(bad):
         encode_batch([bad])
 
 
+def test_any_iterable_of_texts_is_a_batch():
+    chars, mask = encode_batch(t for t in ["ab", "c"])  # read once: a generator is not checked empty
+    assert chars.shape == (2, 2, 4) and mask.tolist() == [[True, True], [True, False]]
+
+
 def test_single_string_is_not_a_batch():
     with pytest.raises(TypeError, match="list of captions"):
         encode_batch("abc")

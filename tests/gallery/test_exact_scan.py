@@ -144,7 +144,8 @@ def test_rows_int8_cannot_separate_are_all_scored_and_ordered_by_score_then_posi
     scan = ExactScan(rows)
     scored = []
     real = ExactScan.exact_pairs
-    with mock.patch.object(ExactScan, "exact_pairs", lambda self, r, w, q: scored.append(len(r)) or real(self, r, w, q)):
+    with mock.patch.object(ExactScan, "exact_pairs",
+                           lambda self, r, w, q: scored.append(len(r)) or real(self, r, w, q)):
         for k in (1, 10, 45):
             assert_exact(scan, rows, queries, k)
     assert max(scored) >= 30  # the second pass ran: every near-copy of the best base row was a candidate
