@@ -34,6 +34,7 @@ from its first allowed row to its last scanned, the others given the lowest int8
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -149,25 +150,37 @@ class ExactScan:
         return scores, positions
 
     def exact_scores(self, rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
-        """float32 [q, len(rows)]: each query's exact score of each row (exact_pairs)."""
-        pairs = np.tile(rows, len(queries)), np.repeat(np.arange(len(queries)), len(rows))
-        return self.exact_pairs(*pairs, queries).reshape(len(queries), len(rows))
+        """float32 [q, len(rows)]: the rows' float16 values as float32 times each query, summed row by row (numpy's
+        pairwise sum of one row: the same bits whichever other rows are scored with it). Each row is read once for
+        all the queries."""
+        out = np.empty((len(queries), len(rows)), np.float32)
+        product = torch.empty((max(1, min(len(rows), SCORE_ROWS)), self.dim))
+        for a, wide in self._wide(rows):
+            for i, q in enumerate(torch.from_numpy(queries)):
+                torch.mul(wide, q, out=product[:len(wide)])
+                product[:len(wide)].numpy().sum(axis=1, out=out[i, a:a + len(wide)])
+        return out
 
     def exact_pairs(self, rows: np.ndarray, which: np.ndarray, queries: np.ndarray) -> np.ndarray:
-        """float32 [len(rows)]: row rows[j]'s float16 values as float32 times query which[j], summed row by row
-        (numpy's pairwise sum of that row alone: the same bits whichever other pairs are scored with it)."""
+        """float32 [len(rows)]: row rows[j] scored as exact_scores scores it against query which[j] (the same bits)."""
         out = np.empty(len(rows), np.float32)
-        block = max(1, min(len(rows), SCORE_ROWS))
-        half = np.empty((block, self.dim), np.float16)   # buffers reused block after block: no fresh pages to fault
-        wide, chosen = torch.empty((block, self.dim)), torch.empty((block, self.dim))
+        chosen = torch.empty((max(1, min(len(rows), SCORE_ROWS)), self.dim))
         qs, which = torch.from_numpy(queries), torch.from_numpy(np.asarray(which, np.int64))
+        for a, wide in self._wide(rows):
+            torch.index_select(qs, 0, which[a:a + len(wide)], out=chosen[:len(wide)])
+            wide.mul_(chosen[:len(wide)]).numpy().sum(axis=1, out=out[a:a + len(wide)])
+        return out
+
+    def _wide(self, rows: np.ndarray) -> Iterator[tuple[int, torch.Tensor]]:
+        """(start, float32 [m, D]) for each block of up to SCORE_ROWS of `rows`, read from the float16 rows into one
+        buffer reused block after block (no fresh pages to fault): a block is overwritten by the next."""
+        block = max(1, min(len(rows), SCORE_ROWS))
+        half, wide = np.empty((block, self.dim), np.float16), torch.empty((block, self.dim))
         for a in range(0, len(rows), block):
             m = len(rows[a:a + block])
             np.take(self.features, rows[a:a + block], axis=0, out=half[:m], mode="clip")  # "raise" would buffer
             wide[:m].copy_(torch.from_numpy(half[:m]))
-            torch.index_select(qs, 0, which[a:a + m], out=chosen[:m])
-            wide[:m].mul_(chosen[:m]).numpy().sum(axis=1, out=out[a:a + m])
-        return out
+            yield a, wide[:m]
 
     def quantize(self, queries: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """(int8 codes [q, D'], step [q], delta [q]) of float32 queries: a row's approximate score is step times its

@@ -188,21 +188,22 @@ def test_a_batch_answers_as_its_queries_one_by_one(scan, embeddings, batch):
 
 
 def recording(monkeypatch):
-    """Which code rows the int8 pass reads and which rows are scored exactly, as lists the test reads after."""
+    """Which code rows the int8 pass reads and which float16 rows are read to be scored exactly (by exact_scores or
+    exact_pairs alike), as lists the test reads after."""
     scanned, scored = [], []
-    int_mm, exact_pairs = torch._int_mm, ExactScan.exact_pairs
+    int_mm, wide = torch._int_mm, ExactScan._wide
 
     def spy_int_mm(queries, codes_t):
         first = codes_t.storage_offset() // codes_t.shape[0]
         scanned.append((first, first + codes_t.shape[1]))
         return int_mm(queries, codes_t)
 
-    def spy_exact(self, rows, which, queries):
+    def spy_wide(self, rows):
         scored.append(np.asarray(rows))
-        return exact_pairs(self, rows, which, queries)
+        return wide(self, rows)
 
     monkeypatch.setattr(torch, "_int_mm", spy_int_mm)
-    monkeypatch.setattr(ExactScan, "exact_pairs", spy_exact)
+    monkeypatch.setattr(ExactScan, "_wide", spy_wide)
     return scanned, scored
 
 
@@ -234,7 +235,7 @@ def test_a_mask_of_few_rows_reads_only_those_rows(embeddings, scan, monkeypatch)
     few = np.zeros(len(features), bool)
     few[np.random.default_rng(4).choice(len(features), 40, replace=False)] = True
     assert_exact(scan, features, queries, 10, few)
-    assert scanned == [] and all(few[r].all() for r in scored)
+    assert scanned == [] and scored and all(few[r].all() for r in scored)
     scanned.clear()
     assert_exact(scan, features, queries[:1], 100, few)  # fewer than k allowed: padded
     assert scanned == []
